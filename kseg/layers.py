@@ -1,0 +1,134 @@
+"""Layers the Keras core lacks: max pooling that remembers where each maximum came from, the
+unpooling that puts values back there (SegNet), and the conv block every kseg model is made of.
+
+Pooling positions are stored per window, not as flat indices: ``positions[b, i, j, c]`` is the
+row-major offset (0 .. pool_size**2 - 1) of the maximum inside window ``(i, j)`` of channel ``c``.
+That keeps both layers a handful of reshapes, an argmax and a one-hot in ``keras.ops``, so they
+run unchanged on every backend, have static shapes and are differentiable with respect to the
+values (the positions are integer and carry no gradient).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+def _check_divisible(shape: tuple, pool_size: int, layer_name: str) -> None:
+    height, width = shape[1], shape[2]
+    for side, label in ((height, "height"), (width, "width")):
+        if side is None:
+            raise ValueError(f"{layer_name} needs a static {label}; got input shape {shape}.")
+        if side % pool_size:
+            raise ValueError(
+                f"{layer_name}: input {label} {side} is not divisible by pool_size {pool_size}."
+            )
+
+
+def _to_windows(x, pool_size: int):
+    """(B, H, W, C) -> (B, H/p, W/p, C, p*p): each pooling window's values on the last axis."""
+    _, height, width, channels = x.shape
+    x = ops.reshape(x, (-1, height // pool_size, pool_size, width // pool_size, pool_size, channels))
+    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))
+    return ops.reshape(x, (-1, height // pool_size, width // pool_size, channels, pool_size**2))
+
+
+def _from_windows(x, pool_size: int):
+    """Inverse of ``_to_windows``: (B, h, w, C, p*p) -> (B, h*p, w*p, C)."""
+    _, height, width, channels, _ = x.shape
+    x = ops.reshape(x, (-1, height, width, channels, pool_size, pool_size))
+    x = ops.transpose(x, (0, 1, 4, 2, 5, 3))
+    return ops.reshape(x, (-1, height * pool_size, width * pool_size, channels))
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MaxPoolingWithArgmax2D(layers.Layer):
+    """Non-overlapping 2D max pooling that also returns where each maximum was.
+
+    ``pooled[b, i, j, c] = max(window)`` and ``positions[b, i, j, c] = argmax(window)`` with the
+    window ``x[b, p*i : p*(i+1), p*j : p*(j+1), c]`` flattened row-major. Among tied values the
+    first wins, so exactly one position per window is recorded.
+
+    Args:
+        pool_size: side of the square, non-overlapping pooling window (stride = pool_size).
+
+    Example:
+    >>> pooled, positions = MaxPoolingWithArgmax2D()(keras.random.normal((1, 4, 4, 3)))
+    >>> pooled.shape, positions.shape
+    ((1, 2, 2, 3), (1, 2, 2, 3))
+    """
+
+    def __init__(self, pool_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+
+    def build(self, input_shape):
+        _check_divisible(input_shape, self.pool_size, self.name)
+
+    def call(self, inputs):
+        windows = _to_windows(inputs, self.pool_size)
+        return ops.max(windows, axis=-1), ops.cast(ops.argmax(windows, axis=-1), "int32")
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        shape = (batch, height // self.pool_size, width // self.pool_size, channels)
+        return shape, shape
+
+    def compute_output_spec(self, inputs):
+        shape = self.compute_output_shape(inputs.shape)[0]
+        return (
+            keras.KerasTensor(shape, dtype=self.compute_dtype),
+            keras.KerasTensor(shape, dtype="int32"),
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class MaxUnpooling2D(layers.Layer):
+    """Puts each value back at the position its maximum came from, zeros elsewhere.
+
+    Takes ``[values, positions]`` as produced by ``MaxPoolingWithArgmax2D`` and returns a tensor
+    ``pool_size`` times larger in height and width:
+    ``out[b, p*i + r, p*j + s, c] = values[b, i, j, c]`` if ``positions[b, i, j, c] == r*p + s``
+    else 0. The same as PyTorch's ``MaxUnpool2d(MaxPool2d(p, return_indices=True)(x))``.
+
+    Args:
+        pool_size: the pool size used by the matching pooling layer.
+
+    Example:
+    >>> x = keras.random.normal((1, 4, 4, 3))
+    >>> pooled, positions = MaxPoolingWithArgmax2D()(x)
+    >>> MaxUnpooling2D()([pooled, positions]).shape
+    (1, 4, 4, 3)
+    """
+
+    def __init__(self, pool_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = int(pool_size)
+
+    def call(self, inputs):
+        values, positions = inputs
+        one_hot = ops.one_hot(positions, self.pool_size**2, dtype=values.dtype)
+        return _from_windows(one_hot * ops.expand_dims(values, -1), self.pool_size)
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape[0]
+        p = self.pool_size
+        return (batch, None if height is None else height * p, None if width is None else width * p, channels)
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size}
+
+
+def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9):
+    """Conv3x3 (same padding) -> ReLU -> BatchNorm, the block of the original notebook.
+
+    BatchNorm comes after the ReLU, as the notebook had it. ``bn_momentum`` 0.9 is PyTorch's
+    default (its momentum 0.1); Keras' 0.99 lags far behind on a dataset of ~10 steps per epoch.
+    epsilon 1e-5 is PyTorch's too, so weights transfer one to one.
+    """
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
+    x = layers.ReLU(name=f"{name}_relu")(x)
+    return layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_bn")(x)

@@ -1,0 +1,26 @@
+"""Pieces shared by every kseg builder: the input, its size check, and the logit head."""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def segmentation_input(input_shape: tuple[int, int, int], depth: int) -> keras.KerasTensor:
+    """The model input, after checking that ``depth`` halvings of each side stay whole."""
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
+    factor = 2**depth
+    for side, label in zip(input_shape[:2], ("height", "width")):
+        if side is None or side % factor:
+            raise ValueError(
+                f"Input {label} {side} is not divisible by 2**depth = {factor} (depth={depth}); "
+                f"choose a size that is a multiple of {factor}, e.g. {max(factor, (side or 0) // factor * factor)}."
+            )
+    return keras.Input(shape=input_shape, name="image")
+
+
+def logit_head(x) -> keras.KerasTensor:
+    """1x1 convolution to one channel of logits, computed in float32 whatever the policy, so
+    losses and thresholds see full-precision values under mixed precision."""
+    return layers.Conv2D(1, 1, dtype="float32", name="logits")(x)

@@ -1,0 +1,56 @@
+"""SegNet (Badrinarayanan et al., 2017): an encoder that remembers its max-pooling positions and a
+decoder that unpools by them instead of learning its up-sampling."""
+
+from __future__ import annotations
+
+import keras
+
+from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D, conv_block
+from kseg.models._common import logit_head, segmentation_input
+
+
+def segnet(
+    input_shape: tuple[int, int, int] = (256, 256, 3),
+    base_filters: int = 64,
+    depth: int = 4,
+    bn_momentum: float = 0.9,
+    name: str = "segnet",
+) -> keras.Model:
+    """Builds SegNet with ``depth`` pooling levels of widths f_i = base_filters * 2**i.
+
+    encoder level i:  block(f_i), block(f_i), 2x2 max-pool keeping positions
+    bottleneck:       block(2 * f_last), block(f_last)
+    decoder level i:  unpool with level i's positions, block(f_i), block(f_{i-1}),
+                      deepest first, with f_{-1} = base_filters // 2
+    head:             1x1 conv to one logit per pixel (float32)
+
+    Args:
+        input_shape: (height, width, channels); height and width divisible by 2**depth.
+        base_filters: width of the first level.
+        depth: number of pooling levels.
+        bn_momentum: BatchNormalization momentum (0.9, PyTorch's default).
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` mapping images (B, H, W, C) to logits (B, H, W, 1).
+    """
+    widths = [base_filters * 2**i for i in range(depth)]
+    inputs = segmentation_input(input_shape, depth)
+
+    x, positions = inputs, []
+    for level, filters in enumerate(widths):
+        x = conv_block(x, filters, f"enc{level}_block0", bn_momentum)
+        x = conv_block(x, filters, f"enc{level}_block1", bn_momentum)
+        x, level_positions = MaxPoolingWithArgmax2D(name=f"enc{level}_pool")(x)
+        positions.append(level_positions)
+
+    x = conv_block(x, 2 * widths[-1], "bottleneck_block0", bn_momentum)
+    x = conv_block(x, widths[-1], "bottleneck_block1", bn_momentum)
+
+    out_widths = [base_filters // 2] + widths[:-1]
+    for level in reversed(range(depth)):
+        x = MaxUnpooling2D(name=f"dec{level}_unpool")([x, positions[level]])
+        x = conv_block(x, widths[level], f"dec{level}_block0", bn_momentum)
+        x = conv_block(x, out_widths[level], f"dec{level}_block1", bn_momentum)
+
+    return keras.Model(inputs, logit_head(x), name=name)
