@@ -1,0 +1,100 @@
+import keras
+import numpy as np
+import pytest
+
+from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from tests.backend_utils import value_and_grad
+
+
+def _distinct_values(shape, seed=0):
+    """Random values with no ties (a permutation), so argmax is unique everywhere."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(np.prod(shape)).reshape(shape) / np.prod(shape)).astype("float32")
+
+
+def _numpy_pool_unpool(x, p=2):
+    """Reference: loop over windows, keep the max at its place, zero the rest."""
+    out = np.zeros_like(x)
+    b, h, w, c = x.shape
+    for i in range(0, h, p):
+        for j in range(0, w, p):
+            window = x[:, i : i + p, j : j + p, :].reshape(b, p * p, c)
+            k = window.argmax(axis=1)
+            for bb in range(b):
+                for cc in range(c):
+                    r, s = divmod(k[bb, cc], p)
+                    out[bb, i + r, j + s, cc] = x[bb, i + r, j + s, cc]
+    return out
+
+
+def _pool_unpool(x, p=2):
+    pooled, positions = MaxPoolingWithArgmax2D(p)(x)
+    return MaxUnpooling2D(p)([pooled, positions])
+
+
+@pytest.mark.parametrize("pool_size", [2, 3])
+def test_pool_unpool_matches_numpy_reference(pool_size):
+    x = _distinct_values((2, 6, 6, 3))
+    pooled, positions = MaxPoolingWithArgmax2D(pool_size)(x)
+    expected_pooled = x.reshape(2, 6 // pool_size, pool_size, 6 // pool_size, pool_size, 3).max(axis=(2, 4))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(pooled), expected_pooled)
+    assert keras.ops.convert_to_numpy(positions).dtype == np.int32
+    unpooled = MaxUnpooling2D(pool_size)([pooled, positions])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(unpooled), _numpy_pool_unpool(x, pool_size))
+
+
+def test_pool_unpool_matches_pytorch_maxunpool2d():
+    torch = pytest.importorskip("torch", reason="torch not installed: PyTorch reference unavailable")
+    x = _distinct_values((2, 8, 12, 5), seed=1)
+    x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    pooled, indices = torch.nn.MaxPool2d(2, return_indices=True)(x_nchw)
+    expected = torch.nn.MaxUnpool2d(2)(pooled, indices).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(_pool_unpool(x)), expected)
+
+
+def test_ties_give_the_value_to_exactly_one_position():
+    x = np.ones((1, 4, 4, 2), "float32")
+    out = keras.ops.convert_to_numpy(_pool_unpool(x))
+    per_window = out.reshape(1, 2, 2, 2, 2, 2).sum(axis=(2, 4))
+    np.testing.assert_array_equal(per_window, np.ones((1, 2, 2, 2)))
+    assert np.count_nonzero(out) == 2 * 2 * 2
+
+
+def test_gradient_reaches_only_the_max_positions():
+    x = _distinct_values((1, 4, 4, 2), seed=2)
+    _, grad = value_and_grad(_pool_unpool, x)
+    expected = (_numpy_pool_unpool(x) != 0).astype("float32")
+    np.testing.assert_array_equal(grad, expected)
+
+
+def test_static_shapes_and_dtypes_in_functional_model():
+    inputs = keras.Input((8, 16, 4))
+    pooled, positions = MaxPoolingWithArgmax2D(name="pool")(inputs)
+    assert pooled.shape == (None, 4, 8, 4) and positions.shape == (None, 4, 8, 4)
+    assert positions.dtype == "int32"
+    out = MaxUnpooling2D(name="unpool")([pooled, positions])
+    assert out.shape == (None, 8, 16, 4)
+
+
+def test_indivisible_input_raises():
+    with pytest.raises(ValueError, match="not divisible by pool_size 2"):
+        MaxPoolingWithArgmax2D()(np.zeros((1, 5, 4, 1), "float32"))
+
+
+@pytest.mark.parametrize("layer_cls", [MaxPoolingWithArgmax2D, MaxUnpooling2D])
+def test_layers_serialize(layer_cls):
+    layer = layer_cls(pool_size=3, name="x")
+    config = keras.saving.serialize_keras_object(layer)
+    assert config["registered_name"] == f"kseg>{layer_cls.__name__}"
+    restored = keras.saving.deserialize_keras_object(config)
+    assert type(restored) is layer_cls and restored.pool_size == 3
+
+
+def test_model_with_unpooling_round_trips_through_keras_file(tmp_path):
+    inputs = keras.Input((4, 4, 2))
+    pooled, positions = MaxPoolingWithArgmax2D()(inputs)
+    model = keras.Model(inputs, MaxUnpooling2D()([pooled * 2.0, positions]))
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    x = _distinct_values((3, 4, 4, 2))
+    np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))

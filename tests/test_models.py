@@ -1,0 +1,108 @@
+import importlib.util
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+import kseg
+
+MODELS = kseg.models.available()
+TORCH_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_reference.py"
+# Trainable parameters of the native PyTorch networks at base 32, depth 4 (torch_reference.py).
+REFERENCE_PARAMS = {"segnet": 4_712_993, "unet": 7_852_545, "unet2": 8_114_625}
+
+
+def _trainable_params(model) -> int:
+    return sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+
+
+def test_available_names():
+    assert MODELS == ("segnet", "unet", "unet2")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_count_matches_pytorch_reference(name):
+    model = kseg.models.build(name, input_shape=(64, 64, 3), base_filters=32, depth=4)
+    assert _trainable_params(model) == REFERENCE_PARAMS[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("base,depth", [(8, 2), (16, 3)])
+def test_parameter_count_matches_native_torch_build(name, base, depth):
+    if not TORCH_REFERENCE.exists():
+        pytest.skip(f"{TORCH_REFERENCE} not found: native PyTorch reference unavailable")
+    pytest.importorskip("torch", reason="torch not installed")
+    spec = importlib.util.spec_from_file_location("torch_reference", TORCH_REFERENCE)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    expected = sum(p.numel() for p in reference.build(name, base, depth).parameters() if p.requires_grad)
+    model = kseg.models.build(name, input_shape=(32, 32, 3), base_filters=base, depth=depth)
+    assert _trainable_params(model) == expected
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("shape", [(32, 32, 3), (16, 48, 1)])
+def test_output_is_one_logit_channel_per_pixel(name, shape):
+    model = kseg.models.build(name, input_shape=shape, base_filters=4, depth=2)
+    assert model.output.shape == (None, shape[0], shape[1], 1)
+    out = model.predict(np.random.default_rng(0).random((2, *shape), "float32"), verbose=0)
+    assert out.shape == (2, shape[0], shape[1], 1) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_output_is_float32_under_mixed_precision(name):
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.build(name, input_shape=(16, 16, 3), base_filters=4, depth=2)
+        assert model.layers[-2].compute_dtype == "bfloat16"
+        assert model.output.dtype == "float32"
+        out = model(np.zeros((1, 16, 16, 3), "float32"))
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_layer_has_a_readable_name(name):
+    model = kseg.models.build(name, input_shape=(16, 16, 3), base_filters=4, depth=2)
+    prefixes = ("image", "enc", "bottleneck", "dec", "logits")
+    unnamed = [layer.name for layer in model.layers if not layer.name.startswith(prefixes)]
+    assert not unnamed
+    assert len({layer.name for layer in model.layers}) == len(model.layers)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_batchnorm_momentum_is_pytorch_default_and_configurable(name):
+    default = kseg.models.build(name, input_shape=(16, 16, 3), base_filters=4, depth=2)
+    custom = kseg.models.build(name, input_shape=(16, 16, 3), base_filters=4, depth=2, bn_momentum=0.5)
+    bn = [l for l in default.layers if isinstance(l, keras.layers.BatchNormalization)]
+    assert bn and all(l.momentum == 0.9 for l in bn)
+    assert all(l.momentum == 0.5 for l in custom.layers if isinstance(l, keras.layers.BatchNormalization))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_indivisible_input_size_is_rejected(name):
+    with pytest.raises(ValueError, match=r"height 40 is not divisible by 2\*\*depth = 16"):
+        kseg.models.build(name, input_shape=(40, 64, 3), depth=4)
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(ValueError, match="segnet, unet, unet2"):
+        kseg.models.build("resnet")
+
+
+def test_segnet_decoder_unpools_to_pooling_positions():
+    """With identity-like weights removed from the picture, SegNet's first decoder input must be
+    zero everywhere except at its encoder's pooling positions."""
+    model = kseg.models.segnet(input_shape=(16, 16, 3), base_filters=4, depth=2)
+    probe = keras.Model(model.input, [model.get_layer("enc0_block1_bn").output, model.get_layer("dec0_unpool").output])
+    encoded, unpooled = probe.predict(np.random.default_rng(1).random((1, 16, 16, 3), "float32"), verbose=0)
+    nonzero = unpooled != 0
+    windows = nonzero.reshape(1, 8, 2, 8, 2, 4).sum(axis=(2, 4))
+    assert windows.max() <= 1  # at most one position per window (zero where the value was 0)
+    # Each kept position is where the encoder's window maximum was.
+    enc_windows = encoded.reshape(1, 8, 2, 8, 2, 4).transpose(0, 1, 3, 5, 2, 4).reshape(1, 8, 8, 4, 4)
+    un_windows = nonzero.reshape(1, 8, 2, 8, 2, 4).transpose(0, 1, 3, 5, 2, 4).reshape(1, 8, 8, 4, 4)
+    kept = un_windows.any(-1)
+    np.testing.assert_array_equal(un_windows.argmax(-1)[kept], enc_windows.argmax(-1)[kept])
