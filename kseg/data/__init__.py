@@ -1,0 +1,37 @@
+"""Datasets for kseg: PH2, image/mask folders and a synthetic dermoscopy set.
+
+Every loader returns a :class:`SegmentationDataset` of float32 images in [0, 1] and float32
+masks that are exactly 0 or 1; :func:`split` makes seeded, stratified train/val/test parts and
+:class:`SegmentationSequence` batches them (with augmentation) for ``model.fit``.
+"""
+
+from kseg.data.augment import augment_pair
+from kseg.data.cache import cache_dir
+from kseg.data.dataset import SegmentationDataset
+from kseg.data.folder import load_folder
+from kseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
+from kseg.data.load import load_dataset
+from kseg.data.ph2 import download_ph2, find_ph2, load_ph2
+from kseg.data.sequence import SegmentationSequence
+from kseg.data.split import Split, load_split, save_split, split
+from kseg.data.synthetic import synthetic
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SegmentationDataset",
+    "SegmentationSequence",
+    "Split",
+    "augment_pair",
+    "cache_dir",
+    "download_ph2",
+    "find_ph2",
+    "load_dataset",
+    "load_folder",
+    "load_ph2",
+    "load_split",
+    "read_image",
+    "read_mask",
+    "save_split",
+    "split",
+    "synthetic",
+]

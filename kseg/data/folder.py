@@ -1,0 +1,78 @@
+"""A generic ``images/`` + ``masks/`` folder dataset (e.g. ISIC), paired by file stem."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+from kseg.data.dataset import SegmentationDataset
+from kseg.data.io import IMAGE_EXTENSIONS, ImageSize, is_image_file, load_pairs
+
+
+def _image_files(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: {what} folder not found")
+    files = sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f))
+    if not files:
+        raise FileNotFoundError(
+            f"{folder}: {what} folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+    by_stem: dict[str, Path] = {}
+    for f in files:
+        if f.stem in by_stem:
+            raise ValueError(f"{folder}: two files with the stem {f.stem!r}: {by_stem[f.stem].name}, {f.name}")
+        by_stem[f.stem] = f
+    return by_stem
+
+
+def load_folder(
+    images_dir: str | os.PathLike,
+    masks_dir: str | os.PathLike,
+    mask_suffix: str = "",
+    image_size: ImageSize = 256,
+    use_cache: bool = True,
+) -> SegmentationDataset:
+    """Load image/mask pairs matched by stem: ``images/X.jpg`` <-> ``masks/X{mask_suffix}.png``.
+
+    Args:
+        images_dir: folder of images (png/jpg/jpeg/bmp/tif/tiff).
+        masks_dir: folder of binary masks.
+        mask_suffix: appended to the image stem to name its mask (ISIC: ``"_segmentation"``).
+        image_size: int, ``(H, W)``, or ``None`` to keep each file's own size.
+        use_cache: read/write decoded arrays in the kseg cache.
+
+    An image without a mask is an error; a mask without an image is a warning (it is unused).
+    """
+    images_dir, masks_dir = Path(images_dir).expanduser(), Path(masks_dir).expanduser()
+    images = _image_files(images_dir, "images")
+    masks = _image_files(masks_dir, "masks")
+    pairs, missing = [], []
+    for stem, image in images.items():
+        mask = masks.get(stem + mask_suffix)
+        if mask is None:
+            missing.append(image)
+        else:
+            pairs.append((stem, image, mask))
+    if missing:
+        raise FileNotFoundError(
+            f"{len(missing)} image(s) without a mask in {masks_dir} (mask_suffix={mask_suffix!r}): "
+            f"e.g. {missing[0]} needs {masks_dir / (missing[0].stem + mask_suffix)}.<ext>; "
+            f"all: {[m.name for m in missing[:10]]}"
+        )
+    used = {stem + mask_suffix for stem in images}
+    orphans = sorted(m for s, m in masks.items() if s not in used)
+    if orphans:
+        warnings.warn(
+            f"{masks_dir}: {len(orphans)} mask(s) without an image (not loaded): "
+            f"{[o.name for o in orphans[:10]]}",
+            stacklevel=2,
+        )
+    return load_pairs(
+        [(p[1], p[2]) for p in pairs],
+        [p[0] for p in pairs],
+        image_size,
+        "folder",
+        None,
+        use_cache=use_cache,
+    )

@@ -1,0 +1,100 @@
+"""Seeded, stratified train/val/test splits and their JSON form."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from kseg.data.dataset import SegmentationDataset
+
+
+class Split(NamedTuple):
+    """Train, validation and test subsets of one dataset."""
+
+    train: SegmentationDataset
+    val: SegmentationDataset
+    test: SegmentationDataset
+
+    def ids(self) -> dict[str, list[str]]:
+        """Case ids per part: ``{"train": [...], "val": [...], "test": [...]}``."""
+        return {"train": list(self.train.ids), "val": list(self.val.ids), "test": list(self.test.ids)}
+
+
+def _counts(n: int, sizes: Sequence[float]) -> list[int]:
+    if len(sizes) != 3:
+        raise ValueError(f"sizes must have 3 entries (train, val, test); got {sizes!r}")
+    if any(s < 0 for s in sizes):
+        raise ValueError(f"sizes must be non-negative; got {sizes!r}")
+    # ints are case counts, floats are fractions: (1, 0, 0) and (1.0, 0.0, 0.0) differ on purpose.
+    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
+        counts = [int(s) for s in sizes]
+        if sum(counts) > n:
+            raise ValueError(
+                f"split sizes {tuple(counts)} sum to {sum(counts)} but the dataset has only {n} "
+                "cases; pass smaller counts or fractions such as (0.5, 0.25, 0.25)"
+            )
+        return counts
+    if abs(sum(sizes) - 1.0) > 1e-6:
+        raise ValueError(f"fractional sizes must sum to 1; got {sizes!r} (sum {sum(sizes)})")
+    # Largest remainder so the three counts add up to n exactly.
+    raw = np.asarray(sizes, dtype=float) * n
+    counts = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - counts), kind="stable")[: n - counts.sum()]:
+        counts[i] += 1
+    return counts.tolist()
+
+
+def split(
+    dataset: SegmentationDataset, seed: int = 0, sizes: Sequence[float] = (100, 50, 50)
+) -> Split:
+    """Split ``dataset`` into train/val/test, deterministic for a given ``seed``.
+
+    Args:
+        sizes: case counts as ints (their sum may be below ``len(dataset)``; the rest is unused) or
+            float fractions summing to 1. Counts summing to more than ``len(dataset)`` raise
+            ``ValueError``.
+
+    Stratified by ``dataset.diagnosis`` where known (unknown cases form their own group): each
+    group's shuffled members are spread evenly over ``[0, 1)`` and the merged order is cut into
+    the three parts, so every class lands in each part in proportion (to within one case).
+    """
+    n = len(dataset)
+    n_train, n_val, n_test = _counts(n, sizes)
+    rng = np.random.default_rng(seed)
+    labels = dataset.diagnosis if dataset.diagnosis is not None else [None] * n
+    position = np.empty(n, dtype=float)
+    groups: dict[object, list[int]] = {}
+    for i, label in enumerate(labels):
+        groups.setdefault(label, []).append(i)
+    for key in sorted(groups, key=lambda k: (k is None, str(k))):  # fixed order for determinism
+        members = np.asarray(groups[key])
+        order = rng.permutation(len(members))
+        position[members[order]] = (np.arange(len(members)) + 0.5) / len(members)
+    tie_break = rng.random(n)
+    order = np.lexsort((tie_break, position))
+    bounds = np.cumsum([n_train, n_val, n_test])
+    parts = [order[: bounds[0]], order[bounds[0] : bounds[1]], order[bounds[1] : bounds[2]]]
+    return Split(*(dataset.subset(np.sort(p)) for p in parts))
+
+
+def save_split(split_: Split, path: str | os.PathLike) -> Path:
+    """Write the split's ids (and dataset name) as JSON; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"dataset": split_.train.name, **split_.ids()}
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def load_split(path: str | os.PathLike, dataset: SegmentationDataset) -> Split:
+    """Rebuild a :class:`Split` of ``dataset`` from a JSON file written by :func:`save_split`."""
+    path = Path(path)
+    payload = json.loads(path.read_text())
+    try:
+        return Split(*(dataset.select_ids(payload[part]) for part in ("train", "val", "test")))
+    except KeyError as err:
+        raise KeyError(f"{path}: split does not match dataset {dataset.name!r}: {err}") from None
