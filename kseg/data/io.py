@@ -57,7 +57,8 @@ def _decode(path: Path, flags: int) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise ValueError(f"{path}: file is empty")
-    if path.suffix.lower() in (".jpg", ".jpeg") and b"\xff\xd9" not in data[-4096:].tobytes():
+    is_jpeg = data[:2].tobytes() == b"\xff\xd8"
+    if is_jpeg and b"\xff\xd9" not in data[-4096:].tobytes():
         # libjpeg decodes a truncated JPEG with a grey bottom and only prints a warning.
         raise ValueError(f"{path}: truncated JPEG (no end-of-image marker)")
     array = cv2.imdecode(data, flags)

@@ -119,13 +119,17 @@ def download_ph2(
     """
     import keras  # deferred: importing keras selects a backend, not needed to read files
 
+    # Resolve and create the dir ourselves: keras silently falls back to /tmp/.keras when the
+    # dir does not exist yet, and find_ph2 would then not look there.
+    base = Path(cache_dir).expanduser() if cache_dir is not None else _keras_datasets_dir().parent
+    base.mkdir(parents=True, exist_ok=True)
     extracted = keras.utils.get_file(
         fname="ph2",  # no dot: keras extracts into datasets/ph2 and keeps ph2_archive
         origin=origin,
         file_hash=file_hash,
         hash_algorithm="sha256",
         extract=True,
-        cache_dir=None if cache_dir is None else str(cache_dir),
+        cache_dir=str(base),
     )
     root = resolve_root(extracted)
     if root is None:

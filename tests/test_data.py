@@ -1,0 +1,322 @@
+"""Folder datasets, bad input, cache, synthetic set, splits, augmentation and batching."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+import kseg.data.io as kio
+from kseg.data import (
+    SegmentationDataset, SegmentationSequence, augment_pair, load_dataset, load_folder,
+    load_split, save_split, split, synthetic,
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path_factory.mktemp("kseg_cache")))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path_factory.mktemp("keras_home")))
+    monkeypatch.delenv("KSEG_PH2_DIR", raising=False)
+
+
+def make_folder(root: Path, suffix: str = "_segmentation", n: int = 4, ext: str = ".jpg") -> Path:
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        image = rng.integers(0, 256, (30 + i, 40, 3), dtype=np.uint8)
+        mask = np.zeros((30 + i, 40), np.uint8)
+        mask[5:20, 10 + i : 30] = 255
+        cv2.imwrite(str(root / "images" / f"ISIC_{i:03d}{ext}"), image)
+        cv2.imwrite(str(root / "masks" / f"ISIC_{i:03d}{suffix}.png"), mask)
+    return root
+
+
+# ---- folder dataset ----------------------------------------------------------------------------
+
+def test_folder_with_suffix(tmp_path):
+    root = make_folder(tmp_path / "isic")
+    ds = load_folder(root / "images", root / "masks", mask_suffix="_segmentation", image_size=(24, 32))
+    assert ds.name == "folder" and ds.ids == [f"ISIC_{i:03d}" for i in range(4)]
+    assert ds.images.shape == (4, 24, 32, 3) and ds.masks.shape == (4, 24, 32, 1)
+    assert ds.images.dtype == np.float32 and 0 <= ds.images.min() and ds.images.max() <= 1
+    assert set(np.unique(ds.masks)) == {0.0, 1.0}
+    own = load_dataset("folder", path=root, mask_suffix="_segmentation", image_size=None)
+    assert [m.shape for m in own.masks] == [(30 + i, 40, 1) for i in range(4)]
+    assert len(load_dataset("folder", path=(root / "images", root / "masks"),
+                            mask_suffix="_segmentation", image_size=16)) == 4
+
+
+@pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".jpeg"])
+def test_folder_extensions(tmp_path, ext):
+    root = make_folder(tmp_path / "d", suffix="", n=2, ext=ext)
+    assert len(load_folder(root / "images", root / "masks", image_size=16)) == 2
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        load_folder(tmp_path / "nothere", tmp_path / "masks")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"images.*no image files"):
+        load_folder(tmp_path / "images", tmp_path / "masks")
+
+
+def test_image_without_mask(tmp_path):
+    root = make_folder(tmp_path / "d")
+    (root / "masks" / "ISIC_002_segmentation.png").unlink()
+    with pytest.raises(FileNotFoundError, match="ISIC_002"):
+        load_folder(root / "images", root / "masks", mask_suffix="_segmentation")
+
+
+def test_wrong_suffix_is_an_error_and_orphan_masks_warn(tmp_path):
+    root = make_folder(tmp_path / "d")
+    with pytest.raises(FileNotFoundError, match="mask_suffix=''"):
+        load_folder(root / "images", root / "masks")
+    (root / "images" / "ISIC_003.jpg").unlink()
+    with pytest.warns(UserWarning, match="ISIC_003_segmentation.png"):
+        load_folder(root / "images", root / "masks", mask_suffix="_segmentation")
+
+
+def test_truncated_and_unreadable_images(tmp_path):
+    root = make_folder(tmp_path / "d", ext=".jpg")
+    bad = root / "images" / "ISIC_001.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(ValueError, match=r"ISIC_001.jpg.*truncated"):
+        load_folder(root / "images", root / "masks", mask_suffix="_segmentation")
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match=r"ISIC_001.jpg.*cannot decode"):
+        load_folder(root / "images", root / "masks", mask_suffix="_segmentation")
+    png = root / "masks" / "ISIC_001_segmentation.png"
+    png.write_bytes(png.read_bytes()[:60])
+    with pytest.raises(ValueError, match="ISIC_001_segmentation.png"):
+        kio.read_mask(png)
+
+
+def test_mask_size_mismatch(tmp_path):
+    root = make_folder(tmp_path / "d")
+    cv2.imwrite(str(root / "masks" / "ISIC_001_segmentation.png"), np.zeros((10, 10), np.uint8))
+    with pytest.raises(ValueError, match=r"ISIC_001_segmentation.png.*differs"):
+        load_folder(root / "images", root / "masks", mask_suffix="_segmentation")
+
+
+def test_grey_level_mask_warns_and_thresholds(tmp_path):
+    root = make_folder(tmp_path / "d", n=2)
+    grey = np.tile(np.linspace(0, 255, 40).astype(np.uint8), (31, 1))
+    cv2.imwrite(str(root / "masks" / "ISIC_001_segmentation.png"), grey)
+    with pytest.warns(UserWarning, match=r"ISIC_001_segmentation.png.*not binary"):
+        ds = load_folder(root / "images", root / "masks", mask_suffix="_segmentation", image_size=None)
+    np.testing.assert_array_equal(ds.masks[1][..., 0], grey > 127)
+    with pytest.warns(UserWarning, match=r"ISIC_001_segmentation.png.*cached"):
+        load_folder(root / "images", root / "masks", mask_suffix="_segmentation", image_size=None)
+
+
+def test_zero_one_masks_are_kept(tmp_path):
+    path = tmp_path / "m.png"
+    cv2.imwrite(str(path), np.eye(8, dtype=np.uint8))
+    np.testing.assert_array_equal(kio.read_mask(path), np.eye(8))
+
+
+# ---- cache -------------------------------------------------------------------------------------
+
+def test_second_load_reads_cache_and_changes_invalidate(tmp_path, monkeypatch):
+    root = make_folder(tmp_path / "d", suffix="")
+    first = load_folder(root / "images", root / "masks", image_size=32)
+    assert list(Path(os.environ["KSEG_CACHE_DIR"]).glob("*.npz"))
+
+    def boom(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    monkeypatch.setattr(kio.cv2, "imdecode", boom)
+    second = load_folder(root / "images", root / "masks", image_size=32)
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.masks, second.masks)
+    with pytest.raises(AssertionError, match="decoded again"):  # another size: another key
+        load_folder(root / "images", root / "masks", image_size=16)
+    monkeypatch.undo()
+    second_cache = tmp_path / "c2"  # fresh cache dir: count the files this part writes
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(second_cache))
+    load_folder(root / "images", root / "masks", image_size=32)
+    # Rewrite one image with new pixels and a new mtime: the cache must not serve the old one.
+    new = np.full((30, 40, 3), 255, np.uint8)
+    cv2.imwrite(str(root / "images" / "ISIC_000.jpg"), new)
+    stat = (root / "images" / "ISIC_000.jpg").stat()
+    os.utime(root / "images" / "ISIC_000.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    third = load_folder(root / "images", root / "masks", image_size=32)
+    assert third.images[0].mean() > 0.95
+    assert len(list(second_cache.glob("*.npz"))) == 2
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path):
+    root = make_folder(tmp_path / "d", suffix="")
+    load_folder(root / "images", root / "masks", image_size=16)
+    (cached,) = Path(os.environ["KSEG_CACHE_DIR"]).glob("*.npz")
+    cached.write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match="unreadable cache"):
+        ds = load_folder(root / "images", root / "masks", image_size=16)
+    assert ds.images.shape == (4, 16, 16, 3)
+
+
+# ---- synthetic ---------------------------------------------------------------------------------
+
+def test_synthetic_deterministic_and_binary():
+    a, b, c = synthetic(6, 64, seed=1), synthetic(6, 64, seed=1), synthetic(6, 64, seed=2)
+    np.testing.assert_array_equal(a.images, b.images)
+    np.testing.assert_array_equal(a.masks, b.masks)
+    assert not np.array_equal(a.images, c.images)
+    assert a.images.shape == (6, 64, 64, 3) and a.masks.shape == (6, 64, 64, 1)
+    assert a.images.dtype == np.float32 and a.masks.dtype == np.float32
+    assert 0 <= a.images.min() and a.images.max() <= 1
+    assert set(np.unique(a.masks)) == {0.0, 1.0}
+    fractions = a.masks.mean(axis=(1, 2, 3))
+    assert (fractions > 0.005).all() and (fractions < 0.6).all()
+    np.testing.assert_array_equal(synthetic(3, 64, seed=1).images, a.images[:3])  # prefix-stable
+    assert synthetic(2, (48, 64)).images.shape == (2, 48, 64, 3)
+
+
+def test_synthetic_lesion_is_darker_than_skin():
+    ds = synthetic(20, 64, seed=0)
+    grey = ds.images.mean(axis=-1)
+    inside = (grey * ds.masks[..., 0]).sum((1, 2)) / ds.masks[..., 0].sum((1, 2))
+    centre = np.zeros((64, 64), bool)
+    centre[16:48, 16:48] = True  # skip the vignette corners
+    outside_mask = (ds.masks[..., 0] == 0) & centre
+    outside = (grey * outside_mask).sum((1, 2)) / outside_mask.sum((1, 2))
+    assert (inside < outside).mean() >= 0.9
+
+
+def test_synthetic_is_fast():
+    start = time.perf_counter()
+    synthetic(50, 256)
+    assert time.perf_counter() - start < 5  # ~1-2 s for 200 on an idle core
+
+
+# ---- splits ------------------------------------------------------------------------------------
+
+def _labelled(n_per=(40, 40, 20)) -> SegmentationDataset:
+    labels = [lab for lab, k in zip(["common_nevus", "atypical_nevus", "melanoma"], n_per) for _ in range(k)]
+    n = len(labels)
+    return SegmentationDataset(
+        images=np.zeros((n, 2, 2, 3), np.float32), masks=np.zeros((n, 2, 2, 1), np.float32),
+        ids=[f"c{i:03d}" for i in range(n)], diagnosis=labels, name="t",
+    )
+
+
+def test_split_deterministic_disjoint_stratified():
+    ds = _labelled()
+    a, b, c = split(ds, seed=3, sizes=(50, 25, 25)), split(ds, seed=3, sizes=(50, 25, 25)), split(ds, seed=4, sizes=(50, 25, 25))
+    assert a.ids() == b.ids() and a.ids() != c.ids()
+    ids = a.ids()
+    assert [len(ids[k]) for k in ("train", "val", "test")] == [50, 25, 25]
+    assert len(set(ids["train"]) | set(ids["val"]) | set(ids["test"])) == 100
+    assert a.train.diagnosis.count("melanoma") == 10
+    assert a.val.diagnosis.count("melanoma") == a.test.diagnosis.count("melanoma") == 5
+    assert a.test.diagnosis.count("common_nevus") == 10
+
+
+def test_split_fractions_and_errors():
+    ds = _labelled((10, 6, 4))
+    parts = split(ds, sizes=(0.6, 0.2, 0.2))
+    assert [len(p) for p in parts] == [12, 4, 4]
+    assert sum(p.diagnosis.count("melanoma") for p in parts) == 4
+    with pytest.raises(ValueError, match="only 20"):
+        split(ds, sizes=(10, 10, 10))
+    with pytest.raises(ValueError, match="sum to 1"):
+        split(ds, sizes=(0.5, 0.2, 0.2))
+    unlabelled = synthetic(10, 16)
+    assert [len(p) for p in split(unlabelled, sizes=(5, 3, 2))] == [5, 3, 2]
+
+
+def test_save_and_load_split(tmp_path):
+    ds = _labelled()
+    parts = split(ds, seed=1, sizes=(50, 25, 25))
+    path = save_split(parts, tmp_path / "split.json")
+    assert json.loads(path.read_text())["test"] == parts.ids()["test"]
+    again = load_split(path, ds)
+    assert again.ids() == parts.ids()
+    with pytest.raises(KeyError, match="split.json"):
+        load_split(path, ds.subset(range(10)))
+
+
+# ---- augmentation and batching -----------------------------------------------------------------
+
+def _encoded_pair(h=64, w=64):
+    """A mask of blocks and an image whose every channel equals the mask (pixels encode it)."""
+    mask = np.zeros((h, w, 1), np.float32)
+    mask[8:40, 12:30] = 1
+    mask[44:60, 40:60] = 1
+    return np.repeat(mask, 3, axis=-1), mask
+
+
+def test_augment_geometry_keeps_image_and_mask_aligned():
+    image, mask = _encoded_pair()
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        out_i, out_m = augment_pair(image, mask, rng, photometric=False, affine_probability=0.0)
+        np.testing.assert_array_equal(out_i[..., 0], out_m[..., 0])  # flips/rot90: exact
+        out_i, out_m = augment_pair(image, mask, np.random.default_rng(seed), affine_probability=1.0)
+        assert set(np.unique(out_m)) <= {0.0, 1.0}
+        assert out_i.shape == image.shape and out_m.shape == mask.shape
+        assert out_i.dtype == np.float32 and 0 <= out_i.min() and out_i.max() <= 1
+        # After photometric jitter foreground is still brighter; only interpolated edges differ.
+        fg = out_i.mean(-1) > (out_i[out_m[..., 0] == 1].mean() + out_i[out_m[..., 0] == 0].mean()) / 2
+        assert (fg != (out_m[..., 0] == 1)).mean() < 0.03
+
+
+def test_augment_rectangular_keeps_shape_and_is_seeded():
+    image, mask = _encoded_pair(32, 48)
+    a = augment_pair(image, mask, np.random.default_rng(5))
+    b = augment_pair(image, mask, np.random.default_rng(5))
+    assert a[0].shape == (32, 48, 3) and a[1].shape == (32, 48, 1)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_sequence_batches_deterministic_per_epoch():
+    ds = synthetic(10, 32)
+    seq = SegmentationSequence(ds, batch_size=4, seed=7)
+    assert len(seq) == 3
+    x, y = seq[0]
+    assert x.shape == (4, 32, 32, 3) and y.shape == (4, 32, 32, 1) and x.dtype == y.dtype == np.float32
+    assert seq[2][0].shape[0] == 2
+    np.testing.assert_array_equal(seq[1][0], SegmentationSequence(ds, 4, seed=7)[1][0])
+    epoch0 = seq.order.copy()
+    seq.on_epoch_end()
+    assert not np.array_equal(seq.order, epoch0)
+    other = SegmentationSequence(ds, 4, seed=7)
+    other.set_epoch(1)
+    np.testing.assert_array_equal(seq[0][1], other[0][1])
+    plain = SegmentationSequence(ds, 4, shuffle=False, augment=False)
+    np.testing.assert_array_equal(plain[0][0], ds.images[:4])
+    np.testing.assert_array_equal(plain[0][1], ds.masks[:4])
+
+
+def test_sequence_trains_a_tiny_model():
+    import keras
+
+    ds = synthetic(8, 32)
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "binary_crossentropy")
+    seq = SegmentationSequence(ds, batch_size=4, seed=0)
+    history = model.fit(seq, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and seq.epoch >= 1
+
+
+def test_dataset_subset_and_lengths():
+    ds = synthetic(5, 16)
+    sub = ds.subset([4, 0])
+    assert sub.ids == [ds.ids[4], ds.ids[0]] and len(sub) == 2
+    np.testing.assert_array_equal(sub.images[1], ds.images[0])
+    with pytest.raises(ValueError, match="same length"):
+        SegmentationDataset(ds.images, ds.masks[:2], ds.ids, None, "x")
