@@ -1,0 +1,5 @@
+import sys
+
+from kseg.cli import main
+
+sys.exit(main())

@@ -1,0 +1,97 @@
+"""Command lines: ``run_all.py`` / ``python -m kseg grid`` (the experiment grid)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from kseg import leaderboard, losses, models
+from kseg.config import PRECISIONS, PRESETS, resolve_precision
+from kseg.data.load import KINDS
+
+
+def _names(values: Sequence[str]) -> list[str]:
+    """Accepts both ``--models unet segnet`` and ``--models unet,segnet``."""
+    return [name for value in values for name in value.split(",") if name]
+
+
+def grid_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Train every model x loss x seed and append one row per run to the leaderboard.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and schedule")
+    p.add_argument("--models", nargs="+", default=list(models.available()), help="model names")
+    p.add_argument("--losses", nargs="+", default=["bce", "dice", "focal"], help=f"loss names, e.g. {', '.join(losses.available())}")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (each drives split, weights and augmentation)")
+    p.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
+    p.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
+    p.add_argument("--mask-suffix", default="", help="folder datasets: mask file stem suffix, e.g. _segmentation")
+    p.add_argument("--epochs", type=int, help="override the preset's epochs")
+    p.add_argument("--image-size", type=int, help="override the preset's training image size")
+    p.add_argument("--base-filters", type=int, help="override the preset's base width")
+    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    p.add_argument("--lr", type=float, help="override the preset's learning rate")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="dtype policy; auto picks mixed_bfloat16 where the hardware has bf16")
+    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="XLA/jit; auto picks the faster per backend")
+    p.add_argument("--results", default="experiments.csv", help="leaderboard CSV to append to")
+    p.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
+    p.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p
+
+
+def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Parses grid flags, runs the grid, prints and plots the leaderboard. Returns the exit code:
+    0 when every run is ok, 1 when any failed or diverged, 2 for bad arguments or missing data."""
+    from kseg import grid  # imports the data and training stack only when a grid really runs
+
+    parser = grid_parser(prog)
+    args = parser.parse_args(argv)
+    model_names, loss_names = _names(args.models), _names(args.losses)
+    unknown_models = [m for m in model_names if m not in models.available()]
+    if unknown_models:
+        parser.error(f"unknown model(s) {', '.join(unknown_models)}; choose from {', '.join(models.available())}")
+    for name in loss_names:
+        try:
+            losses.get(name)
+        except ValueError as error:
+            parser.error(str(error))
+
+    data = grid.DataCache(args.dataset, args.data_dir)
+    size = args.image_size or PRESETS[args.preset]["image_size"]
+    synthetic_n = PRESETS[args.preset].get("synthetic_n", 200)
+    try:
+        dataset_name = data.resolve(size, synthetic_n)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"error: could not load the {args.dataset} dataset: {error}", file=sys.stderr)
+        return 2
+    if dataset_name != "ph2":
+        print(f"[grid] dataset: {dataset_name} (results are labelled {dataset_name!r}, never mixed with PH2)")
+
+    configs = grid.expand(
+        model_names, loss_names, args.seeds, args.preset,
+        dataset=dataset_name, epochs=args.epochs, image_size=args.image_size, base_filters=args.base_filters,
+        batch_size=args.batch_size, lr=args.lr, precision=resolve_precision(args.precision), jit_compile=args.jit_compile,
+    )
+    rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, verbose=not args.quiet)
+
+    summary = leaderboard.summarise(leaderboard.read(args.results))
+    print(leaderboard.format_summary(summary))
+    if not summary.empty:
+        chart = leaderboard.plot(summary, Path(args.results).with_suffix(".png"))
+        print(f"[grid] chart: {chart}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m kseg COMMAND ...``: ``grid`` runs the experiment grid (as run_all.py does)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"grid": run_grid_command}
+    if not argv or argv[0] not in commands:
+        print(f"usage: python -m kseg {{{','.join(commands)}}} ...", file=sys.stderr)
+        return 2
+    return commands[argv[0]](argv[1:], prog=f"python -m kseg {argv[0]}")

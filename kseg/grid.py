@@ -1,0 +1,148 @@
+"""The experiment grid: expand models x losses x seeds into RunConfigs, run each one (train,
+evaluate, save its artifacts), and append one leaderboard row per run.
+
+A run whose config hash already has an ok row is skipped, so an interrupted grid resumes where it
+stopped; a run that fails is recorded as failed and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Sequence
+
+import keras
+import numpy as np
+
+from kseg import leaderboard
+from kseg.config import RunConfig, resolve_jit_compile
+from kseg.data import SegmentationDataset, load_dataset, split
+from kseg.evaluation import evaluate
+from kseg.training import fit
+from kseg.visualize import save_prediction_grid
+
+
+def expand(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int], preset: str, **overrides) -> list[RunConfig]:
+    """Every model x loss x seed as a RunConfig of ``preset`` with ``overrides``, seeds outermost,
+    so a grid interrupted early has compared every pair at least once."""
+    return [
+        RunConfig.from_preset(preset, model=m, loss=l, seed=s, **overrides)
+        for s in seeds for m in models for l in losses
+    ]
+
+
+class DataCache:
+    """Loads each (dataset, size) once per grid; the loaders' disk cache makes reloads cheap too."""
+
+    def __init__(self, kind: str, path: str | Path | None):
+        self.kind, self.path = kind, path
+        self._loaded: dict[tuple, SegmentationDataset] = {}
+
+    def resolve(self, size: int, synthetic_n: int = 200) -> str:
+        """Loads once to learn which dataset ``auto`` means here; returns its name."""
+        name = self.get(size, synthetic_n).name
+        if self.kind == "auto":
+            self.kind = name
+        return name
+
+    def get(self, size: int, synthetic_n: int = 200) -> SegmentationDataset:
+        key = (size, synthetic_n)
+        if key not in self._loaded:
+            self._loaded[key] = load_dataset(self.kind, path=self.path, image_size=size, n=synthetic_n)
+        return self._loaded[key]
+
+
+def _timestamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _base_row(config: RunConfig) -> dict:
+    return {
+        "timestamp": _timestamp(), "run_id": config.run_id, "model": config.model, "loss": config.loss,
+        "seed": config.seed, "dataset": config.dataset, "split_seed": config.seed,
+        "image_size": config.image_size, "eval_size": config.eval_size, "base_filters": config.base_filters,
+        "epochs": config.epochs, "backend": keras.backend.backend(), "keras_version": keras.version(),
+        "precision": config.precision, "jit_compile": resolve_jit_compile(config.jit_compile),
+        "preset": config.preset, "config_hash": config.config_hash,
+    }
+
+
+def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True) -> dict:
+    """Trains and evaluates one config; returns its leaderboard row (status ok or nan).
+
+    Leaves in ``output_dir/run_id``: model.keras (best weights), history.csv (learning curves),
+    split.json (case ids per part), test_scores.csv (per-image scores) and predictions.png.
+    """
+    keras.backend.clear_session()
+    run_dir = Path(output_dir) / config.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({**config.to_dict(), "config_hash": config.config_hash}, indent=2, default=list))
+
+    parts = split(data.get(config.image_size, config.synthetic_n), seed=config.seed, sizes=config.split_sizes)
+    targets = split(data.get(config.eval_size, config.synthetic_n), seed=config.seed, sizes=config.split_sizes).test
+    (run_dir / "split.json").write_text(json.dumps(parts.ids(), indent=1))
+
+    result = fit(config, parts, run_dir, policy=config.precision, verbose=verbose)
+    scores = evaluate(result.model, parts.test, targets, batch_size=config.batch_size)
+    scores.per_image.to_csv(run_dir / "test_scores.csv", index=False)
+    _save_predictions(result.model, parts.test, targets, run_dir / "predictions.png")
+
+    row = _base_row(config)
+    row.update(scores.as_row())
+    row = {k: v for k, v in row.items() if k in leaderboard.COLUMNS}
+    row.update(
+        epochs_run=result.epochs_run, best_epoch=result.best_epoch, val_iou=round(result.val_iou, 5),
+        params=result.model.count_params(), train_seconds=round(result.train_seconds, 1),
+        status="nan" if result.diverged else "ok",
+        error="loss became NaN; scores are of the best epoch before it" if result.diverged else "",
+    )
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def _save_predictions(model, inputs, targets, path: Path, n: int = 8) -> None:
+    from kseg.evaluation import predict_logits
+
+    images = np.asarray(targets.images[:n])
+    logits = predict_logits(model, np.asarray(inputs.images[:n]), images.shape[1:3])
+    save_prediction_grid(images, logits >= 0, np.asarray(targets.masks[:n]), path, titles=list(targets.ids[:n]))
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+def run_grid(
+    configs: Sequence[RunConfig],
+    data: DataCache,
+    results: str | Path,
+    output_dir: str | Path,
+    force: bool = False,
+    verbose: bool = True,
+    print_fn: Callable[[str], None] = print,
+) -> list[dict]:
+    """Runs every config not already done (unless ``force``), appending one row each to
+    ``results``. Returns the rows written by this call."""
+    done = set() if force else leaderboard.completed_hashes(results)
+    todo = [c for c in configs if c.config_hash not in done]
+    if len(todo) < len(configs):
+        print_fn(f"[grid] {len(configs) - len(todo)} of {len(configs)} runs already in {results}: skipped")
+    rows, start = [], time.perf_counter()
+    for k, config in enumerate(todo, 1):
+        elapsed = time.perf_counter() - start
+        eta = "" if k == 1 else f", about {_duration(elapsed / (k - 1) * (len(todo) - k + 1))} left"
+        print_fn(f"[grid] run {k}/{len(todo)}: {config.model} + {config.loss}, seed {config.seed} "
+                 f"({config.run_id}); elapsed {_duration(elapsed)}{eta}")
+        try:
+            row = run_one(config, data, output_dir, verbose=verbose)
+        except Exception as error:  # one failing run must not stop the grid
+            traceback.print_exc()
+            row = {**_base_row(config), "status": "failed", "error": f"{type(error).__name__}: {error}"[:500]}
+        leaderboard.append_row(results, row)
+        rows.append(row)
+        print_fn(f"[grid] {config.run_id}: {row['status']}" + (f", test IoU {row['test_iou']:.4f}" if row.get("test_iou") is not None else ""))
+    print_fn(f"[grid] {len(rows)} runs in {_duration(time.perf_counter() - start)}")
+    return rows
