@@ -87,10 +87,25 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None)
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+def run_predict_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``python -m kseg predict``: masks and overlays for new images (see :mod:`kseg.predict`)."""
+    from kseg import predict
+
+    return predict.run_predict_command(argv, prog)
+
+
+def run_evaluate_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """``python -m kseg evaluate``: a saved model's scores on a labelled folder (see :mod:`kseg.predict`)."""
+    from kseg import predict
+
+    return predict.run_evaluate_command(argv, prog)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kseg COMMAND ...``: ``grid`` runs the experiment grid (as run_all.py does)."""
+    """``python -m kseg COMMAND ...``: ``grid`` runs the experiment grid (as run_all.py does),
+    ``predict`` writes masks for new images, ``evaluate`` scores a saved model on a folder."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"grid": run_grid_command}
+    commands = {"grid": run_grid_command, "predict": run_predict_command, "evaluate": run_evaluate_command}
     if not argv or argv[0] not in commands:
         print(f"usage: python -m kseg {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2
