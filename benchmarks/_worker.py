@@ -1,0 +1,159 @@
+"""One benchmark configuration in its own process: build, time training and inference, report.
+
+Run by ``benchmarks/bench.py`` as ``python benchmarks/_worker.py '<json config>'`` with
+``KERAS_BACKEND`` set in the environment (the backend is fixed once Keras is imported, so each
+backend needs its own process; one process per config also makes ``ru_maxrss`` a per-config
+peak). Prints exactly one JSON object on its last stdout line.
+
+Config keys: model, image_size, base, depth, batch, precision, jit_compile, steps, warmup, seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+# Quiet TensorFlow's C++ start-up chatter; it would drown the JSON line in the logs.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+# Runnable from a source checkout without installation.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def forward_gflops(model) -> float:
+    """Multiply-adds x2 of every Conv2D / Conv2DTranspose in one forward pass of ONE image, read
+    from the layers' static shapes: the convention of torch_reference.forward_gflops (bias, BN,
+    ReLU, pooling and the loss are not counted)."""
+    from keras import layers
+
+    macs = 0
+    for layer in _all_layers(model):
+        if isinstance(layer, layers.Conv2DTranspose):
+            # torch counts input elements x out_channels x kernel area for transposed convs.
+            in_shape = layer.input.shape
+            kh, kw = layer.kernel_size
+            macs += int(np.prod(in_shape[1:])) * layer.filters * kh * kw
+        elif isinstance(layer, layers.Conv2D):
+            out_shape = layer.output.shape
+            in_channels = layer.input.shape[-1]
+            kh, kw = layer.kernel_size
+            groups = getattr(layer, "groups", 1) or 1
+            macs += int(np.prod(out_shape[1:])) * in_channels * kh * kw // groups
+    return 2 * macs / 1e9
+
+
+def _all_layers(model) -> list:
+    """Layers of ``model`` with nested models flattened (kseg builders are flat, but be safe)."""
+    import keras
+
+    found = []
+    for layer in model.layers:
+        found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
+    return found
+
+
+def _median_seconds(step: Callable[[], Any], warmup: int, steps: int) -> tuple[float, list[float]]:
+    """Median wall time of ``steps`` calls after ``warmup`` untimed ones (compilation, caches)."""
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def run(config: dict[str, Any]) -> dict[str, Any]:
+    """Times one (backend, model, precision, jit) configuration; returns the result row."""
+    import keras
+
+    from kseg import losses, models
+
+    backend = keras.backend.backend()
+    jit = bool(config["jit_compile"])
+    if backend == "jax":
+        jit = True  # Keras on JAX always traces and compiles with XLA.
+    if backend == "torch" and jit:
+        raise ValueError("torch.compile is not benchmarked: it takes minutes per model here.")
+
+    keras.utils.set_random_seed(config.get("seed", 0))
+    keras.config.set_dtype_policy(config["precision"])
+    size, batch = config["image_size"], config["batch"]
+    build_start = time.perf_counter()
+    model = models.build(
+        config["model"], input_shape=(size, size, 3), base_filters=config["base"], depth=config["depth"]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-4),  # 1e-4: torch_reference's learning rate
+        loss=losses.BCE(),
+        jit_compile=jit,
+    )
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, size, size, 3), dtype=np.float32)
+    y = (rng.random((batch, size, size, 1)) > 0.5).astype(np.float32)
+    gflops = forward_gflops(model)
+
+    # The first call traces/compiles; time it separately so compilation cost is visible.
+    first = time.perf_counter()
+    model.train_on_batch(x, y)
+    first_train_s = time.perf_counter() - first
+    # The first call counts as one of the ``warmup`` untimed calls, as in torch_reference.
+    more_warmup = max(config["warmup"] - 1, 0)
+    train_s, train_times = _median_seconds(lambda: model.train_on_batch(x, y), more_warmup, config["steps"])
+
+    first = time.perf_counter()
+    model.predict_on_batch(x)
+    first_infer_s = time.perf_counter() - first
+    infer_s, infer_times = _median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"])
+
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_mb = maxrss / (2**20 if platform.system() == "Darwin" else 2**10)
+    return {
+        "backend": backend,
+        "keras": keras.__version__,
+        "model": config["model"],
+        "precision": config["precision"],
+        "jit": jit,
+        "image_size": size,
+        "base": config["base"],
+        "depth": config["depth"],
+        "batch": batch,
+        "steps": config["steps"],
+        "warmup": config["warmup"],
+        # Trainable only: torch counts BN running stats as buffers, not parameters.
+        "params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "gflops_fwd_per_image": gflops,
+        "train_step_s": train_s,
+        "infer_step_s": infer_s,
+        "train_times_s": train_times,
+        "infer_times_s": infer_times,
+        "first_train_step_s": first_train_s,
+        "first_infer_step_s": first_infer_s,
+        "setup_s": time.perf_counter() - build_start,
+        "train_img_s": batch / train_s,
+        "infer_img_s": batch / infer_s,
+        "train_gflop_s": 3 * gflops * batch / train_s,  # fwd + ~2x fwd for backward
+        "peak_rss_mb": peak_mb,
+    }
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        raise SystemExit("usage: _worker.py '<json config>'  (KERAS_BACKEND in the environment)")
+    row = run(json.loads(argv[0]))
+    print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
