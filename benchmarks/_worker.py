@@ -5,7 +5,8 @@ Run by ``benchmarks/bench.py`` as ``python benchmarks/_worker.py '<json config>'
 backend needs its own process; one process per config also makes ``ru_maxrss`` a per-config
 peak). Prints exactly one JSON object on its last stdout line.
 
-Config keys: model, image_size, base, depth, batch, precision, jit_compile, steps, warmup, seed.
+Config keys: model, image_size, base, depth, batch, precision, jit_compile, steps, warmup, seed,
+budget_s (optional cap on each phase's seconds).
 """
 
 from __future__ import annotations
@@ -61,15 +62,22 @@ def _all_layers(model) -> list:
     return found
 
 
-def _median_seconds(step: Callable[[], Any], warmup: int, steps: int) -> tuple[float, list[float]]:
-    """Median wall time of ``steps`` calls after ``warmup`` untimed ones (compilation, caches)."""
-    for _ in range(warmup):
+def _median_seconds(
+    step: Callable[[], Any], warmup: int, steps: int, budget_s: float = float("inf")
+) -> tuple[float, list[float]]:
+    """Median wall time of up to ``steps`` calls after up to ``warmup`` untimed ones (compilation,
+    caches). ``budget_s`` caps each phase's wall time (at least 1 warm-up and 3 timed calls, or
+    ``steps`` if fewer), so one very slow config cannot blow the whole grid's time."""
+    start = time.perf_counter()
+    for i in range(warmup):
         step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
+        if time.perf_counter() - start > budget_s / 2:
+            break
+    times: list[float] = []
+    while len(times) < steps and (sum(times) < budget_s or len(times) < min(3, steps)):
+        t = time.perf_counter()
         step()
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - t)
     return statistics.median(times), times
 
 
@@ -109,12 +117,13 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     first_train_s = time.perf_counter() - first
     # The first call counts as one of the ``warmup`` untimed calls, as in torch_reference.
     more_warmup = max(config["warmup"] - 1, 0)
-    train_s, train_times = _median_seconds(lambda: model.train_on_batch(x, y), more_warmup, config["steps"])
+    budget = float(config.get("budget_s") or float("inf"))
+    train_s, train_times = _median_seconds(lambda: model.train_on_batch(x, y), more_warmup, config["steps"], budget)
 
     first = time.perf_counter()
     model.predict_on_batch(x)
     first_infer_s = time.perf_counter() - first
-    infer_s, infer_times = _median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"])
+    infer_s, infer_times = _median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"], budget)
 
     # ru_maxrss is KiB on Linux, bytes on macOS.
     maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -130,6 +139,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         "depth": config["depth"],
         "batch": batch,
         "steps": config["steps"],
+        "train_steps_timed": len(train_times),
+        "infer_steps_timed": len(infer_times),
         "warmup": config["warmup"],
         # Trainable only: torch counts BN running stats as buffers, not parameters.
         "params": int(sum(np.prod(w.shape) for w in model.trainable_weights)),

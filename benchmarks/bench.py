@@ -148,19 +148,34 @@ def run_worker(backend: str, config: dict[str, Any], timeout: float) -> dict[str
             "error": error or "no output"}
 
 
-def estimate_seconds(args: argparse.Namespace, gflops: dict[tuple[str, int], float]) -> float:
+def _phase_seconds(args: argparse.Namespace, step_s: float, budget: bool = True) -> float:
+    """Seconds of one warm-up + timed phase of ``step_s`` steps, as _worker._median_seconds caps it."""
+    warm, timed = args.warmup * step_s, args.steps * step_s
+    if budget and args.budget:
+        warm = min(warm, max(args.budget / 2, step_s) + step_s)
+        timed = min(timed, max(args.budget, min(3, args.steps) * step_s) + step_s)
+    return warm + timed
+
+
+def estimate_seconds(
+    args: argparse.Namespace, gflops: dict[tuple[str, int], float], peak: dict | None = None
+) -> float:
     """A rough total: per-process start-up plus (warmup + steps) training and inference steps at
     an assumed effective speed, for every worker and for torch_reference's four modes."""
     total = 0.0
     for size, batch, model in itertools.product(args.sizes, args.batches, args.models):
         g = gflops.get((model, size), 3.5 * (size / 128) ** 2 * (args.base / 32) ** 2)
-        steps = args.warmup + args.steps
-        step_s = {p: 4 * g * batch / _EFFECTIVE_GFLOP_S[p] for p in PRECISIONS}  # train 3x + infer 1x
-        total += 5 + 4 * steps * step_s["float32"]  # torch_reference: 4 modes, ~fp32 speed
+        rate = dict(_EFFECTIVE_GFLOP_S)
+        if peak and peak.get("fp32_peak_gflop_s", 0) > 0:  # calibrated: ~40% of the matmul peak
+            rate = {"float32": 0.4 * peak["fp32_peak_gflop_s"],
+                    "mixed_bfloat16": 0.4 * max(peak["fp32_peak_gflop_s"], peak.get("bf16_peak_gflop_s") or 0)}
         for backend in args.backends:
             for precision, jit in itertools.product(args.precisions, jit_options(backend)):
                 slowdown = 2.0 if (backend == "tensorflow" and jit) else 1.0  # XLA on CPU: slower
-                total += _STARTUP_S[(backend, jit)] + steps * step_s[precision] * slowdown
+                train = 3 * g * batch / rate[precision] * slowdown
+                total += _STARTUP_S[(backend, jit)] + _phase_seconds(args, train) + _phase_seconds(args, train / 3)
+        ref_train = 3 * g * batch / rate["float32"]  # torch_reference: 4 modes, none capped
+        total += 4 * (_phase_seconds(args, ref_train, False) + _phase_seconds(args, ref_train / 3, False))
     return total
 
 
@@ -220,6 +235,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes to sweep (default: --batch)")
     p.add_argument("--steps", type=int, default=8, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
+    p.add_argument("--budget", type=float, default=15,
+                   help="cap, in seconds, on each worker's timed train or inference phase (min 3 steps); 0: none")
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
     p.add_argument("--estimate-only", action="store_true", help="print the time estimate and exit")
@@ -252,6 +269,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if not args.no_peak:
         peak = measure_peak()
         print("matmul peak 4096x4096: " + ", ".join(f"{k}={v:.0f}" for k, v in peak.items()), flush=True)
+        print(f"estimate calibrated on that peak: {estimate_seconds(args, gflops_ref, peak) / 60:.1f} min", flush=True)
 
     rows, refs = [], {}
     for size, batch, model in itertools.product(args.sizes, args.batches, args.models):
@@ -265,7 +283,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for backend in args.backends:
             for precision, jit in itertools.product(args.precisions, jit_options(backend)):
                 config = dict(model=model, image_size=size, base=args.base, depth=args.depth, batch=batch,
-                              precision=precision, jit_compile=jit, steps=args.steps, warmup=args.warmup)
+                              precision=precision, jit_compile=jit, steps=args.steps, warmup=args.warmup, budget_s=args.budget or None)
                 row = run_worker(backend, config, args.timeout)
                 rows.append(row)
                 tag = f"[{backend} {precision} jit={'on' if jit else 'off'}] {model} {size}px b{batch}"
