@@ -76,7 +76,10 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
     try:
         code = run_grid_command([
             "--preset", "smoke", "--dataset", "synthetic", "--models", "unet", "--losses", "bce", "dice",
-            "--seeds", "0", "1", "--results", str(root / "experiments.csv"), "--output", str(root / "runs"), "--quiet",
+            "--seeds", "0", "1",
+            # float32 explicitly: precision "auto" calls keras.distribution.list_devices, which the
+            # torch backend lacks (kseg.config.resolve_precision, reported to its owner).
+            "--precision", "float32", "--results", str(root / "experiments.csv"), "--output", str(root / "runs"), "--quiet",
         ])
     finally:
         if previous is None:
