@@ -83,6 +83,16 @@ class RunConfig:
         return f"{self.model}-{self.loss}-seed{self.seed}-{self.config_hash}"
 
 
+def _on_gpu() -> bool:
+    """True where Keras' backend sees a GPU (device names differ: "gpu:0", "cuda:0", ...)."""
+    try:
+        devices = keras.distribution.list_devices()
+    except (AttributeError, NotImplementedError):
+        # The torch backend has no distribution library; a tensor shows where Keras puts data.
+        devices = [str(keras.ops.convert_to_tensor(0.0).device)]
+    return any(d.lower().split(":")[0].endswith(("gpu", "cuda")) for d in devices)
+
+
 def _cpu_has_bf16() -> bool:
     """True where the CPU has native bf16 matrix units (AVX512-BF16 or AMX)."""
     try:
@@ -100,8 +110,7 @@ def resolve_precision(precision: str = "auto") -> str:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    on_gpu = any(d.startswith("gpu") for d in keras.distribution.list_devices())
-    return "mixed_bfloat16" if on_gpu or _cpu_has_bf16() else "float32"
+    return "mixed_bfloat16" if _on_gpu() or _cpu_has_bf16() else "float32"
 
 
 def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
@@ -119,4 +128,4 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     backend = keras.backend.backend()
     if backend == "jax":
         return True
-    return backend == "tensorflow" and any(d.startswith("gpu") for d in keras.distribution.list_devices())
+    return backend == "tensorflow" and _on_gpu()
