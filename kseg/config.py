@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from typing import Any
 
 import keras
@@ -91,6 +92,18 @@ def _on_gpu() -> bool:
         # The torch backend has no distribution library; a tensor shows where Keras puts data.
         devices = [str(keras.ops.convert_to_tensor(0.0).device)]
     return any(d.lower().split(":")[0].endswith(("gpu", "cuda")) for d in devices)
+
+
+def device_description() -> str:
+    """Where runs execute, for the leaderboard: "gpu" or the CPU's model name and core count."""
+    if _on_gpu():
+        return "gpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = "cpu"
+    return f"{model} ({os.cpu_count()} cores)"
 
 
 def _cpu_has_bf16() -> bool:

@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 from kseg import leaderboard
-from kseg.config import RunConfig, resolve_jit_compile
+from kseg.config import RunConfig, device_description, resolve_jit_compile
 from kseg.data import SegmentationDataset, load_dataset, split
 from kseg.evaluation import evaluate
 from kseg.training import fit
@@ -64,7 +64,7 @@ def _base_row(config: RunConfig) -> dict:
         "timestamp": _timestamp(), "run_id": config.run_id, "model": config.model, "loss": config.loss,
         "seed": config.seed, "dataset": config.dataset, "split_seed": config.seed,
         "image_size": config.image_size, "eval_size": config.eval_size, "base_filters": config.base_filters,
-        "epochs": config.epochs, "backend": keras.backend.backend(), "keras_version": keras.version(),
+        "epochs": config.epochs, "device": device_description(), "backend": keras.backend.backend(), "keras_version": keras.version(),
         "precision": config.precision, "jit_compile": resolve_jit_compile(config.jit_compile),
         "preset": config.preset, "config_hash": config.config_hash,
     }

@@ -23,7 +23,7 @@ COLUMNS: tuple[str, ...] = (
     "eval_size", "base_filters", "epochs", "epochs_run", "best_epoch",
     "test_iou", "test_dice", "test_dataset_iou",
     "test_iou_common_nevus", "test_iou_atypical_nevus", "test_iou_melanoma",
-    "val_iou", "params", "train_seconds", "backend", "keras_version", "precision", "jit_compile",
+    "val_iou", "params", "train_seconds", "device", "backend", "keras_version", "precision", "jit_compile",
     "preset", "config_hash", "status", "error",
 )
 STATUSES = ("ok", "failed", "nan")
