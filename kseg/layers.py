@@ -3,7 +3,7 @@ unpooling that puts values back there (SegNet), and the conv block every kseg mo
 
 Pooling positions are stored per window, not as flat indices: ``positions[b, i, j, c]`` is the
 row-major offset (0 .. pool_size**2 - 1) of the maximum inside window ``(i, j)`` of channel ``c``.
-That keeps both layers a handful of reshapes, an argmax and a one-hot in ``keras.ops``, so they
+That keeps both layers a max-pool, a few comparisons, reshapes and a one-hot in ``keras.ops``, so they
 run unchanged on every backend, have static shapes and are differentiable with respect to the
 values (the positions are integer and carry no gradient).
 """
@@ -25,12 +25,19 @@ def _check_divisible(shape: tuple, pool_size: int, layer_name: str) -> None:
             )
 
 
-def _to_windows(x, pool_size: int):
-    """(B, H, W, C) -> (B, H/p, W/p, C, p*p): each pooling window's values on the last axis."""
-    _, height, width, channels = x.shape
-    x = ops.reshape(x, (-1, height // pool_size, pool_size, width // pool_size, pool_size, channels))
-    x = ops.transpose(x, (0, 1, 3, 5, 2, 4))
-    return ops.reshape(x, (-1, height // pool_size, width // pool_size, channels, pool_size**2))
+def _first_max_positions(x, pooled, pool_size: int):
+    """Row-major offset of the FIRST element of each window equal to its max, as int32.
+
+    Scans the window offsets from last to first over strided views ``x[:, r::p, s::p, :]``, so
+    an earlier match overwrites a later one: ties go to exactly one (the first) position, as
+    argmax does, without the 6-D transpose a (B, h, w, C, p*p) window tensor needs.
+    """
+    p = pool_size
+    positions = ops.zeros(ops.shape(pooled), dtype="int32")
+    for k in reversed(range(p * p)):
+        r, s = divmod(k, p)
+        positions = ops.where(ops.equal(x[:, r::p, s::p, :], pooled), k, positions)
+    return ops.cast(positions, "int32")
 
 
 def _from_windows(x, pool_size: int):
@@ -66,8 +73,11 @@ class MaxPoolingWithArgmax2D(layers.Layer):
         _check_divisible(input_shape, self.pool_size, self.name)
 
     def call(self, inputs):
-        windows = _to_windows(inputs, self.pool_size)
-        return ops.max(windows, axis=-1), ops.cast(ops.argmax(windows, axis=-1), "int32")
+        # The backend's fused max-pool kernel for the values (and its gradient), then the
+        # positions by comparison: measured faster on TensorFlow/mixed_bfloat16 than
+        # max + argmax over transposed windows (BENCHMARKS.md, "Where the time goes").
+        pooled = ops.max_pool(inputs, self.pool_size, strides=self.pool_size, padding="valid")
+        return pooled, _first_max_positions(inputs, pooled, self.pool_size)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
