@@ -41,7 +41,7 @@ def _first_max_positions(x, pooled, pool_size: int):
 
 
 def _from_windows(x, pool_size: int):
-    """Inverse of ``_to_windows``: (B, h, w, C, p*p) -> (B, h*p, w*p, C)."""
+    """Window tensor back to an image: (B, h, w, C, p*p) -> (B, h*p, w*p, C), offsets row-major."""
     _, height, width, channels, _ = x.shape
     x = ops.reshape(x, (-1, height, width, channels, pool_size, pool_size))
     x = ops.transpose(x, (0, 1, 4, 2, 5, 3))
