@@ -101,11 +101,37 @@ def run_evaluate_command(argv: Sequence[str] | None = None, prog: str | None = N
     return predict.run_evaluate_command(argv, prog)
 
 
+def run_leaderboard_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    """Prints the leaderboard's summary (mean +- std over seeds per group), as text or Markdown."""
+    parser = argparse.ArgumentParser(prog=prog, description=run_leaderboard_command.__doc__)
+    parser.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
+    parser.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
+    parser.add_argument("--dataset", help="only rows of this dataset")
+    parser.add_argument("--preset", help="only rows of this preset")
+    parser.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
+    args = parser.parse_args(argv)
+    if args.merge:
+        print(f"[leaderboard] {leaderboard.merge(args.merge, args.results)} rows from {args.merge} appended to {args.results}")
+    if not Path(args.results).exists():
+        print(f"error: no leaderboard at {args.results}", file=sys.stderr)
+        return 2
+    table = leaderboard.read(args.results)
+    for column in ("dataset", "preset"):
+        if getattr(args, column):
+            table = table[table[column] == getattr(args, column)]
+    print(leaderboard.markdown_report(table) if args.markdown else leaderboard.format_summary(leaderboard.summarise(table)))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m kseg COMMAND ...``: ``grid`` runs the experiment grid (as run_all.py does),
-    ``predict`` writes masks for new images, ``evaluate`` scores a saved model on a folder."""
+    ``predict`` writes masks for new images, ``evaluate`` scores a saved model on a folder,
+    ``leaderboard`` prints the summary of a results CSV."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"grid": run_grid_command, "predict": run_predict_command, "evaluate": run_evaluate_command}
+    commands = {
+        "grid": run_grid_command, "predict": run_predict_command, "evaluate": run_evaluate_command,
+        "leaderboard": run_leaderboard_command,
+    }
     if not argv or argv[0] not in commands:
         print(f"usage: python -m kseg {{{','.join(commands)}}} ...", file=sys.stderr)
         return 2

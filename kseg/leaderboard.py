@@ -76,6 +76,25 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
             raise
 
 
+def merge(source: str | Path, target: str | Path) -> int:
+    """Appends to ``target`` the rows of leaderboard ``source`` (e.g. one written on another
+    machine) that ``target`` lacks; a row is identified by its config hash and timestamp.
+    Returns the number of rows appended."""
+    with open(source, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{source} has columns {reader.fieldnames}, not kseg's leaderboard schema.")
+        rows = list(reader)
+    present = read(target)
+    seen = set(zip(present["config_hash"].astype(str), present["timestamp"].astype(str)))
+    added = 0
+    for row in rows:
+        if (row["config_hash"], row["timestamp"]) not in seen:
+            append_row(target, row)
+            added += 1
+    return added
+
+
 def read(path: str | Path) -> pd.DataFrame:
     """The leaderboard as a DataFrame (empty, with the schema's columns, if the file is absent)."""
     path = Path(path)
@@ -116,6 +135,31 @@ def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
             f"{rank:>4}  {r.dataset:<10} {r.preset:<7} {r.backend:<10} {r.model:<7} {r.loss:<11} "
             f"{r.mean:.3f}{spread} (n={r.n})"
         )
+    return "\n".join(lines)
+
+
+def markdown_report(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset", "device", "backend", "model", "loss")) -> str:
+    """A Markdown table per group of ok rows: test IoU and Dice mean +- std over seeds, dataset
+    IoU, n, mean training seconds and mean epochs run, ranked by mean test IoU."""
+    by = list(by)
+    summary = summarise(table, by)
+    if summary.empty:
+        return "No completed runs yet."
+    ok = table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
+    extra = ok.groupby(by).agg(
+        dice=("test_dice", "mean"), dice_std=("test_dice", "std"), dataset_iou=("test_dataset_iou", "mean"),
+        train_s=("train_seconds", "mean"), epochs=("epochs_run", "mean"),
+    ).reset_index()
+    summary = summary.merge(extra, on=by)
+    header = [*by, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.itertuples(index=False):
+        spread = lambda m, s: f"{m:.3f}" + ("" if pd.isna(s) else f" +- {s:.3f}")
+        cells = [str(getattr(r, c)) for c in by] + [
+            spread(r.mean, r.std), spread(r.dice, r.dice_std), f"{r.dataset_iou:.3f}", str(r.n),
+            f"{r.train_s:.0f}", f"{r.epochs:.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

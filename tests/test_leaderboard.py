@@ -108,3 +108,27 @@ def test_plot_writes_png(tmp_path):
     summary = leaderboard.summarise(pd.DataFrame([_row(0), _row(1, model="segnet", config_hash="x")]))
     path = leaderboard.plot(summary, tmp_path / "chart.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merge_appends_only_missing_rows(tmp_path):
+    source, target = tmp_path / "remote.csv", tmp_path / "lb.csv"
+    for i in range(3):
+        leaderboard.append_row(source, _row(i, timestamp=f"t{i}"))
+    leaderboard.append_row(target, _row(0, timestamp="t0"))
+    assert leaderboard.merge(source, target) == 2
+    assert leaderboard.merge(source, target) == 0
+    assert sorted(pd.read_csv(target)["run_id"]) == ["r0", "r1", "r2"]
+
+
+def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
+    from kseg.cli import main
+
+    path = tmp_path / "lb.csv"
+    for i, iou in enumerate([0.8, 0.9]):
+        leaderboard.append_row(path, _row(i, test_iou=iou, test_dice=iou + 0.05, test_dataset_iou=iou,
+                                          train_seconds=10 * (i + 1), epochs_run=5, device="cpu"))
+    report = leaderboard.markdown_report(leaderboard.read(path))
+    assert "| synthetic | smoke | cpu | jax | unet | bce | 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
+    assert main(["leaderboard", "--results", str(path), "--markdown"]) == 0
+    assert report in capsys.readouterr().out
+    assert main(["leaderboard", "--results", str(tmp_path / "none.csv")]) == 2
