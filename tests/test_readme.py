@@ -7,8 +7,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _ci_line_after(marker: str) -> str:
-    lines = (REPO / ".ci" / "run").read_text().splitlines()
-    return lines[lines.index(marker) + 1].strip()
+    lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    return lines[lines.index(marker) + 1]
 
 
 def test_ci_installs_exactly_as_the_readme_says():
