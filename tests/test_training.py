@@ -89,7 +89,7 @@ np.save(sys.argv[3], model.predict(x, verbose=0))
 """
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", ["segnet", "unet2"])  # the custom layers and the transposed convs
 def test_weights_saved_under_another_backend_give_the_same_predictions(name, tmp_path):
     current = keras.backend.backend()
     other = BACKENDS[(BACKENDS.index(current) + 1) % len(BACKENDS)]
