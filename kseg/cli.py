@@ -41,6 +41,15 @@ def grid_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
     p.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    scale = p.add_argument_group("scaling out (README, \"Scaling out\")")
+    scale.add_argument("--executor", default="local", choices=["local", "ray"],
+                       help="local: processes on this machine; ray: one Ray task per run (pip install 'kseg[ray]')")
+    scale.add_argument("--jobs", type=int, default=1, help="local executor: runs at a time, each in its own process")
+    scale.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. ray://head:10001; default: a local one")
+    scale.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs reserved per run")
+    scale.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs reserved per run")
+    scale.add_argument("--distribute", default="none", choices=["none", "data-parallel"],
+                       help="data-parallel: each run trains on all local devices (JAX backend only)")
     return p
 
 
@@ -61,6 +70,21 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None)
         except ValueError as error:
             parser.error(str(error))
 
+    from kseg import executors, training
+
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1; got {args.jobs}")
+    if args.executor == "ray" and args.jobs != 1:
+        parser.error("--jobs is for --executor local; Ray runs as many tasks at once as the cluster has room for")
+    if args.executor != "ray" and (args.ray_address or args.cpus_per_run != 1 or args.gpus_per_run != 0):
+        parser.error("--ray-address, --cpus-per-run and --gpus-per-run need --executor ray")
+    try:
+        training.check_distribute(args.distribute)
+        executor = executors.make_executor(args.executor, args.jobs, args.ray_address, args.cpus_per_run, args.gpus_per_run)
+    except (ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
     data = grid.DataCache(args.dataset, args.data_dir)
     size = args.image_size or PRESETS[args.preset]["image_size"]
     synthetic_n = PRESETS[args.preset].get("synthetic_n", 200)
@@ -77,7 +101,8 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None)
         dataset=dataset_name, epochs=args.epochs, image_size=args.image_size, base_filters=args.base_filters,
         batch_size=args.batch_size, lr=args.lr, precision=resolve_precision(args.precision), jit_compile=args.jit_compile,
     )
-    rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, verbose=not args.quiet)
+    rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, verbose=not args.quiet,
+                         executor=executor, distribute=args.distribute)
 
     summary = leaderboard.summarise(leaderboard.read(args.results))
     print(leaderboard.format_summary(summary))

@@ -12,7 +12,7 @@ import json
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import keras
 import numpy as np
@@ -23,6 +23,9 @@ from kseg.data import SegmentationDataset, load_dataset, split
 from kseg.evaluation import evaluate
 from kseg.training import fit
 from kseg.visualize import save_prediction_grid
+
+if TYPE_CHECKING:
+    from kseg.executors import Executor
 
 
 def expand(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int], preset: str, **overrides) -> list[RunConfig]:
@@ -70,8 +73,10 @@ def _base_row(config: RunConfig) -> dict:
     }
 
 
-def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True) -> dict:
+def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *,
+            distribute: str = "none") -> dict:
     """Trains and evaluates one config; returns its leaderboard row (status ok or nan).
+    ``distribute`` is passed to :func:`kseg.training.fit` ("data-parallel": all local devices).
 
     Leaves in ``output_dir/run_id``: model.keras (best weights), history.csv (learning curves),
     split.json (case ids per part), test_scores.csv (per-image scores) and predictions.png.
@@ -85,7 +90,7 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
     targets = split(data.get(config.eval_size, config.synthetic_n), seed=config.seed, sizes=config.split_sizes).test
     (run_dir / "split.json").write_text(json.dumps(parts.ids(), indent=1))
 
-    result = fit(config, parts, run_dir, policy=config.precision, verbose=verbose)
+    result = fit(config, parts, run_dir, policy=config.precision, verbose=verbose, distribute=distribute)
     scores = evaluate(result.model, parts.test, targets, batch_size=config.batch_size)
     scores.per_image.to_csv(run_dir / "test_scores.csv", index=False)
     _save_predictions(result.model, parts.test, targets, run_dir / "predictions.png")
@@ -100,6 +105,21 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
         error="loss became NaN; scores are of the best epoch before it" if result.diverged else "",
     )
     return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items()}
+
+
+def failed_row(config: RunConfig, error: BaseException) -> dict:
+    """The leaderboard row of a run that raised ``error`` (or whose worker died)."""
+    return {**_base_row(config), "status": "failed", "error": f"{type(error).__name__}: {error}"[:500]}
+
+
+def run_one_or_fail(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *,
+                    distribute: str = "none") -> dict:
+    """:func:`run_one`, with any exception turned into a failed row: every executor runs this."""
+    try:
+        return run_one(config, data, output_dir, verbose=verbose, distribute=distribute)
+    except Exception as error:  # one failing run must not stop the grid
+        traceback.print_exc()
+        return failed_row(config, error)
 
 
 def _save_predictions(model, inputs, targets, path: Path, n: int = 8) -> None:
@@ -123,26 +143,41 @@ def run_grid(
     force: bool = False,
     verbose: bool = True,
     print_fn: Callable[[str], None] = print,
+    executor: "Executor | None" = None,
+    distribute: str = "none",
 ) -> list[dict]:
-    """Runs every config not already done (unless ``force``), appending one row each to
-    ``results``. Returns the rows written by this call."""
+    """Runs every config not already done (unless ``force``) on ``executor`` (default: one after
+    another in this process), appending one row each to ``results`` as runs finish; only this
+    process writes the leaderboard. Returns the rows written by this call.
+
+    A row whose config hash already has an ok row (written meanwhile, or by a retried remote
+    task) is not appended again.
+    """
+    from kseg.executors import LocalExecutor
+
+    executor = executor or LocalExecutor()
     done = set() if force else leaderboard.completed_hashes(results)
     todo = [c for c in configs if c.config_hash not in done]
     if len(todo) < len(configs):
         print_fn(f"[grid] {len(configs) - len(todo)} of {len(configs)} runs already in {results}: skipped")
-    rows, start = [], time.perf_counter()
-    for k, config in enumerate(todo, 1):
+    rows, ok_here, start = [], set(), time.perf_counter()
+
+    def announce(k: int, config: RunConfig) -> None:
+        # The ETA is from finished runs, so it holds for parallel executors too.
         elapsed = time.perf_counter() - start
-        eta = "" if k == 1 else f", about {_duration(elapsed / (k - 1) * (len(todo) - k + 1))} left"
+        eta = "" if not rows else f", about {_duration(elapsed / len(rows) * (len(todo) - len(rows)))} left"
         print_fn(f"[grid] run {k}/{len(todo)}: {config.model} + {config.loss}, seed {config.seed} "
                  f"({config.run_id}); elapsed {_duration(elapsed)}{eta}")
-        try:
-            row = run_one(config, data, output_dir, verbose=verbose)
-        except Exception as error:  # one failing run must not stop the grid
-            traceback.print_exc()
-            row = {**_base_row(config), "status": "failed", "error": f"{type(error).__name__}: {error}"[:500]}
+
+    for config, row in executor.run(todo, data, output_dir, verbose=verbose, distribute=distribute, announce=announce):
+        already_ok = ok_here | (set() if force else leaderboard.completed_hashes(results))
+        if row["config_hash"] in already_ok:
+            print_fn(f"[grid] {config.run_id}: already has an ok row in {results}; not appended again")
+            continue
         leaderboard.append_row(results, row)
         rows.append(row)
+        if row["status"] == "ok":
+            ok_here.add(row["config_hash"])
         print_fn(f"[grid] {config.run_id}: {row['status']}" + (f", test IoU {row['test_iou']:.4f}" if row.get("test_iou") is not None else ""))
     print_fn(f"[grid] {len(rows)} runs in {_duration(time.perf_counter() - start)}")
     return rows

@@ -59,6 +59,40 @@ class EpochLine(keras.callbacks.Callback):
         )
 
 
+DISTRIBUTE = ("none", "data-parallel")
+
+
+def check_distribute(distribute: str) -> None:
+    """Raises ValueError where ``distribute`` cannot run here (before any run starts, ideally)."""
+    if distribute not in DISTRIBUTE:
+        raise ValueError(f"Unknown distribute {distribute!r}; choose one of {', '.join(DISTRIBUTE)}.")
+    if distribute == "data-parallel" and keras.backend.backend() != "jax":
+        raise ValueError(
+            "data-parallel training needs the JAX backend (keras.distribution supports JAX only); "
+            "run with KERAS_BACKEND=jax"
+        )
+
+
+def distribution_scope(distribute: str, batch_size: int, part_sizes: tuple[int, ...] = ()):
+    """A context in which models are built and trained: none, or ``keras.distribution.DataParallel``
+    over every local device (each batch split across them; gradients and BatchNorm statistics are
+    those of the whole batch)."""
+    check_distribute(distribute)
+    if distribute == "none":
+        return contextlib.nullcontext()
+    devices = keras.distribution.list_devices()
+    # Every batch, the last (smaller) one of each part included, must split evenly over devices.
+    sizes = {batch_size} | {n % batch_size for n in part_sizes if n % batch_size}
+    uneven = sorted(s for s in sizes if s % len(devices))
+    if uneven:
+        raise ValueError(
+            f"data-parallel training splits each batch over {len(devices)} devices, so batch sizes must be "
+            f"divisible by {len(devices)}; batch size {batch_size} (with data of {', '.join(map(str, part_sizes))} "
+            f"cases) gives batches of {', '.join(map(str, uneven))}"
+        )
+    return keras.distribution.DataParallel(devices=devices).scope()
+
+
 def build_model(config: RunConfig, policy: str) -> keras.Model:
     """The config's architecture, compiled with its loss, IoU and Dice, Adam and ``policy``."""
     with dtype_policy(policy):
@@ -97,26 +131,31 @@ def callbacks_for(config: RunConfig, run_dir: Path, verbose: bool) -> list[keras
     return callbacks
 
 
-def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbose: bool = True) -> FitResult:
+def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbose: bool = True, *,
+        distribute: str = "none") -> FitResult:
     """Trains ``config``'s model on ``data.train``, validates on ``data.val`` every epoch and
     returns the model with the weights of its best validation-IoU epoch, saved as
     ``run_dir/model.keras``.
 
     One seed drives the initial weights, the batch order and the augmentation stream.
+    ``distribute="data-parallel"`` trains on every local device (JAX backend only); batch sizes
+    must divide evenly over them.
     """
     run_dir = Path(run_dir)
+    scope = distribution_scope(distribute, config.batch_size, (len(data.train), len(data.val)))
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    model = build_model(config, policy)
     train = SegmentationSequence(data.train, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed)
     val = SegmentationSequence(data.val, config.batch_size, shuffle=False, augment=False)
 
-    start = time.perf_counter()
-    history = model.fit(
-        train, validation_data=val, epochs=config.epochs, verbose=0,
-        callbacks=callbacks_for(config, run_dir, verbose),
-    ).history
-    train_seconds = time.perf_counter() - start
+    with scope:
+        model = build_model(config, policy)
+        start = time.perf_counter()
+        history = model.fit(
+            train, validation_data=val, epochs=config.epochs, verbose=0,
+            callbacks=callbacks_for(config, run_dir, verbose),
+        ).history
+        train_seconds = time.perf_counter() - start
 
     losses_seen = history.get("loss", [])
     diverged = any(not math.isfinite(v) for v in losses_seen)
