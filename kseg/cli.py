@@ -76,6 +76,9 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None)
         parser.error(f"--jobs must be at least 1; got {args.jobs}")
     if args.executor == "ray" and args.jobs != 1:
         parser.error("--jobs is for --executor local; Ray runs as many tasks at once as the cluster has room for")
+    if args.jobs > 1 and args.distribute != "none":
+        # Each process would claim every device; Ray instead gives each task its --gpus-per-run.
+        parser.error("--distribute data-parallel gives one run every local device: use --jobs 1, or --executor ray --gpus-per-run G")
     if args.executor != "ray" and (args.ray_address or args.cpus_per_run != 1 or args.gpus_per_run != 0):
         parser.error("--ray-address, --cpus-per-run and --gpus-per-run need --executor ray")
     try:

@@ -95,15 +95,24 @@ class LocalExecutor:
         with _backend_in_environ(), futures.ProcessPoolExecutor(self.jobs, mp_context=context) as pool:
             running: dict[futures.Future, RunConfig] = {}
 
-            def submit_next() -> None:
+            def submit_next() -> tuple[RunConfig, dict] | None:
                 k, config = pending.pop(0)
                 announce(k, config)
-                running[pool.submit(run_cell, config, data.kind, _str(data.path), str(output_dir), verbose, distribute)] = config
+                try:
+                    future = pool.submit(run_cell, config, data.kind, _str(data.path), str(output_dir), verbose, distribute)
+                except futures.process.BrokenProcessPool as error:  # a worker died: the pool takes no more
+                    return config, grid.failed_row(config, error)
+                running[future] = config
+                return None
 
             # Only ``jobs`` runs are in flight, so "run k/n" lines say what has started.
-            while pending and len(running) < self.jobs:
-                submit_next()
-            while running:
+            while pending or running:
+                while pending and len(running) < self.jobs:
+                    refused = submit_next()
+                    if refused:
+                        yield refused
+                if not running:
+                    continue
                 finished, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
                 for future in finished:
                     config = running.pop(future)
@@ -112,8 +121,6 @@ class LocalExecutor:
                     except Exception as error:  # the worker process died (BrokenProcessPool)
                         row = grid.failed_row(config, error)
                     yield config, row
-                    if pending:
-                        submit_next()
 
 
 @contextlib.contextmanager
