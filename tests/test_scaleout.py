@@ -12,7 +12,7 @@ import keras
 import pandas as pd
 import pytest
 
-from kseg import executors, grid, leaderboard
+from kseg import executors, grid
 from kseg.cli import run_grid_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,6 +20,9 @@ SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--models", "
 KEYS = ["model", "loss", "seed", "config_hash", "status"]
 # Metrics a spawned worker must reproduce: same seed, same data, same single-process kernels.
 METRICS = ["test_iou", "test_dice", "val_iou", "epochs_run", "best_epoch", "params"]
+# Ray sets OMP_NUM_THREADS to a task's CPUs; torch's CPU kernels then sum in another order
+# (measured: test IoU 3e-5 apart), where TensorFlow and JAX still agree to 1e-5.
+RAY_TOLERANCE = 1e-3 if keras.backend.backend() == "torch" else 1e-5
 
 
 @pytest.fixture(autouse=True)
@@ -43,12 +46,12 @@ def _sorted(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["model", "loss", "seed"], ignore_index=True)
 
 
-def _assert_same_rows(table: pd.DataFrame, expected: pd.DataFrame) -> None:
+def _assert_same_rows(table: pd.DataFrame, expected: pd.DataFrame, tolerance: float = 1e-5) -> None:
     table = _sorted(table)
     assert table[KEYS].to_dict("records") == expected[KEYS].to_dict("records")
     assert table["config_hash"].is_unique
     for column in METRICS:
-        assert table[column].tolist() == pytest.approx(expected[column].tolist(), abs=1e-5), column
+        assert table[column].tolist() == pytest.approx(expected[column].tolist(), abs=tolerance), column
 
 
 @pytest.mark.slow
@@ -117,7 +120,7 @@ def ray_cluster():
 def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequential_rows):
     results = tmp_path / "lb.csv"
     assert run_grid_command([*SMOKE, "--executor", "ray", "--results", str(results), "--output", str(tmp_path / "runs")]) == 0
-    _assert_same_rows(pd.read_csv(results), sequential_rows)
+    _assert_same_rows(pd.read_csv(results), sequential_rows, RAY_TOLERANCE)
     for run_id in pd.read_csv(results)["run_id"]:
         assert (tmp_path / "runs" / run_id / "model.keras").exists()
 
@@ -130,7 +133,7 @@ def test_ray_retries_a_run_whose_worker_died(ray_cluster, tmp_path, sequential_r
     args = [*SMOKE, "--losses", "dice", "--executor", "ray", "--results", str(results), "--output", str(tmp_path / "runs")]
     assert run_grid_command(args) == 0
     assert marker.read_text().startswith("unet-dice-seed0-"), "the test hook should have killed the first attempt"
-    _assert_same_rows(pd.read_csv(results), sequential_rows[sequential_rows["loss"] == "dice"])  # one ok row
+    _assert_same_rows(pd.read_csv(results), sequential_rows[sequential_rows["loss"] == "dice"], RAY_TOLERANCE)  # one ok row
 
 
 def test_ray_missing_exits_2_with_the_install_command(tmp_path, monkeypatch, capsys):
