@@ -173,8 +173,6 @@ class RayExecutor:
 
     def run(self, configs: Sequence[RunConfig], data, output_dir: str | Path, *, verbose: bool = False,
             distribute: str = "none", announce: Announce = lambda k, c: None) -> Results:
-        from kseg import grid
-
         ray = self.ray
         env = ray_env_vars()
         started_here = not ray.is_initialized()
@@ -193,10 +191,13 @@ class RayExecutor:
         # Per task too, so a session someone else initialised still gets this backend.
         task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)(run_cell)
         task = task.options(runtime_env={"env_vars": env})
+        # Absolute: a worker's working directory is not the driver's.
+        output_dir = str(Path(output_dir).absolute())
+        data_path = None if data.path is None else str(Path(data.path).absolute())
         running = {}
         for k, config in enumerate(configs, 1):
             announce(k, config)
-            ref = task.remote(config, data.kind, _str(data.path), str(output_dir), verbose, distribute)
+            ref = task.remote(config, data.kind, data_path, output_dir, verbose, distribute)
             running[ref] = config
         while running:
             finished, _ = ray.wait(list(running), num_returns=1)
