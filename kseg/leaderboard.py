@@ -110,7 +110,10 @@ def completed_hashes(path: str | Path) -> set[str]:
     return set(table.loc[table["status"] == "ok", "config_hash"].astype(str))
 
 
-def summarise(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset", "backend", "model", "loss"),
+GROUP = ("dataset", "preset", "backend", "precision", "model", "loss")
+
+
+def summarise(table: pd.DataFrame, by: Iterable[str] = GROUP,
               metric: str = "test_iou") -> pd.DataFrame:
     """Mean, standard deviation and count of ``metric`` over seeds per group, best first.
 
@@ -120,7 +123,8 @@ def summarise(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset", "ba
     ok = table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
     if ok.empty:
         return pd.DataFrame(columns=[*by, "mean", "std", "n"])
-    summary = ok.groupby(by)[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    # dropna=False: a row with an empty group column still counts, in a group of its own.
+    summary = ok.groupby(by, dropna=False)[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
     return summary.reset_index().sort_values("mean", ascending=False, ignore_index=True)
 
 
@@ -128,17 +132,17 @@ def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
     """The summary as a plain-text ranking: one line per model x loss, mean +- std (n)."""
     if summary.empty:
         return "No completed runs yet."
-    lines = [f"{'rank':>4}  {'dataset':<10} {'preset':<7} {'backend':<10} {'model':<7} {'loss':<11} {metric}"]
+    lines = [f"{'rank':>4}  {'dataset':<10} {'preset':<7} {'backend':<10} {'precision':<15} {'model':<7} {'loss':<11} {metric}"]
     for rank, r in enumerate(summary.itertuples(index=False), 1):
         spread = "" if pd.isna(r.std) else f" +- {r.std:.3f}"
         lines.append(
-            f"{rank:>4}  {r.dataset:<10} {r.preset:<7} {r.backend:<10} {r.model:<7} {r.loss:<11} "
-            f"{r.mean:.3f}{spread} (n={r.n})"
+            f"{rank:>4}  {r.dataset!s:<10} {r.preset!s:<7} {r.backend!s:<10} {r.precision!s:<15} {r.model!s:<7} "
+            f"{r.loss!s:<11} {r.mean:.3f}{spread} (n={r.n})"
         )
     return "\n".join(lines)
 
 
-def markdown_report(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset", "device", "backend", "model", "loss")) -> str:
+def markdown_report(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset", "device", *GROUP[2:])) -> str:
     """A Markdown table per group of ok rows: test IoU and Dice mean +- std over seeds, dataset
     IoU, n, mean training seconds and mean epochs run, ranked by mean test IoU."""
     by = list(by)
@@ -146,11 +150,11 @@ def markdown_report(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset
     if summary.empty:
         return "No completed runs yet."
     ok = table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
-    extra = ok.groupby(by).agg(
+    extra = ok.groupby(by, dropna=False).agg(
         dice=("test_dice", "mean"), dice_std=("test_dice", "std"), dataset_iou=("test_dataset_iou", "mean"),
         train_s=("train_seconds", "mean"), epochs=("epochs_run", "mean"),
     ).reset_index()
-    summary = summary.merge(extra, on=by)
+    summary = summary.merge(extra, on=by, how="left")
     header = [*by, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.itertuples(index=False):
@@ -171,7 +175,7 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU ov
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    labels = [f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.backend})" for r in summary.itertuples()]
+    labels = [f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.backend}, {r.precision})" for r in summary.itertuples()]
     fig, ax = plt.subplots(figsize=(8, 0.4 * len(summary) + 1.2))
     ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
     ax.set_xlabel("test IoU (mean +- std over seeds)")

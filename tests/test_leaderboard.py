@@ -10,7 +10,7 @@ from kseg import leaderboard
 
 def _row(i: int, **extra) -> dict:
     return {"run_id": f"r{i}", "model": "unet", "loss": "bce", "seed": i, "dataset": "synthetic",
-            "preset": "smoke", "backend": "jax", "test_iou": 0.5 + i / 100, "config_hash": f"h{i}",
+            "preset": "smoke", "backend": "jax", "precision": "float32", "test_iou": 0.5 + i / 100, "config_hash": f"h{i}",
             "status": "ok", **extra}
 
 
@@ -100,6 +100,8 @@ def test_summary_mean_std_n_ranked():
     assert summary.loc[0, "mean"] == pytest.approx(0.85)
     assert summary.loc[0, "std"] == pytest.approx(pd.Series([0.8, 0.9]).std())
     assert list(summary["n"]) == [2, 1]
+    mixed = leaderboard.summarise(pd.concat([table, pd.DataFrame([_row(4, precision="mixed_bfloat16", config_hash="e")])]))
+    assert list(mixed["n"]) == [2, 1, 1]  # another precision is another group
     text = leaderboard.format_summary(summary)
     assert "0.850 +- 0.071 (n=2)" in text
 
@@ -128,7 +130,7 @@ def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
         leaderboard.append_row(path, _row(i, test_iou=iou, test_dice=iou + 0.05, test_dataset_iou=iou,
                                           train_seconds=10 * (i + 1), epochs_run=5, device="cpu"))
     report = leaderboard.markdown_report(leaderboard.read(path))
-    assert "| synthetic | smoke | cpu | jax | unet | bce | 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
+    assert "| synthetic | smoke | cpu | jax | float32 | unet | bce | 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
     assert main(["leaderboard", "--results", str(path), "--markdown"]) == 0
     assert report in capsys.readouterr().out
     assert main(["leaderboard", "--results", str(tmp_path / "none.csv")]) == 2
