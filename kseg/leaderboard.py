@@ -176,7 +176,7 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU ov
 
     path = Path(path)
     labels = [f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.backend}, {r.precision})" for r in summary.itertuples()]
-    fig, ax = plt.subplots(figsize=(8, 0.4 * len(summary) + 1.2))
+    fig, ax = plt.subplots(figsize=(10, 0.4 * len(summary) + 1.2))
     ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
     ax.set_xlabel("test IoU (mean +- std over seeds)")
     ax.set_xlim(max(0.0, float(summary["mean"].min()) - 0.15), 1.0)
