@@ -118,18 +118,12 @@ def _cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
-    AVX512-BF16/AMX, where TensorFlow and JAX trained faster at the same IoU: BENCHMARKS.md), else
-    float32. Keras on the torch backend stays float32 on a CPU: its eager bf16 autocasting measured
-    several times slower than its own float32 there."""
+    AVX512-BF16/AMX, where it trained faster at the same IoU: BENCHMARKS.md), else float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    if _on_gpu():
-        return "mixed_bfloat16"
-    if _cpu_has_bf16() and keras.backend.backend() != "torch":
-        return "mixed_bfloat16"
-    return "float32"
+    return "mixed_bfloat16" if _on_gpu() or _cpu_has_bf16() else "float32"
 
 
 def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
