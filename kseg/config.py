@@ -118,12 +118,18 @@ def _cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
-    AVX512-BF16/AMX, where it trained faster at the same IoU: BENCHMARKS.md), else float32."""
+    AVX512-BF16/AMX, where TensorFlow and Keras-on-torch trained 1.3-2.5x faster at the same IoU:
+    BENCHMARKS.md), else float32. JAX stays float32 on a CPU: there its bf16 trained 1.4-2.7x
+    slower than its float32."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if _on_gpu() or _cpu_has_bf16() else "float32"
+    if _on_gpu():
+        return "mixed_bfloat16"
+    if _cpu_has_bf16() and keras.backend.backend() != "jax":
+        return "mixed_bfloat16"
+    return "float32"
 
 
 def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
