@@ -118,7 +118,7 @@ def _cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
-    AVX512-BF16/AMX, where TensorFlow and Keras-on-torch trained 1.3-2.5x faster at the same IoU:
+    AVX512-BF16/AMX, where TensorFlow and Keras-on-torch trained 1.3-2.6x faster at the same IoU:
     BENCHMARKS.md), else float32. JAX stays float32 on a CPU: there its bf16 trained 1.4-2.7x
     slower than its float32."""
     if precision not in PRECISIONS:
