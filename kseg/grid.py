@@ -20,7 +20,7 @@ import numpy as np
 from kseg import leaderboard
 from kseg.config import RunConfig, device_description, resolve_jit_compile
 from kseg.data import SegmentationDataset, load_dataset, split
-from kseg.evaluation import evaluate
+from kseg.evaluation import evaluate, predict_logits
 from kseg.training import fit
 from kseg.visualize import save_prediction_grid
 
@@ -123,8 +123,7 @@ def run_one_or_fail(config: RunConfig, data: DataCache, output_dir: str | Path, 
 
 
 def _save_predictions(model, inputs, targets, path: Path, n: int = 8) -> None:
-    from kseg.evaluation import predict_logits
-
+    """Outlines of prediction and truth over the first ``n`` test images, as one PNG."""
     images = np.asarray(targets.images[:n])
     logits = predict_logits(model, np.asarray(inputs.images[:n]), images.shape[1:3])
     save_prediction_grid(images, logits >= 0, np.asarray(targets.masks[:n]), path, titles=list(targets.ids[:n]))
