@@ -46,14 +46,10 @@ def predict_logits(model: keras.Model, images: np.ndarray, output_size: tuple[in
 
 def _score_per_image(masks: np.ndarray, logits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     """Per-image IoU and Dice through the same metric classes used during training."""
-    iou, dice = metrics.IoU(threshold), metrics.Dice(threshold)
-    scores = np.zeros((len(masks), 2), "float32")
-    for i in range(len(masks)):
-        for j, metric in enumerate((iou, dice)):
-            metric.reset_state()
-            metric.update_state(masks[i : i + 1], logits[i : i + 1])
-            scores[i, j] = float(metric.result())
-    return scores[:, 0], scores[:, 1]
+    return tuple(
+        keras.ops.convert_to_numpy(metric.per_image(masks, logits)).astype("float32")
+        for metric in (metrics.IoU(threshold), metrics.Dice(threshold))
+    )
 
 
 def evaluate(

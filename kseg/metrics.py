@@ -108,11 +108,15 @@ class _PerImageMean(keras.metrics.Metric):
     def _score(self, intersection: Any, sum_true: Any, sum_pred: Any) -> Any:
         raise NotImplementedError
 
-    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+    def per_image(self, y_true: Any, y_pred: Any) -> Any:
+        """The score of each image of a batch, shape (B,); the state is left alone."""
         true, pred = _binarise(y_true, y_pred, self.threshold, self.from_logits)
-        scores = self._score(
+        return self._score(
             _per_image_sum(true * pred), _per_image_sum(true), _per_image_sum(pred)
         )
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        scores = self.per_image(y_true, y_pred)
         weights = _per_image_weights(sample_weight, scores)
         self.total.assign(self.total + ops.sum(scores * weights))
         self.count.assign(self.count + ops.sum(weights))
