@@ -3,7 +3,7 @@ unpooling that puts values back there (SegNet), and the conv block every kseg mo
 
 Pooling positions are stored per window, not as flat indices: ``positions[b, i, j, c]`` is the
 row-major offset (0 .. pool_size**2 - 1) of the maximum inside window ``(i, j)`` of channel ``c``.
-That keeps both layers a max-pool, a few comparisons, reshapes and a one-hot in ``keras.ops``, so they
+That keeps both layers max-pools, a comparison, reshapes and a one-hot in ``keras.ops``, so they
 run unchanged on every backend, have static shapes and are differentiable with respect to the
 values (the positions are integer and carry no gradient).
 """
@@ -28,16 +28,21 @@ def _check_divisible(shape: tuple, pool_size: int, layer_name: str) -> None:
 def _first_max_positions(x, pooled, pool_size: int):
     """Row-major offset of the FIRST element of each window equal to its max, as int32.
 
-    Scans the window offsets from last to first over strided views ``x[:, r::p, s::p, :]``, so
-    an earlier match overwrites a later one: ties go to exactly one (the first) position, as
-    argmax does, without the 6-D transpose a (B, h, w, C, p*p) window tensor needs.
+    Each element equal to its window's max gets the code ``p*p - k`` for its offset ``k``, every
+    other element 0; a max-pool of the codes then picks the first matching offset, so ties go to
+    exactly one position, as argmax does. The comparison runs on the free reshape
+    ``(B, h, p, w, p, C)`` and the pick on the backend's max-pool kernel: no strided slices and
+    no 6-D transpose, which cost TensorFlow 7x more here (BENCHMARKS.md, "Where the time goes").
+    A window without a match (NaN input) gets offset 0.
     """
     p = pool_size
-    positions = ops.zeros(ops.shape(pooled), dtype="int32")
-    for k in reversed(range(p * p)):
-        r, s = divmod(k, p)
-        positions = ops.where(ops.equal(x[:, r::p, s::p, :], pooled), k, positions)
-    return ops.cast(positions, "int32")
+    _, height, width, channels = x.shape
+    windows = ops.reshape(x, (-1, height // p, p, width // p, p, channels))
+    is_max = ops.equal(windows, ops.expand_dims(ops.expand_dims(pooled, 2), 4))
+    codes = ops.reshape(ops.arange(p * p, 0, -1, dtype=x.dtype), (1, 1, p, 1, p, 1))
+    codes = ops.reshape(ops.where(is_max, codes, ops.zeros((), dtype=x.dtype)), ops.shape(x))
+    best = ops.cast(ops.max_pool(codes, p, strides=p, padding="valid"), "int32")
+    return (p * p - best) % (p * p)
 
 
 def _from_windows(x, pool_size: int):
@@ -74,8 +79,7 @@ class MaxPoolingWithArgmax2D(layers.Layer):
 
     def call(self, inputs):
         # The backend's fused max-pool kernel for the values (and its gradient), then the
-        # positions by comparison: measured faster on TensorFlow/mixed_bfloat16 than
-        # max + argmax over transposed windows (BENCHMARKS.md, "Where the time goes").
+        # positions by comparison (no gradient flows through them).
         pooled = ops.max_pool(inputs, self.pool_size, strides=self.pool_size, padding="valid")
         return pooled, _first_max_positions(inputs, pooled, self.pool_size)
 

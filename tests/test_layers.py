@@ -60,6 +60,22 @@ def test_ties_give_the_value_to_exactly_one_position():
     assert np.count_nonzero(out) == 2 * 2 * 2
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_positions_are_numpys_argmax_on_tied_values(dtype):
+    """Values from {0, 1, 2}: most windows hold ties; numpy's argmax picks the first maximum."""
+    x = np.random.default_rng(3).integers(0, 3, size=(2, 6, 8, 3)).astype("float32")
+    windows = x.reshape(2, 3, 2, 4, 2, 3).transpose(0, 1, 3, 5, 2, 4).reshape(2, 3, 4, 3, 4)
+    _, positions = MaxPoolingWithArgmax2D()(keras.ops.cast(x, dtype))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(positions), windows.argmax(-1))
+
+
+def test_a_nan_window_still_gets_a_valid_position():
+    x = np.zeros((1, 2, 2, 1), "float32")
+    x[0, 1, 1, 0] = np.nan
+    _, positions = MaxPoolingWithArgmax2D()(x)
+    assert 0 <= int(keras.ops.convert_to_numpy(positions).item()) < 4
+
+
 def test_gradient_reaches_only_the_max_positions():
     x = _distinct_values((1, 4, 4, 2), seed=2)
     _, grad = value_and_grad(_pool_unpool, x)
