@@ -1,16 +1,17 @@
-"""One benchmark configuration in its own process: build, time training and inference, report.
+"""One (backend, precision, jit) benchmark configuration in its own process: for each model,
+build, time training and inference, report.
 
 Run by ``benchmarks/bench.py`` as ``python benchmarks/_worker.py '<json config>'`` with
 ``KERAS_BACKEND`` set in the environment (the backend is fixed once Keras is imported, so each
-backend needs its own process; one process per config also makes ``ru_maxrss`` a per-config
-peak). Prints exactly one JSON object on its last stdout line.
+backend needs its own process). Prints one JSON object per model, each on its own stdout line.
 
-Config keys: model, image_size, base, depth, batch, precision, jit_compile, steps, warmup, seed,
-budget_s (optional cap on each phase's seconds).
+Config keys: models (a list; or model, one name), image_size, base, depth, batch, precision,
+jit_compile, steps, warmup, seed, budget_s (optional cap on each phase's seconds).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -81,12 +82,38 @@ def _median_seconds(
     return statistics.median(times), times
 
 
+def _reset_peak_rss() -> None:
+    """Linux: make the kernel's peak-RSS mark (VmHWM) restart from the current RSS, so the next
+    reading is the peak of what ran since. Elsewhere a no-op (the peak then covers the process)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss_mb() -> float:
+    """VmHWM since the last reset where /proc has it; else the process's ru_maxrss."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return maxrss / (2**20 if platform.system() == "Darwin" else 2**10)
+
+
 def run(config: dict[str, Any]) -> dict[str, Any]:
-    """Times one (backend, model, precision, jit) configuration; returns the result row."""
+    """Times one model in one (backend, precision, jit) configuration; returns the result row."""
     import keras
 
     from kseg import losses, models
 
+    # Free the previous model's graph and buffers first, then restart the peak-RSS mark: the
+    # peak reported is this model's (plus whatever the allocator kept from earlier ones).
+    keras.backend.clear_session()
+    gc.collect()
+    _reset_peak_rss()
     backend = keras.backend.backend()
     jit = bool(config["jit_compile"])
     if backend == "jax":
@@ -125,9 +152,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     first_infer_s = time.perf_counter() - first
     infer_s, infer_times = _median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"], budget)
 
-    # ru_maxrss is KiB on Linux, bytes on macOS.
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak_mb = maxrss / (2**20 if platform.system() == "Darwin" else 2**10)
+    peak_mb = _peak_rss_mb()
     return {
         "backend": backend,
         "keras": keras.__version__,
@@ -162,8 +187,9 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
 def main(argv: list[str]) -> None:
     if len(argv) != 1:
         raise SystemExit("usage: _worker.py '<json config>'  (KERAS_BACKEND in the environment)")
-    row = run(json.loads(argv[0]))
-    print(json.dumps(row), flush=True)
+    config = json.loads(argv[0])
+    for model in config.pop("models", None) or [config.pop("model")]:
+        print(json.dumps(run({**config, "model": model})), flush=True)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 """Training and inference speed of kseg's models on every Keras backend, side by side with
 native PyTorch (``shared/bench/torch_reference.py``) and the machine's matrix-product peak.
 
-For each (image size, batch, model) it runs torch_reference.py once (all its modes), then one
-worker process (``benchmarks/_worker.py``) per (backend, precision, jit) so that each backend is
-fixed per process and each peak RSS belongs to one config. Every Keras row carries its ratio to
-native PyTorch's best mode measured in the same invocation.
+For each (image size, batch) it runs torch_reference.py for every model (all its modes), then one
+worker process (``benchmarks/_worker.py``) per (backend, precision, jit) that times every model in
+turn: the backend is fixed when Keras is imported, so each needs its own process, and one import
+per backend rather than per model keeps the default grid inside 15 minutes on 2 cores. Every
+Keras row carries its ratio to native PyTorch's best mode measured in the same invocation.
 
     python benchmarks/bench.py                                  # the full default grid
     python benchmarks/bench.py --models unet --image-size 64 --base 8 --batch 4 --steps 2 --warmup 1
@@ -41,15 +42,12 @@ PRECISIONS = ("float32", "mixed_bfloat16")
 MODELS = ("segnet", "unet", "unet2")
 JIT_NOTE = "torch: eager only (torch.compile costs minutes per model on this CPU; not run)"
 
-# Rough seconds for the estimate printed at start: per-process start-up + first-call compile, and
-# an effective GFLOP/s per backend path. Calibrated on the 2-core Xeon; only an estimate.
-_STARTUP_S = {("tensorflow", False): 12, ("tensorflow", True): 35, ("jax", True): 30, ("torch", False): 8}
-_EFFECTIVE_GFLOP_S = {"float32": 60.0, "mixed_bfloat16": 110.0}
-
-
-def jit_options(backend: str) -> tuple[bool, ...]:
-    """The jit_compile values worth running on ``backend``."""
-    return {"tensorflow": (False, True), "jax": (True,), "torch": (False,)}[backend]
+def jit_options(backend: str, choice: str = "both") -> tuple[bool, ...]:
+    """The jit_compile values run on ``backend``: those it has ("both"), or only off / on where it
+    has that (JAX always compiles; PyTorch runs eagerly)."""
+    available = {"tensorflow": (False, True), "jax": (True,), "torch": (False,)}[backend]
+    wanted = {"both": (False, True), "off": (False,), "on": (True,)}[choice]
+    return tuple(j for j in available if j in wanted) or available
 
 
 def measure_peak(n: int = 4096, repeats: int = 3) -> dict[str, float]:
@@ -115,18 +113,31 @@ def run_json_process(cmd: list[str], env: dict[str, str], timeout: float) -> tup
 
 
 def run_torch_reference(model: str, size: int, args: argparse.Namespace, batch: int) -> dict[str, Any]:
-    """torch_reference.py with the same settings; its rows and best train/inference img/s."""
+    """torch_reference.py with the same settings; its rows and best train/inference img/s.
+
+    The bf16 modes (always PyTorch's fastest on a bf16-capable CPU, so the ratios' denominator)
+    get the full ``--steps/--warmup``; the fp32 modes, 2-3x slower, are timed over 3 steps after
+    1 warm-up so they do not dominate the run."""
     if not TORCH_REFERENCE.exists():
         return {"error": f"{TORCH_REFERENCE} not found"}
-    cmd = [
-        sys.executable, str(TORCH_REFERENCE), "--model", model, "--image-size", str(size),
-        "--base", str(args.base), "--depth", str(args.depth), "--batch", str(batch),
-        "--steps", str(args.steps), "--warmup", str(args.warmup),
-    ]
-    rows, error = run_json_process(cmd, dict(os.environ), args.timeout)
+    requested = args.torch_modes.split(",")
+    groups = [([m for m in requested if m.startswith("bf16")], args.steps, args.warmup),
+              ([m for m in requested if not m.startswith("bf16")], min(args.steps, 3), 1)]
+    rows, errors = [], []
+    for modes, steps, warmup in groups:
+        if not modes:
+            continue
+        cmd = [
+            sys.executable, str(TORCH_REFERENCE), "--model", model, "--image-size", str(size),
+            "--base", str(args.base), "--depth", str(args.depth), "--batch", str(batch),
+            "--steps", str(steps), "--warmup", str(warmup), "--modes", ",".join(modes),
+        ]
+        group_rows, error = run_json_process(cmd, dict(os.environ), args.timeout)
+        rows += [{**r, "steps": steps, "warmup": warmup} for r in group_rows]
+        errors += [error] if error else []
     modes = [r for r in rows if "mode" in r]
     if not modes:
-        return {"error": error or "no output"}
+        return {"error": "; ".join(errors) or "no output"}
     return {
         "modes": modes,
         "best_train_mode": max(modes, key=lambda r: r["train_img_s"])["mode"],
@@ -137,46 +148,17 @@ def run_torch_reference(model: str, size: int, args: argparse.Namespace, batch: 
     }
 
 
-def run_worker(backend: str, config: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One Keras config in a fresh process with KERAS_BACKEND=backend."""
+def run_worker(backend: str, config: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+    """One Keras (backend, precision, jit) config, all of ``config["models"]``, in a fresh process
+    with KERAS_BACKEND=backend: one row per model, an error row for each model it did not report."""
     env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
     rows, error = run_json_process([sys.executable, str(WORKER), json.dumps(config)], env, timeout)
-    if rows:
-        return rows[-1]
-    return {"backend": backend, "model": config["model"], "precision": config["precision"],
-            "jit": config["jit_compile"], "image_size": config["image_size"], "batch": config["batch"],
-            "error": error or "no output"}
-
-
-def _phase_seconds(args: argparse.Namespace, step_s: float, budget: bool = True) -> float:
-    """Seconds of one warm-up + timed phase of ``step_s`` steps, as _worker._median_seconds caps it."""
-    warm, timed = args.warmup * step_s, args.steps * step_s
-    if budget and args.budget:
-        warm = min(warm, max(args.budget / 2, step_s) + step_s)
-        timed = min(timed, max(args.budget, min(3, args.steps) * step_s) + step_s)
-    return warm + timed
-
-
-def estimate_seconds(
-    args: argparse.Namespace, gflops: dict[tuple[str, int], float], peak: dict | None = None
-) -> float:
-    """A rough total: per-process start-up plus (warmup + steps) training and inference steps at
-    an assumed effective speed, for every worker and for torch_reference's four modes."""
-    total = 0.0
-    for size, batch, model in itertools.product(args.sizes, args.batches, args.models):
-        g = gflops.get((model, size), 3.5 * (size / 128) ** 2 * (args.base / 32) ** 2)
-        rate = dict(_EFFECTIVE_GFLOP_S)
-        if peak and peak.get("fp32_peak_gflop_s", 0) > 0:  # calibrated: ~40% of the matmul peak
-            rate = {"float32": 0.4 * peak["fp32_peak_gflop_s"],
-                    "mixed_bfloat16": 0.4 * max(peak["fp32_peak_gflop_s"], peak.get("bf16_peak_gflop_s") or 0)}
-        for backend in args.backends:
-            for precision, jit in itertools.product(args.precisions, jit_options(backend)):
-                slowdown = 2.0 if (backend == "tensorflow" and jit) else 1.0  # XLA on CPU: slower
-                train = 3 * g * batch / rate[precision] * slowdown
-                total += _STARTUP_S[(backend, jit)] + _phase_seconds(args, train) + _phase_seconds(args, train / 3)
-        ref_train = 3 * g * batch / rate["float32"]  # torch_reference: 4 modes, none capped
-        total += 4 * (_phase_seconds(args, ref_train, False) + _phase_seconds(args, ref_train / 3, False))
-    return total
+    reported = {r.get("model") for r in rows}
+    return rows + [
+        {"backend": backend, "model": model, "precision": config["precision"], "jit": config["jit_compile"],
+         "image_size": config["image_size"], "batch": config["batch"], "error": error or "no output"}
+        for model in config["models"] if model not in reported
+    ]
 
 
 def build_table(rows: list[dict], refs: dict, peak: dict) -> pd.DataFrame:
@@ -222,6 +204,42 @@ def markdown_rows(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def scaling_table(df: pd.DataFrame) -> str:
+    """Markdown: training ms per image for each (size, batch), Keras next to native PyTorch's best.
+    The last column rescales ms/img to a 128 x 128 image: constant where cost is linear in pixels."""
+    header = ("| model | backend | precision | jit | size | batch | train ms/img | torch best ms/img | "
+              "train x torch best | ms/img at 128-px equivalent |")
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    for _, r in df.sort_values(["model", "backend", "precision", "jit", "image_size", "batch"]).iterrows():
+        ms = 1000 / r["train_img_s"]
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['precision']} | {'on' if r['jit'] else 'off'} | "
+            f"{r['image_size']} | {r['batch']} | {ms:.0f} | {1000 / r['torch_best_train_img_s']:.0f} | "
+            f"{r['train_vs_torch']:.2f} | {ms * (128 / r['image_size']) ** 2:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def report(row: dict, ref: dict, expected_gflops: float | None) -> None:
+    """Prints one Keras row, after checking that it counts the same network as torch_reference."""
+    tag = (f"[{row['backend']} {row['precision']} jit={'on' if row['jit'] else 'off'}] "
+           f"{row['model']} {row['image_size']}px b{row['batch']}")
+    if "error" in row:
+        print(f"{tag}: FAILED {row['error']}", flush=True)
+        return
+    # The FLOP count must be the reference's, or GFLOP/s are not comparable.
+    if expected_gflops is not None:
+        assert abs(row["gflops_fwd_per_image"] - expected_gflops) <= 1e-9 * max(expected_gflops, 1), (
+            f"{tag}: Keras counts {row['gflops_fwd_per_image']} GFLOPs, torch {expected_gflops}")
+    elif "gflops_fwd_per_image" in ref:
+        assert abs(row["gflops_fwd_per_image"] - ref["gflops_fwd_per_image"]) < 6e-4
+    if "params" in ref:
+        assert row["params"] == ref["params"], f"{tag}: params {row['params']} != torch {ref['params']}"
+    print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s, "
+          f"{row['train_gflop_s']:.1f} GFLOP/s, peak {row['peak_rss_mb']:.0f} MB, "
+          f"first step {row['first_train_step_s']:.1f} s", flush=True)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
@@ -229,17 +247,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes to sweep (default: --image-size)")
+    p.add_argument("--jit", default="both", choices=["both", "off", "on"],
+                   help="XLA/jit settings to run where a backend has a choice (TensorFlow)")
+    p.add_argument("--torch-modes", default="fp32,fp32-cl,bf16,bf16-cl",
+                   help="torch_reference.py modes; the best of them is the ratio's denominator")
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes to sweep (default: --batch)")
-    p.add_argument("--steps", type=int, default=8, help="timed steps; the median is reported")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (the first compiles)")
-    p.add_argument("--budget", type=float, default=15,
+    p.add_argument("--steps", type=int, default=4, help="timed steps; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first compiles)")
+    p.add_argument("--budget", type=float, default=5,
                    help="cap, in seconds, on each worker's timed train or inference phase (min 3 steps); 0: none")
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
-    p.add_argument("--estimate-only", action="store_true", help="print the time estimate and exit")
     p.add_argument("--out", type=Path, help="write every row, the references and the peak as JSON")
     p.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table rows")
     args = p.parse_args(argv)
@@ -256,54 +277,40 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         g = reference_gflops(model, size, args.base, args.depth)
         if g is not None:
             gflops_ref[(model, size)] = g
-    n_workers = len(args.sizes) * len(args.batches) * len(args.models) * sum(
-        len(args.precisions) * len(jit_options(b)) for b in args.backends)
-    print(f"kseg bench: {n_workers} Keras configs + {len(args.sizes) * len(args.batches) * len(args.models)} "
-          f"torch_reference runs; estimated {estimate_seconds(args, gflops_ref) / 60:.1f} min "
-          f"on a 2-core Xeon (cpus here: {os.cpu_count()})", flush=True)
+    n_workers = len(args.sizes) * len(args.batches) * sum(
+        len(args.precisions) * len(jit_options(b, args.jit)) for b in args.backends)
+    print(f"kseg bench: {n_workers} Keras worker processes x {len(args.models)} models + "
+          f"{len(args.sizes) * len(args.batches) * len(args.models)} torch_reference runs "
+          f"(cpus here: {os.cpu_count()})", flush=True)
     print(JIT_NOTE, flush=True)
-    if args.estimate_only:
-        return pd.DataFrame()
 
     peak = {"fp32_peak_gflop_s": float("nan"), "bf16_peak_gflop_s": float("nan")}
     if not args.no_peak:
         peak = measure_peak()
         print("matmul peak 4096x4096: " + ", ".join(f"{k}={v:.0f}" for k, v in peak.items()), flush=True)
-        print(f"estimate calibrated on that peak: {estimate_seconds(args, gflops_ref, peak) / 60:.1f} min", flush=True)
 
     rows, refs = [], {}
-    for size, batch, model in itertools.product(args.sizes, args.batches, args.models):
-        ref = run_torch_reference(model, size, args, batch)
-        refs[(model, size, batch)] = ref
-        if "error" in ref:
-            print(f"[torch-native] {model} {size}px b{batch}: FAILED {ref['error']}", flush=True)
-        else:
-            print(f"[torch-native] {model} {size}px b{batch}: best train {ref['best_train_img_s']:.2f} img/s "
-                  f"({ref['best_train_mode']}), best infer {ref['best_infer_img_s']:.2f} img/s", flush=True)
+    for size, batch in itertools.product(args.sizes, args.batches):
+        for model in args.models:
+            ref = run_torch_reference(model, size, args, batch)
+            refs[(model, size, batch)] = ref
+            if "error" in ref:
+                print(f"[torch-native] {model} {size}px b{batch}: FAILED {ref['error']}", flush=True)
+            else:
+                print(f"[torch-native] {model} {size}px b{batch}: best train {ref['best_train_img_s']:.2f} img/s "
+                      f"({ref['best_train_mode']}), best infer {ref['best_infer_img_s']:.2f} img/s", flush=True)
         for backend in args.backends:
-            for precision, jit in itertools.product(args.precisions, jit_options(backend)):
-                config = dict(model=model, image_size=size, base=args.base, depth=args.depth, batch=batch,
-                              precision=precision, jit_compile=jit, steps=args.steps, warmup=args.warmup, budget_s=args.budget or None)
-                row = run_worker(backend, config, args.timeout)
-                rows.append(row)
-                tag = f"[{backend} {precision} jit={'on' if jit else 'off'}] {model} {size}px b{batch}"
-                if "error" in row:
-                    print(f"{tag}: FAILED {row['error']}", flush=True)
-                    continue
-                # The FLOP count must be the reference's, or GFLOP/s are not comparable.
-                expected = gflops_ref.get((model, size))
-                if expected is not None:
-                    assert abs(row["gflops_fwd_per_image"] - expected) <= 1e-9 * max(expected, 1), (
-                        f"{tag}: Keras counts {row['gflops_fwd_per_image']} GFLOPs, torch {expected}")
-                elif "gflops_fwd_per_image" in ref:
-                    assert abs(row["gflops_fwd_per_image"] - ref["gflops_fwd_per_image"]) < 6e-4
-                if "params" in ref:
-                    assert row["params"] == ref["params"], f"{tag}: params {row['params']} != torch {ref['params']}"
-                print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s, "
-                      f"{row['train_gflop_s']:.1f} GFLOP/s, peak {row['peak_rss_mb']:.0f} MB, "
-                      f"first step {row['first_train_step_s']:.1f} s", flush=True)
+            for precision, jit in itertools.product(args.precisions, jit_options(backend, args.jit)):
+                config = dict(models=list(args.models), image_size=size, base=args.base, depth=args.depth,
+                              batch=batch, precision=precision, jit_compile=jit, steps=args.steps,
+                              warmup=args.warmup, budget_s=args.budget or None)
+                for row in run_worker(backend, config, args.timeout):
+                    rows.append(row)
+                    report(row, refs[(row["model"], size, batch)], gflops_ref.get((row["model"], size)))
 
     df = build_table(rows, refs, peak)
+    if not df.empty:  # workers report by backend; read the tables model by model
+        df = df.sort_values(["image_size", "batch", "model"], kind="stable").reset_index(drop=True)
     columns = ["image_size", "batch", "model", "backend", "precision", "jit", "train_img_s", "infer_img_s",
                "train_vs_torch", "infer_vs_torch", "train_gflop_s", "pct_bf16_peak", "peak_rss_mb"]
     ok = df[df["error"].isna()] if not df.empty else df
@@ -312,12 +319,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             print()
             print(ok[columns].to_string(index=False))
             if len(args.sizes) > 1 or len(args.batches) > 1:
-                # Scaling: ms per image vs size / batch; flat = cost linear in pixels / batch.
-                scaling = ok.assign(train_ms_per_img=1000 / ok["train_img_s"],
-                                    ms_per_img_per_kpx=1e6 / ok["train_img_s"] / ok["image_size"] ** 2)
                 print()
-                print(scaling.pivot_table(index=["model", "backend", "precision", "jit"],
-                                          columns=["image_size", "batch"], values="train_ms_per_img").to_string())
+                print(scaling_table(ok))
     print(f"\nGFLOPs fwd/image: " + ", ".join(f"{m}@{s}={g:.3f}" for (m, s), g in gflops_ref.items()))
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.markdown and not df.empty:
