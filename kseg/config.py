@@ -118,9 +118,9 @@ def _cpu_has_bf16() -> bool:
 
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
-    AVX512-BF16/AMX, where TensorFlow and Keras-on-torch trained 1.3-2.6x faster at the same IoU:
-    BENCHMARKS.md), else float32. JAX stays float32 on a CPU: there its bf16 trained 1.4-2.7x
-    slower than its float32."""
+    AVX512-BF16/AMX, where TensorFlow trained 1.3-1.7x and Keras-on-torch 1.3-2.1x faster than in
+    float32, at the same IoU: BENCHMARKS.md), else float32. JAX stays float32 on a CPU: there
+    its bf16 trained at 0.91-1.06x its float32 speed, no gain for the lost precision."""
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
@@ -134,8 +134,8 @@ def resolve_precision(precision: str = "auto") -> str:
 
 def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     """``auto``: on for JAX (it always compiles) and for TensorFlow on a GPU; off for TensorFlow on
-    a CPU, where XLA measured 2-3x slower than its own kernels (BENCHMARKS.md), and for PyTorch,
-    whose torch.compile costs minutes per model and breaks on some ops."""
+    a CPU, where XLA trained at 0.53-0.92x the speed of its own kernels (BENCHMARKS.md), and for
+    PyTorch, whose torch.compile costs minutes per model and breaks on some ops."""
     if isinstance(jit_compile, bool):
         return jit_compile
     if jit_compile in ("true", "True", "1"):
