@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=12, help="how many of the costliest ops to list")
     p.add_argument("--out", type=Path, help="write both profiles as JSON")
     args = p.parse_args(argv)
+    if not TORCH_REFERENCE.exists():
+        raise SystemExit(f"{TORCH_REFERENCE} not found: the PyTorch side of the profile needs it "
+                         "(the repo is expected next to shared/).")
     # The profile reads TensorFlow's own trace; set before profile_keras imports Keras.
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
