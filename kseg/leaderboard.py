@@ -111,6 +111,13 @@ def completed_hashes(path: str | Path) -> set[str]:
 
 
 GROUP = ("dataset", "preset", "backend", "precision", "model", "loss")
+# Column widths of the plain-text ranking, one per GROUP column.
+_TEXT_WIDTHS = dict(zip(GROUP, (10, 7, 10, 15, 7, 11)))
+
+
+def latest_ok_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows that count: status ok, and of a config run twice (``--force``) its latest row."""
+    return table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
 
 
 def summarise(table: pd.DataFrame, by: Iterable[str] = GROUP,
@@ -120,7 +127,7 @@ def summarise(table: pd.DataFrame, by: Iterable[str] = GROUP,
     Only ok rows count; where a config ran twice (``--force``) its latest row counts.
     """
     by = list(by)
-    ok = table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
+    ok = latest_ok_rows(table)
     if ok.empty:
         return pd.DataFrame(columns=[*by, "mean", "std", "n"])
     # dropna=False: a row with an empty group column still counts, in a group of its own.
@@ -132,13 +139,11 @@ def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
     """The summary as a plain-text ranking: one line per model x loss, mean +- std (n)."""
     if summary.empty:
         return "No completed runs yet."
-    lines = [f"{'rank':>4}  {'dataset':<10} {'preset':<7} {'backend':<10} {'precision':<15} {'model':<7} {'loss':<11} {metric}"]
+    lines = [f"{'rank':>4}  " + " ".join(f"{c:<{w}}" for c, w in _TEXT_WIDTHS.items()) + f" {metric}"]
     for rank, r in enumerate(summary.itertuples(index=False), 1):
         spread = "" if pd.isna(r.std) else f" +- {r.std:.3f}"
-        lines.append(
-            f"{rank:>4}  {r.dataset!s:<10} {r.preset!s:<7} {r.backend!s:<10} {r.precision!s:<15} {r.model!s:<7} "
-            f"{r.loss!s:<11} {r.mean:.3f}{spread} (n={r.n})"
-        )
+        cells = " ".join(f"{getattr(r, c)!s:<{w}}" for c, w in _TEXT_WIDTHS.items())
+        lines.append(f"{rank:>4}  {cells} {r.mean:.3f}{spread} (n={r.n})")
     return "\n".join(lines)
 
 
@@ -149,8 +154,7 @@ def markdown_report(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset
     summary = summarise(table, by)
     if summary.empty:
         return "No completed runs yet."
-    ok = table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
-    extra = ok.groupby(by, dropna=False).agg(
+    extra = latest_ok_rows(table).groupby(by, dropna=False).agg(
         dice=("test_dice", "mean"), dice_std=("test_dice", "std"), dataset_iou=("test_dataset_iou", "mean"),
         train_s=("train_seconds", "mean"), epochs=("epochs_run", "mean"),
     ).reset_index()
