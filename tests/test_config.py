@@ -27,7 +27,7 @@ def test_hash_changes_with_any_field_and_is_stable():
 def test_precision_and_jit_resolution():
     assert resolve_precision("float32") == "float32"
     assert resolve_precision("auto") in ("float32", "mixed_bfloat16")
-    if keras.backend.backend() == "jax":  # no GPU here: XLA's CPU bf16 is slower than float32
+    if keras.backend.backend() == "jax":  # no GPU here: XLA's CPU bf16 gains nothing over float32
         assert resolve_precision("auto") == "float32"
     with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
         resolve_precision("fp8")
