@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def forward_gflops(model) -> float:
     """Multiply-adds x2 of every Conv2D / Conv2DTranspose in one forward pass of ONE image, read
-    from the layers' static shapes: the convention of torch_reference.forward_gflops (bias, BN,
-    ReLU, pooling and the loss are not counted)."""
+    from the layers' static shapes: the convention of torch_twin.forward_flops and torch's
+    FlopCounterMode (bias, BN, ReLU, pooling and the loss are not counted)."""
     from keras import layers
 
     macs = 0
@@ -129,7 +129,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         config["model"], input_shape=(size, size, 3), base_filters=config["base"], depth=config["depth"]
     )
     model.compile(
-        optimizer=keras.optimizers.Adam(1e-4),  # 1e-4: torch_reference's learning rate
+        optimizer=keras.optimizers.Adam(1e-4),  # 1e-4: torch_twin's learning rate
         loss=losses.BCE(),
         jit_compile=jit,
     )
@@ -142,7 +142,7 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     first = time.perf_counter()
     model.train_on_batch(x, y)
     first_train_s = time.perf_counter() - first
-    # The first call counts as one of the ``warmup`` untimed calls, as in torch_reference.
+    # The first call counts as one of the ``warmup`` untimed calls, as in torch_twin.
     more_warmup = max(config["warmup"] - 1, 0)
     budget = float(config.get("budget_s") or float("inf"))
     train_s, train_times = _median_seconds(lambda: model.train_on_batch(x, y), more_warmup, config["steps"], budget)

@@ -2,17 +2,19 @@
 """Where one training step's time goes: kseg on Keras/TensorFlow next to native PyTorch.
 
 Profiles a few training steps of one model with each framework's own profiler (TensorFlow's
-``tf.profiler`` trace, read back from its XPlane file; ``torch.profiler`` for
-``shared/bench/torch_reference.py``'s network) and sums op time per layer kind (conv, batchnorm,
-relu, down-/up-sampling, concat, loss, optimizer, ...) and direction (forward, backward), so the two
-columns can be compared line by line.
+``tf.profiler`` trace, read back from its XPlane file; ``torch.profiler`` for the native network:
+``benchmarks/torch_twin.py`` by default, or with ``--torch-impl reference`` the outside
+``../shared/bench/torch_reference.py``, skipped with one line where absent) and sums op time per
+layer kind (conv, batchnorm, relu, down-/up-sampling, concat, loss, optimizer, ...) and direction
+(forward, backward), so the two columns can be compared line by line.
 
     python benchmarks/profile_step.py --model unet                 # 128 px, base 32, batch 16, bf16
     python benchmarks/profile_step.py --model unet --out benchmarks/profile_unet.json
 
 Keras runs as kseg's CPU default (mixed_bfloat16, XLA off); PyTorch in its best mode here (bf16
-autocast, channels-last). Op times are each op's own time on the thread that ran it: TensorFlow
-may run two ops at once, so its column can add up to more than the step's wall time.
+autocast, channels-last). On a CPU without bf16 hardware (no avx512_bf16 / amx_bf16) both run in
+float32 instead, with a line saying so. Op times are each op's own time on the thread that ran
+it: TensorFlow may run two ops at once, so its column can add up to more than the step's wall time.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+HERE = REPO / "benchmarks"
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))  # _machine, torch_twin
+TORCH_TWIN = HERE / "torch_twin.py"
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 
 # Layer kind from a kseg layer name (every kseg layer is named: enc0_block1_conv, dec2_up, ...).
@@ -142,23 +147,30 @@ def profile_keras(model_name: str, size: int, base: int, depth: int, batch: int,
     return {"step_ms": 1000 * wall, "by_kind": by_kind, "by_op": by_op}
 
 
+def load_torch_impl(impl: str):
+    """The module building the native network: torch_twin (``twin``) or the outside
+    torch_reference (``reference``); both have ``build(name, base, depth)``."""
+    path = TORCH_TWIN if impl == "twin" else TORCH_REFERENCE
+    spec = importlib.util.spec_from_file_location(f"kseg_profile_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def profile_torch(model_name: str, size: int, base: int, depth: int, batch: int, steps: int,
-                  warmup: int) -> dict:
+                  warmup: int, impl: str = "twin", bf16: bool = True) -> dict:
     import torch
 
-    spec = importlib.util.spec_from_file_location("torch_reference", TORCH_REFERENCE)
-    reference = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(reference)
     torch.manual_seed(0)
-    model = reference.build(model_name, base, depth).to(memory_format=torch.channels_last)
+    model = load_torch_impl(impl).build(model_name, base, depth).to(memory_format=torch.channels_last)
     x = torch.rand(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(batch, 1, size, size) > 0.5).float()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
-    def step():  # torch_reference's bf16-cl training step
+    def step():  # torch_twin's bf16-cl (or fp32-cl) training step
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = loss_fn(model(x).float(), y)
         loss.backward()
         opt.step()
@@ -211,21 +223,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3, help="profiled steps (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"])
+    p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"],
+                   help="Keras' policy; PyTorch autocasts to bf16 with mixed_bfloat16")
+    p.add_argument("--torch-impl", default="twin", choices=["twin", "reference"],
+                   help="native network: benchmarks/torch_twin.py or ../shared/bench/torch_reference.py")
+    p.add_argument("--force-bf16", action="store_true", help="bf16 even on a CPU without bf16 hardware")
     p.add_argument("--top", type=int, default=12, help="how many of the costliest ops to list")
     p.add_argument("--out", type=Path, help="write both profiles as JSON")
     args = p.parse_args(argv)
-    if not TORCH_REFERENCE.exists():
-        raise SystemExit(f"{TORCH_REFERENCE} not found: the PyTorch side of the profile needs it "
-                         "(the repo is expected next to shared/).")
+    if args.torch_impl == "reference" and not TORCH_REFERENCE.exists():
+        print(f"SKIP profile: {TORCH_REFERENCE} not found (a plain clone has no ../shared/bench); "
+              "--torch-impl twin profiles against benchmarks/torch_twin.py", flush=True)
+        return
+    import _machine
+
+    info = _machine.machine_info()
+    print(_machine.describe(info), flush=True)
+    if args.precision == "mixed_bfloat16" and not (info["bf16_supported"] or args.force_bf16):
+        print(f"SKIP bf16 (Keras mixed_bfloat16, torch bf16 autocast): {info['bf16_reason']}; "
+              "profiling float32 instead (--force-bf16 keeps bf16)", flush=True)
+        args.precision = "float32"
+    bf16 = args.precision == "mixed_bfloat16"
     # The profile reads TensorFlow's own trace; set before profile_keras imports Keras.
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     shape = (args.model, args.image_size, args.base, args.depth, args.batch, args.steps, args.warmup)
     keras_prof = profile_keras(*shape, args.precision)
-    torch_prof = profile_torch(*shape)
+    torch_prof = profile_torch(*shape, impl=args.torch_impl, bf16=bf16)
     print(f"{args.model}, {args.image_size} px, base {args.base}, batch {args.batch}: Keras/TensorFlow "
-          f"{args.precision} XLA off vs PyTorch bf16 channels-last; ms per training step "
+          f"{args.precision} XLA off vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
+          f"channels-last; ms per training step "
           f"(mean of {args.steps} profiled steps after {args.warmup} warm-up)\n")
     print(table(keras_prof, torch_prof))
     print(f"\nKeras/TF costliest ops (ms/step): {top_ops(keras_prof, args.top)}")
@@ -233,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         payload = {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "machine": info,
             **{name: {"step_ms": prof["step_ms"],
                       "by_kind": {f"{k}/{d}": v for (k, d), v in prof["by_kind"].items()},
                       "by_op": dict(prof["by_op"].most_common())}

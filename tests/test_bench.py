@@ -1,12 +1,20 @@
 """The benchmark tools: the worker on tiny configs of the current backend (fields, FLOP count,
-failures), the jit choices and the profile's op classification."""
+failures), the jit choices, the profile's op classification, the native PyTorch twin (parameters
+and FLOPs equal to kseg's, FLOPs equal to torch's own counter), the bf16 skip, the time-bounded
+matmul peak and the command line. Tests that start processes are marked slow; those that need the
+outside ../shared/bench/torch_reference.py skip with the reason where it is absent."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,12 +42,14 @@ def row(worker_rows) -> dict:
     return worker_rows[0]
 
 
+@pytest.mark.slow
 def test_a_model_the_worker_cannot_build_is_an_error_row_after_the_good_ones(worker_rows):
     assert [r["model"] for r in worker_rows] == ["unet", "no_such_net"]
     assert "error" not in worker_rows[0]
     assert "no_such_net" in worker_rows[1]["error"] and worker_rows[1]["backend"] == keras.backend.backend()
 
 
+@pytest.mark.slow
 def test_worker_row_fields(row):
     assert row["backend"] == keras.backend.backend()
     assert row["model"] == "unet" and row["image_size"] == 32 and row["batch"] == 2
@@ -114,3 +124,206 @@ def test_profile_classifies_tensorflow_ops(event, expected):
 ])
 def test_profile_classifies_torch_ops(frames, expected):
     assert _load("profile_step").torch_kind(frames) == expected
+
+
+# --- the native PyTorch twin -------------------------------------------------------------------
+
+MODELS = ("segnet", "unet", "unet2")
+# Trainable parameters at base 32, depth 4 (kseg's Keras builders; test_models asserts them too).
+PARAMS_BASE32 = {"segnet": 4_712_993, "unet": 7_852_545, "unet2": 8_114_625}
+NO_REFERENCE = f"{TORCH_REFERENCE} not found (only a checkout next to shared/ has it)"
+
+
+@pytest.fixture(scope="module")
+def twin():
+    pytest.importorskip("torch", reason="torch not installed: no native PyTorch twin")
+    return _load("torch_twin")
+
+
+def _keras_params(name: str, size: int, base: int) -> int:
+    from kseg import models
+
+    model = models.build(name, input_shape=(size, size, 3), base_filters=base, depth=4)
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("size, base", [(64, 8), (128, 32)])
+def test_twin_parameters_equal_the_keras_models(twin, name, size, base):
+    params = twin.param_count(twin.build(name, base, 4))
+    assert params == _keras_params(name, size, base)
+    if base == 32:
+        assert params == PARAMS_BASE32[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_twin_flop_count_equals_flop_counter_mode(twin, name):
+    model = twin.build(name, 8, 4)
+    assert twin.forward_flops(name, 64, 8, 4) == twin.measured_forward_flops(model, 64)
+    assert twin.forward_flops(name, 32, 8, 4, batch=2) == twin.measured_forward_flops(model, 32, batch=2)
+    assert model.training  # counting does not leave the model in eval mode
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_twin_flop_count_equals_the_keras_layers(twin, name):
+    """bench.py asserts this for every Keras row; here on a small model of each kind."""
+    from kseg import models
+
+    keras_model = models.build(name, input_shape=(64, 64, 3), base_filters=8, depth=4)
+    assert _load("_worker").forward_gflops(keras_model) == pytest.approx(
+        twin.forward_gflops(name, 64, 8, 4), rel=1e-12)
+
+
+def test_twin_flops_at_base_32_are_the_documented_ones(twin):
+    """BENCHMARKS.md: segnet 3.804, unet 6.975, unet2 6.170 forward GFLOPs per 128-px image."""
+    assert [round(twin.forward_gflops(n, 128, 32, 4), 3) for n in MODELS] == [3.804, 6.975, 6.170]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_twin_forward_shape_and_batchnorm(twin, name):
+    import torch
+
+    model = twin.build(name, 4, 4)
+    out = model(torch.rand(3, 3, 32, 48))
+    assert tuple(out.shape) == (3, 1, 32, 48)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(bn.momentum == pytest.approx(0.1) and bn.eps == 1e-5 for bn in bns)
+    # kseg's conv_block order: Conv -> ReLU -> BatchNorm
+    block = next(m for m in model.modules() if isinstance(m, twin.ConvBlock))
+    assert [type(m).__name__ for m in block] == ["Conv2d", "ReLU", "BatchNorm2d"]
+
+
+def test_twin_rejects_unknown_names_and_sizes(twin):
+    with pytest.raises(ValueError, match="unknown model"):
+        twin.build("fcn")
+    with pytest.raises(ValueError, match="divisible"):
+        twin.forward_flops("unet", 40, 8, 4)
+
+
+def test_twin_script_times_tiny_modes(twin, capsys):
+    rows = twin.main(["--model", "unet2", "--image-size", "32", "--base", "4", "--batch", "2",
+                      "--steps", "1", "--warmup", "1", "--modes", "fp32,fp32-cl", "--threads", "1"])
+    assert [r["mode"] for r in rows] == ["fp32", "fp32-cl"]
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert printed == rows
+    row = rows[0]
+    assert row["params"] == twin.param_count(twin.build("unet2", 4, 4))
+    assert row["gflops_fwd_per_image"] == twin.forward_gflops("unet2", 32, 4, 4)
+    assert row["train_img_s"] > 0 and row["infer_img_s"] > 0 and row["train_steps_timed"] == 1
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_twin_matches_the_outside_reference(twin, name):
+    if not TORCH_REFERENCE.exists():
+        pytest.skip(NO_REFERENCE)
+    spec = importlib.util.spec_from_file_location("torch_reference", TORCH_REFERENCE)
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    ref_params = sum(p.numel() for p in reference.build(name, 8, 4).parameters())
+    assert twin.param_count(twin.build(name, 8, 4)) == ref_params
+    assert twin.forward_gflops(name, 64, 8, 4) == pytest.approx(
+        reference.forward_gflops(reference.build(name, 8, 4), 64), rel=1e-12)
+
+
+# --- the machine: bf16 skip, flags, matmul peak ----------------------------------------------
+
+CPUINFO_NO_BF16 = "processor\t: 0\nmodel name\t: Fake CPU\nflags\t\t: fpu sse2 avx2 avx512f\n"
+CPUINFO_AMX = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+
+
+@pytest.fixture
+def bench():
+    return _load("bench")
+
+
+def test_bf16_is_skipped_where_the_cpu_lacks_it(bench, monkeypatch):
+    monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: CPUINFO_NO_BF16)
+    assert bench._machine.cpu_flags() == {"fpu", "sse2", "avx2", "avx512f"}
+    precisions, modes, notes = bench.plan_bf16(["float32", "mixed_bfloat16"], ["fp32", "fp32-cl", "bf16", "bf16-cl"])
+    assert precisions == ["float32"] and modes == ["fp32", "fp32-cl"]
+    assert len(notes) == 1 and notes[0].startswith("SKIP bf16")
+    assert "mixed_bfloat16" in notes[0] and "torch bf16-cl" in notes[0] and "avx512_bf16" in notes[0]
+    # --force-bf16 keeps them
+    assert bench.plan_bf16(["mixed_bfloat16"], ["bf16"], force=True) == (["mixed_bfloat16"], ["bf16"], [])
+    info = bench._machine.machine_info()
+    assert info["cpu_flags"] == {"avx2": True, "avx512f": True, "avx512_bf16": False,
+                                 "amx_bf16": False, "amx_tile": False}
+    assert info["bf16_supported"] is False
+
+
+@pytest.mark.parametrize("cpuinfo", [CPUINFO_AMX, CPUINFO_NO_BF16.replace("avx512f", "avx512f avx512_bf16"),
+                                     "Features\t: fp asimd bf16\n"])
+def test_bf16_runs_where_the_cpu_has_it(bench, monkeypatch, cpuinfo):
+    monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: cpuinfo)
+    assert bench.plan_bf16(["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"]) == (
+        ["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"], [])
+
+
+def test_no_cpuinfo_means_no_bf16(bench, monkeypatch):
+    monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: "")
+    supported, why = bench._machine.bf16_support()
+    assert not supported and "unknown" in why
+
+
+def test_the_header_names_the_cpu_and_its_flags(bench):
+    info = bench._machine.machine_info({"avx2", "amx_tile"})
+    line = bench._machine.describe(info)
+    assert info["cpu_model"] and info["cpu_model"] in line
+    assert "avx2=yes" in line and "amx_tile=yes" in line and "avx512_bf16=no" in line
+
+
+def test_matmul_peak_is_bounded_by_time(bench):
+    start = time.perf_counter()
+    peak = bench.measure_peak(seconds=0.3, bf16=False, start_n=64, max_n=512)
+    assert time.perf_counter() - start < 3
+    assert peak["numpy_fp32_gflop_s"] > 0 and 64 <= peak["numpy_fp32_n"] <= 512
+    assert "torch_bf16_gflop_s" not in peak and np.isnan(peak["bf16_peak_gflop_s"])
+    assert peak["fp32_peak_gflop_s"] >= peak["numpy_fp32_gflop_s"]
+
+
+def test_deadline(bench):
+    assert bench.Deadline(0).timeout(900) == 900
+    assert bench.Deadline(bench.MIN_START_S / 2).timeout(900) is None
+    assert 100 < bench.Deadline(200).timeout(900) <= 200
+
+
+# --- the command line ------------------------------------------------------------------------
+
+def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys):
+    """--torch-impl reference without ../shared: one SKIP line naming the path, and the Keras rows
+    still run (faked here: no process is started)."""
+    missing = tmp_path / "shared" / "bench" / "torch_reference.py"
+    monkeypatch.setattr(bench, "TORCH_REFERENCE", missing)
+    calls = []
+
+    def fake_worker(backend, config, timeout):
+        calls.append((backend, config["precision"]))
+        return [{"backend": backend, "model": m, "precision": config["precision"], "jit": config["jit_compile"],
+                 "image_size": config["image_size"], "batch": config["batch"], "error": "faked"}
+                for m in config["models"]]
+
+    monkeypatch.setattr(bench, "run_worker", fake_worker)
+    bench.main(["--torch-impl", "reference", "--no-peak", "--models", "unet", "--backends", "tensorflow",
+                "--precisions", "float32", "--jit", "off", "--image-size", "32", "--base", "4"])
+    out = capsys.readouterr().out
+    skips = [line for line in out.splitlines() if line.startswith("SKIP torch reference")]
+    assert skips and all(str(missing) in line for line in skips)
+    assert calls == [("tensorflow", "float32")]
+    assert out.splitlines()[0].startswith("cpu: ")
+
+
+@pytest.mark.parametrize("script", ["bench.py", "profile_step.py", "torch_twin.py"])
+def test_cli_help(script):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+    if script != "torch_twin.py":
+        assert "--torch-impl" in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_stopped_process_keeps_the_rows_it_printed(bench):
+    code = "import json, time; print(json.dumps({'model': 'unet'}), flush=True); time.sleep(60)"
+    rows, error = bench.run_json_process([sys.executable, "-c", code], {}, timeout=2)
+    assert rows == [{"model": "unet"}] and "timed out" in error

@@ -1,0 +1,88 @@
+"""What the benchmarks need to know about the CPU: its model name, the vector/matrix flags that
+decide how fast fp32 and bf16 run, and whether bf16 has hardware support at all.
+
+bf16 counts as supported only with ``avx512_bf16`` or ``amx_bf16`` (x86) or ``bf16`` (Arm's
+``Features``). Without them PyTorch and oneDNN emulate bf16 with fp32 arithmetic plus
+conversions, slower than fp32 itself, so timing it says nothing about the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+# The flags printed and recorded: fp32 SIMD width, then bf16 dot products and AMX tiles.
+RELEVANT_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def read_cpuinfo() -> str:
+    """/proc/cpuinfo's text, or "" where there is none (macOS, Windows). Tests replace this."""
+    try:
+        return CPUINFO.read_text()
+    except OSError:
+        return ""
+
+
+def cpu_flags() -> set[str]:
+    """The first CPU's feature flags (x86 ``flags``, Arm ``Features``) from ``read_cpuinfo``."""
+    for line in read_cpuinfo().splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("flags", "features"):
+            return set(value.split())
+    return set()
+
+
+def cpu_model() -> str:
+    """``lscpu``'s "Model name" (several lines on hybrid CPUs are joined with " / "); else
+    /proc/cpuinfo's "model name"; else the platform's processor string."""
+    if shutil.which("lscpu"):
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
+                                 env={**os.environ, "LC_ALL": "C"}).stdout
+            names = [line.partition(":")[2].strip() for line in out.splitlines()
+                     if line.strip().startswith("Model name:")]
+            if names:
+                return " / ".join(dict.fromkeys(names))
+        except (OSError, subprocess.SubprocessError):
+            pass
+    for line in read_cpuinfo().splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "model name":
+            return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def bf16_support(flags: set[str] | None = None) -> tuple[bool, str]:
+    """(supported, why): whether bf16 is worth timing on this CPU, and the reason in words."""
+    flags = cpu_flags() if flags is None else flags
+    present = [f for f in BF16_FLAGS if f in flags]
+    if present:
+        return True, f"CPU has {', '.join(present)}"
+    if not flags:
+        return False, "CPU flags unknown (no /proc/cpuinfo): bf16 hardware support cannot be confirmed"
+    return False, "CPU has no avx512_bf16 nor amx_bf16 flag: bf16 would be emulated, slower than fp32"
+
+
+def machine_info(flags: set[str] | None = None) -> dict:
+    """The JSON-ready record of this machine: CPU model, relevant flags, bf16, core count."""
+    flags = cpu_flags() if flags is None else flags
+    bf16, why = bf16_support(flags)
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_flags": {f: f in flags for f in RELEVANT_FLAGS},
+        "bf16_supported": bf16,
+        "bf16_reason": why,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+    }
+
+
+def describe(info: dict) -> str:
+    """One line for the top of the output."""
+    flags = " ".join(f"{f}={'yes' if on else 'no'}" for f, on in info["cpu_flags"].items())
+    return f"cpu: {info['cpu_model']} ({info['cpus']} cpus); flags: {flags}"
