@@ -146,3 +146,76 @@ def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9):
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
     return layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_bn")(x)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class ShadesOfGray(layers.Layer):
+    """Shades of Gray colour constancy (Finlayson & Trezzi, 2004), per image.
+
+    For each image ``x`` of shape ``(H, W, C)`` (channels last, values in [0, 1]) the illuminant
+    is estimated per channel by the Minkowski p-norm mean of the pixels:
+
+        e_c = (mean_{i,j} max(x_{ijc}, 0) ** p) ** (1 / p)
+
+    and every channel is rescaled so that the estimate becomes neutral grey of the same L2 norm:
+
+        y_c = clip(x_c * ||e||_2 / (sqrt(C) * e_c), 0, 1)      (sqrt(3) for RGB)
+
+    Before clipping the corrected image's estimate is ``||e||_2 / sqrt(C)`` in every channel and
+    its norm is still ``||e||_2``: the cast is removed, the overall brightness kept. ``p = 1`` is
+    Gray World, ``p -> inf`` approaches max-RGB; 6 is the usual choice for dermoscopy (Barata et
+    al., 2015). A channel whose estimate is below ``epsilon`` is divided by ``epsilon`` instead,
+    so an all-black image stays black. A single-channel image is returned unchanged (clipped).
+
+    The statistics are computed in float32 whatever the dtype policy: the layer's default
+    ``dtype`` is ``"float32"`` (not the global policy), so under ``mixed_bfloat16`` the raw image
+    is not rounded to bfloat16 before the sixth powers; the next layer casts the result to its
+    own compute dtype. An explicit ``dtype`` is honoured, the arithmetic still being float32 and
+    only the output cast to the layer's compute dtype. No weights.
+
+    Args:
+        power: the Minkowski norm ``p`` (> 0).
+        epsilon: lower bound on ``e_c`` in the division.
+        name: layer name (default ``"shades_of_gray"``).
+        **kwargs: other ``keras.layers.Layer`` arguments (``dtype``, ...).
+
+    Example:
+    >>> x = keras.ops.ones((1, 4, 4, 3)) * keras.ops.convert_to_tensor([0.8, 0.4, 0.2])
+    >>> y = keras.ops.convert_to_numpy(ShadesOfGray()(x))
+    >>> y[0, 0, 0].round(4)  # every channel becomes ||e|| / sqrt(3) = sqrt(0.84 / 3)
+    array([0.5292, 0.5292, 0.5292], dtype=float32)
+    """
+
+    def __init__(
+        self, power: float = 6, epsilon: float = 1e-6, name: str = "shades_of_gray", **kwargs
+    ):
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "float32"
+        super().__init__(name=name, **kwargs)
+        if not power > 0:
+            raise ValueError(f"`power` must be > 0. Received: power={power}")
+        if not epsilon > 0:
+            raise ValueError(f"`epsilon` must be > 0. Received: epsilon={epsilon}")
+        self.power = float(power)
+        self.epsilon = float(epsilon)
+
+    def illuminant(self, inputs):
+        """The per-image estimate ``e``, shape (B, C), float32."""
+        x = ops.maximum(ops.cast(inputs, "float32"), 0.0)
+        return ops.power(ops.mean(ops.power(x, self.power), axis=(1, 2)), 1.0 / self.power)
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        estimate = self.illuminant(x)  # (B, C)
+        channels = ops.cast(ops.shape(estimate)[-1], "float32")
+        norm = ops.sqrt(ops.sum(ops.square(estimate), axis=-1, keepdims=True))
+        gains = norm / (ops.sqrt(channels) * ops.maximum(estimate, self.epsilon))
+        gains = ops.expand_dims(ops.expand_dims(gains, 1), 1)  # (B, 1, 1, C)
+        out = ops.clip(x * gains, 0.0, 1.0)
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "power": self.power, "epsilon": self.epsilon}

@@ -1,4 +1,5 @@
-"""Training-time augmentation: one geometric transform for image and mask, colour jitter on the image."""
+"""Training-time augmentation: one geometric transform for image and mask, colour jitter and an
+optional illuminant (per-channel gain) change on the image."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ def augment_pair(
     geometric: bool = True,
     photometric: bool = True,
     affine_probability: float = 0.5,
+    illuminant: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly augment one ``(H, W, 3)`` float32 image and its ``(H, W, 1)`` 0/1 mask.
 
@@ -21,8 +23,16 @@ def augment_pair(
     H != W so the shape is kept) and, with ``affine_probability``, a small rotation/scale/shift
     (image: bilinear, mask: nearest neighbour so it stays exactly 0/1; both reflect at the border).
     Photometric (image only): brightness, contrast, saturation and hue shift, clipped to [0, 1].
+    Illuminant (image only, last, independent of ``photometric``): with ``illuminant = s > 0``
+    each channel is multiplied by its own gain ``g_c = exp(u_c)``, ``u_c ~ Uniform(-s, s)`` (one
+    draw per channel from ``rng``), then clipped to [0, 1]: a random colour cast, as from a
+    different dermatoscope light, e.g. ``s = 0.2`` gives gains in [0.82, 1.22]. With ``s = 0``
+    (the default) nothing is drawn, so the output and the random stream are exactly as before.
     All randomness comes from ``rng``, so a seeded generator reproduces the result.
     """
+    illuminant = float(illuminant)
+    if not illuminant >= 0.0:
+        raise ValueError(f"`illuminant` must be >= 0. Received: illuminant={illuminant}")
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask, dtype=np.float32)
     squeeze = mask.ndim == 3
@@ -59,6 +69,9 @@ def augment_pair(
         mean = image.mean()
         image = (image - mean) * rng.uniform(0.8, 1.2) + mean + rng.uniform(-0.1, 0.1)
         image = np.clip(image, 0, 1)
+    if illuminant > 0.0:
+        gains = np.exp(rng.uniform(-illuminant, illuminant, image.shape[-1])).astype(np.float32)
+        image = np.clip(image * gains, 0, 1)
     image = np.ascontiguousarray(image, dtype=np.float32)
     m = np.ascontiguousarray(m, dtype=np.float32)
     return image, (m[..., None] if squeeze else m)

@@ -1,9 +1,12 @@
-"""Pieces shared by every kseg builder: the input, its size check, and the logit head."""
+"""Pieces shared by every kseg builder: the input, its size check, the optional colour-constancy
+preprocessing, and the logit head."""
 
 from __future__ import annotations
 
 import keras
 from keras import layers
+
+from kseg.layers import ShadesOfGray
 
 
 def segmentation_input(input_shape: tuple[int, int, int], depth: int) -> keras.KerasTensor:
@@ -18,6 +21,14 @@ def segmentation_input(input_shape: tuple[int, int, int], depth: int) -> keras.K
                 f"choose a size that is a multiple of {factor}, e.g. {max(factor, (side or 0) // factor * factor)}."
             )
     return keras.Input(shape=input_shape, name="image")
+
+
+def colour_constancy_stem(inputs: keras.KerasTensor, colour_constancy: bool) -> keras.KerasTensor:
+    """``inputs`` as they are, or through a ``ShadesOfGray`` layer named "shades_of_gray" when
+    ``colour_constancy`` is true, so a saved model normalises the illuminant by itself."""
+    if not colour_constancy:
+        return inputs
+    return ShadesOfGray(name="shades_of_gray")(inputs)
 
 
 def logit_head(x) -> keras.KerasTensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D, conv_block
-from kseg.models._common import logit_head, segmentation_input
+from kseg.models._common import colour_constancy_stem, logit_head, segmentation_input
 
 
 def segnet(
@@ -15,6 +15,7 @@ def segnet(
     depth: int = 4,
     bn_momentum: float = 0.9,
     name: str = "segnet",
+    colour_constancy: bool = False,
 ) -> keras.Model:
     """Builds SegNet with ``depth`` pooling levels of widths f_i = base_filters * 2**i.
 
@@ -30,6 +31,8 @@ def segnet(
         depth: number of pooling levels.
         bn_momentum: BatchNormalization momentum (0.9, PyTorch's default).
         name: model name.
+        colour_constancy: apply ``kseg.layers.ShadesOfGray`` (layer "shades_of_gray") to the
+            input first; no weights, and False (the default) builds exactly the model without it.
 
     Returns:
         A ``keras.Model`` mapping images (B, H, W, C) to logits (B, H, W, 1).
@@ -37,7 +40,7 @@ def segnet(
     widths = [base_filters * 2**i for i in range(depth)]
     inputs = segmentation_input(input_shape, depth)
 
-    x, positions = inputs, []
+    x, positions = colour_constancy_stem(inputs, colour_constancy), []
     for level, filters in enumerate(widths):
         x = conv_block(x, filters, f"enc{level}_block0", bn_momentum)
         x = conv_block(x, filters, f"enc{level}_block1", bn_momentum)

@@ -7,14 +7,16 @@ import keras
 from keras import layers
 
 from kseg.layers import conv_block
-from kseg.models._common import logit_head, segmentation_input
+from kseg.models._common import colour_constancy_stem, logit_head, segmentation_input
 
 
-def _unet(input_shape, base_filters, depth, bn_momentum, learned_resampling, name) -> keras.Model:
+def _unet(
+    input_shape, base_filters, depth, bn_momentum, learned_resampling, name, colour_constancy
+) -> keras.Model:
     widths = [base_filters * 2**i for i in range(depth)]
     inputs = segmentation_input(input_shape, depth)
 
-    x, skips = inputs, []
+    x, skips = colour_constancy_stem(inputs, colour_constancy), []
     for level, filters in enumerate(widths):
         x = conv_block(x, filters, f"enc{level}_block0", bn_momentum)
         x = conv_block(x, filters, f"enc{level}_block1", bn_momentum)
@@ -47,6 +49,7 @@ def unet(
     depth: int = 4,
     bn_momentum: float = 0.9,
     name: str = "unet",
+    colour_constancy: bool = False,
 ) -> keras.Model:
     """Builds U-Net with ``depth`` levels of widths f_i = base_filters * 2**i.
 
@@ -61,11 +64,13 @@ def unet(
         depth: number of down-sampling levels.
         bn_momentum: BatchNormalization momentum (0.9, PyTorch's default).
         name: model name.
+        colour_constancy: apply ``kseg.layers.ShadesOfGray`` (layer "shades_of_gray") to the
+            input first; no weights, and False (the default) builds exactly the model without it.
 
     Returns:
         A ``keras.Model`` mapping images (B, H, W, C) to logits (B, H, W, 1).
     """
-    return _unet(input_shape, base_filters, depth, bn_momentum, False, name)
+    return _unet(input_shape, base_filters, depth, bn_momentum, False, name, colour_constancy)
 
 
 def unet2(
@@ -74,6 +79,7 @@ def unet2(
     depth: int = 4,
     bn_momentum: float = 0.9,
     name: str = "unet2",
+    colour_constancy: bool = False,
 ) -> keras.Model:
     """Builds U-Net-2: U-Net with learned resampling.
 
@@ -81,4 +87,4 @@ def unet2(
     Conv2DTranspose(f_i, kernel 2, stride 2) before the concatenation, neither followed by
     BatchNorm or ReLU. Arguments as for ``unet``.
     """
-    return _unet(input_shape, base_filters, depth, bn_momentum, True, name)
+    return _unet(input_shape, base_filters, depth, bn_momentum, True, name, colour_constancy)
