@@ -1,10 +1,53 @@
 """kseg: binary image segmentation with Keras 3 on TensorFlow, JAX or PyTorch.
 
-Importing kseg registers every layer, loss and metric under the ``kseg`` package, so
-``keras.saving.load_model`` reads kseg models without ``custom_objects``.
+Importing kseg makes every public module reachable (``kseg.data.load_ph2``,
+``kseg.models.build``, ``kseg.refine.tta_predict_logits``, ...) and registers every layer, loss
+and metric under the ``kseg`` package, so ``keras.saving.load_model`` reads kseg models without
+``custom_objects``.
 """
 
-from kseg import layers, losses, metrics, models
+import contextlib
+import os
+import sys
 
-__version__ = "0.1.0"
-__all__ = ["layers", "losses", "metrics", "models", "__version__"]
+# Before the imports: kseg.config reads it into every run's identity.
+__version__ = "0.2.0"
+
+
+@contextlib.contextmanager
+def _quiet_native_start_up():
+    """TensorFlow's C++ start-up lines (oneDNN, CPU features: absl logs written before logging is
+    initialised, which TF_CPP_MIN_LOG_LEVEL no longer stops) say nothing about kseg's work. They
+    are dropped while Keras first imports its backend, unless the user set TF_CPP_MIN_LOG_LEVEL:
+    then they show as TensorFlow decides."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "keras" in sys.modules:
+        yield
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import keras  # noqa: F401
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+        del os.environ["TF_CPP_MIN_LOG_LEVEL"]
+    yield
+
+
+with _quiet_native_start_up():
+    pass
+
+from kseg import (  # noqa: E402
+    config, data, evaluation, executors, grid, layers, leaderboard, losses, metrics, models, predict, refine, run,
+    training, visualize,
+)
+
+__all__ = [
+    "config", "data", "evaluation", "executors", "grid", "layers", "leaderboard", "losses", "metrics", "models",
+    "predict", "refine", "run", "training", "visualize", "__version__",
+]

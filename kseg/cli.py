@@ -1,15 +1,19 @@
-"""Command lines: ``run_all.py`` / ``python -m kseg grid`` (the experiment grid)."""
+"""Every command line of kseg: ``python -m kseg {grid,predict,evaluate,leaderboard}`` (and
+``run_all.py``, the grid's front door), as argparse subcommands sharing parent parsers for the
+flags they repeat.
+
+TensorFlow's C++ start-up logging is off unless ``TF_CPP_MIN_LOG_LEVEL`` asks for it
+(``import kseg`` sets its default, before Keras is first imported).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from kseg import leaderboard, losses, models
-from kseg.config import PRECISIONS, PRESETS, resolve_precision
-from kseg.data.load import KINDS
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 
 
 def _names(values: Sequence[str]) -> list[str]:
@@ -17,34 +21,104 @@ def _names(values: Sequence[str]) -> list[str]:
     return [name for value in values for name in value.split(",") if name]
 
 
-def grid_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Train every model x loss x seed and append one row per run to the leaderboard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and schedule")
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+    return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1; got {value}")
+    return value
+
+
+def _split_sizes(text: str):
+    from kseg.data.split import parse_split_sizes
+
+    try:
+        return parse_split_sizes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _external(text: str) -> tuple[str, str]:
+    folder, _, suffix = text.partition(":")
+    return folder, suffix
+
+
+# ----- parent parsers: flags that several commands share -----
+
+def _model_flag(required: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--model", required=required, help="a saved model, e.g. runs/RUN/model.keras")
+    return p
+
+
+def _scoring_flags() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--threshold", type=_probability, default=0.5, help="probability threshold")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per model call")
+    p.add_argument("--tta", default="saved", help="test-time augmentation: saved (what the run chose), none, flip or d4")
+    p.add_argument("--postprocess", default="saved",
+                   help="post-processing: saved (what the run chose), none, largest, fill or largest+fill")
+    return p
+
+
+def _formatter(prog):
+    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+
+
+# ----- grid -----
+
+def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    from kseg import models
+    from kseg.config import AUGMENTATIONS, PRECISIONS, PRESETS, REFINE_CHOICES, SCHEDULES
+    from kseg.data.load import KINDS
+
+    p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and recipe")
     p.add_argument("--models", nargs="+", default=list(models.available()), help="model names")
-    p.add_argument("--losses", nargs="+", default=["bce", "dice", "focal"], help=f"loss names, e.g. {', '.join(losses.available())}")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (each drives split, weights and augmentation)")
-    p.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
-    p.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
-    p.add_argument("--mask-suffix", default="", help="folder datasets: mask file stem suffix, e.g. _segmentation")
-    p.add_argument("--epochs", type=int, help="override the preset's epochs")
-    p.add_argument("--image-size", type=int, help="override the preset's training image size")
-    p.add_argument("--base-filters", type=int, help="override the preset's base width")
-    p.add_argument("--batch-size", type=int, help="override the preset's batch size")
-    p.add_argument("--lr", type=float, help="override the preset's learning rate")
-    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="dtype policy; auto picks mixed_bfloat16 where the hardware has bf16")
-    p.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="XLA/jit; auto picks the faster per backend")
-    p.add_argument("--results", default="experiments.csv", help="leaderboard CSV to append to")
-    p.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
-    p.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
-    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    p.add_argument("--losses", nargs="+", default=["bce", "dice", "focal"], help="loss names, e.g. bce, dice, focal, bce+dice")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (each drives weights and augmentation, and the split unless --split-seed)")
+    p.add_argument("--split-seed", type=int, default=None, help="one split for every seed (default: each run's split seed is its seed)")
+    data = p.add_argument_group("data")
+    data.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
+    data.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
+    data.add_argument("--mask-suffix", default=None, help="folder datasets: mask file stem suffix, e.g. _segmentation")
+    data.add_argument("--external", action="append", type=_external, default=[], metavar="DIR[:SUFFIX]",
+                      help="also score every run on this images/+masks/ folder (repeatable), e.g. "
+                           "../shared/data/isic2018-dev:_segmentation; columns ext_<name>_iou, _dice, _isic_score, _failure_fraction")
+    data.add_argument("--split", dest="split_sizes", type=_split_sizes, default=None,
+                      help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50")
+    recipe = p.add_argument_group("recipe (each overrides the preset's value and is part of the run's identity)")
+    recipe.add_argument("--epochs", type=_positive_int)
+    recipe.add_argument("--image-size", type=_positive_int, help="training image size")
+    recipe.add_argument("--base-filters", type=_positive_int, help="base width")
+    recipe.add_argument("--batch-size", type=_positive_int)
+    recipe.add_argument("--lr", type=float, help="peak learning rate")
+    recipe.add_argument("--schedule", choices=SCHEDULES, help="plateau: halve on stalls; cosine: warm-up then cosine decay")
+    recipe.add_argument("--warmup-epochs", type=int)
+    recipe.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay (0: Adam)")
+    recipe.add_argument("--ema", type=float, help="EMA momentum of the weights (0: off)")
+    recipe.add_argument("--augment", choices=AUGMENTATIONS, help="full, flips (no affine, no colour) or none")
+    recipe.add_argument("--illuminant", type=float, help="random per-channel gains exp(U(-s, s)) (0: off)")
+    recipe.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=None,
+                        help="Shades-of-Gray normalisation as the model's first layer")
+    recipe.add_argument("--val-every", type=_positive_int, help="validate every N epochs (and at the last)")
+    recipe.add_argument("--refine", choices=REFINE_CHOICES, help="auto: choose TTA and post-processing on the validation split")
+    recipe.add_argument("--precision", default="auto", choices=PRECISIONS, help="dtype policy; auto picks by hardware")
+    recipe.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="XLA/jit; auto picks the faster per backend")
+    out = p.add_argument_group("output")
+    out.add_argument("--results", default="experiments.csv", help="leaderboard CSV to append to")
+    out.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
+    out.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
+    out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     scale = p.add_argument_group("scaling out (README, \"Scaling out\")")
     scale.add_argument("--executor", default="local", choices=["local", "ray"],
                        help="local: processes on this machine; ray: one Ray task per run (pip install 'kseg[ray]')")
-    scale.add_argument("--jobs", type=int, default=1, help="local executor: runs at a time, each in its own process")
+    scale.add_argument("--jobs", type=_positive_int, default=1, help="local executor: runs at a time, each in its own process")
     scale.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. ray://head:10001; default: a local one")
     scale.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs reserved per run")
     scale.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs reserved per run")
@@ -53,13 +127,16 @@ def grid_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """Parses grid flags, runs the grid, prints and plots the leaderboard. Returns the exit code:
-    0 when every run is ok, 1 when any failed or diverged, 2 for bad arguments or missing data."""
-    from kseg import grid  # imports the data and training stack only when a grid really runs
+RECIPE_FLAGS = ("epochs", "image_size", "base_filters", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
+                "ema", "augment", "illuminant", "colour_constancy", "val_every", "refine", "split_sizes", "mask_suffix")
 
-    parser = grid_parser(prog)
-    args = parser.parse_args(argv)
+
+def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Runs the grid, prints and plots the leaderboard. Returns the exit code: 0 when every run is
+    ok, 1 when any failed or diverged, 2 for bad arguments or missing data."""
+    from kseg import executors, grid, leaderboard, losses, models, training
+    from kseg.run import DataCache
+
     model_names, loss_names = _names(args.models), _names(args.losses)
     unknown_models = [m for m in model_names if m not in models.available()]
     if unknown_models:
@@ -69,11 +146,6 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None)
             losses.get(name)
         except ValueError as error:
             parser.error(str(error))
-
-    from kseg import executors, training
-
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1; got {args.jobs}")
     if args.executor == "ray" and args.jobs != 1:
         parser.error("--jobs is for --executor local; Ray runs as many tasks at once as the cluster has room for")
     if args.jobs > 1 and args.distribute != "none":
@@ -86,81 +158,168 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str | None = None)
         executor = executors.make_executor(args.executor, args.jobs, args.ray_address, args.cpus_per_run, args.gpus_per_run)
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_ARGUMENTS
 
-    data = grid.DataCache(args.dataset, args.data_dir)
-    size = args.image_size or PRESETS[args.preset]["image_size"]
-    synthetic_n = PRESETS[args.preset].get("synthetic_n", 200)
+    data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external)
+    for folder, _ in args.external:
+        if not (Path(folder) / "images").is_dir() or not (Path(folder) / "masks").is_dir():
+            print(f"error: --external {folder}: needs images/ and masks/ folders", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+    overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     try:
-        dataset_name = data.resolve(size, synthetic_n)
+        configs = grid.expand(model_names, loss_names, args.seeds, args.preset, data, split_seed=args.split_seed,
+                              precision=args.precision, jit_compile=args.jit_compile, **overrides)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         print(f"error: could not load the {args.dataset} dataset: {error}", file=sys.stderr)
-        return 2
-    if dataset_name != "ph2":
-        print(f"[grid] dataset: {dataset_name} (results are labelled {dataset_name!r}, never mixed with PH2)")
+        return EXIT_BAD_ARGUMENTS
+    if configs and configs[0].dataset != "ph2":
+        name = configs[0].dataset
+        print(f"[grid] dataset: {name} (results are labelled {name!r}, never mixed with PH2)")
 
-    configs = grid.expand(
-        model_names, loss_names, args.seeds, args.preset,
-        dataset=dataset_name, epochs=args.epochs, image_size=args.image_size, base_filters=args.base_filters,
-        batch_size=args.batch_size, lr=args.lr, precision=resolve_precision(args.precision), jit_compile=args.jit_compile,
-    )
     rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, verbose=not args.quiet,
                          executor=executor, distribute=args.distribute)
-
     summary = leaderboard.summarise(leaderboard.read(args.results))
     print(leaderboard.format_summary(summary))
     if not summary.empty:
         chart = leaderboard.plot(summary, Path(args.results).with_suffix(".png"))
         print(f"[grid] chart: {chart}")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return EXIT_OK if all(r["status"] == "ok" for r in rows) else EXIT_SOME_FAILED
 
 
-def run_predict_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """``python -m kseg predict``: masks and overlays for new images (see :mod:`kseg.predict`)."""
+# ----- predict / evaluate -----
+
+def _refinement(args: argparse.Namespace, model_path: str):
+    from kseg import refine
+
+    saved = refine.load_refinement(model_path)
+    return refine.Refinement(
+        tta=saved.tta if args.tta == "saved" else args.tta,
+        postprocess=saved.postprocess if args.postprocess == "saved" else args.postprocess,
+    )
+
+
+def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit code 0 when every image got a mask, 1 when any file failed (each named on stderr),
+    2 for a missing model or input."""
     from kseg import predict
 
-    return predict.run_predict_command(argv, prog)
+    try:
+        files = predict.find_images(args.input)
+        model = predict.load_trained_model(args.model)
+        refinement = _refinement(args, args.model)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    report = predict.predict_files(model, files, args.output, args.threshold, args.batch_size, refinement=refinement)
+    print(f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays ({refinement.describe()})")
+    if report.failed:
+        print(f"[predict] {len(report.failed)} failed: {', '.join(p.name for p in report.failed)}", file=sys.stderr)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
 
 
-def run_evaluate_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """``python -m kseg evaluate``: a saved model's scores on a labelled folder (see :mod:`kseg.predict`)."""
+def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exit code 0, or 2 for a missing model, folder or mask."""
+    import pandas as pd
+
     from kseg import predict
 
-    return predict.run_evaluate_command(argv, prog)
+    try:
+        model = predict.load_trained_model(args.model)
+        refinement = _refinement(args, args.model)
+        scores = predict.evaluate_folder(
+            model, args.images, args.masks, args.mask_suffix, args.eval_size, args.threshold, args.batch_size,
+            refinement=refinement,
+        )
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    print(predict.format_evaluation(scores, per_image=args.per_image))
+    print(f"{'refinement':<22} {refinement.describe()}")
+    if args.csv:
+        csv_path = Path(args.csv)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        row = predict.summary_row(
+            scores, model=str(args.model), images=str(args.images), image_size=predict.model_input_size(model)[0],
+            eval_size=args.eval_size, threshold=args.threshold, tta=refinement.tta, postprocess=refinement.postprocess,
+        )
+        pd.DataFrame([row]).to_csv(csv_path, index=False)
+        print(f"[evaluate] summary: {csv_path}")
+        if args.per_image:
+            per_image_path = csv_path.with_name(f"{csv_path.stem}_per_image.csv")
+            scores.per_image.to_csv(per_image_path, index=False)
+            print(f"[evaluate] per image: {per_image_path}")
+    return EXIT_OK
 
 
-def run_leaderboard_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+# ----- leaderboard -----
+
+def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Prints the leaderboard's summary (mean +- std over seeds per group), as text or Markdown."""
-    parser = argparse.ArgumentParser(prog=prog, description=run_leaderboard_command.__doc__)
-    parser.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
-    parser.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
-    parser.add_argument("--dataset", help="only rows of this dataset")
-    parser.add_argument("--preset", help="only rows of this preset")
-    parser.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
-    args = parser.parse_args(argv)
+    from kseg import leaderboard
+
     if args.merge:
         print(f"[leaderboard] {leaderboard.merge(args.merge, args.results)} rows from {args.merge} appended to {args.results}")
     if not Path(args.results).exists():
         print(f"error: no leaderboard at {args.results}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_ARGUMENTS
     table = leaderboard.read(args.results)
     for column in ("dataset", "preset"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)]
     print(leaderboard.markdown_report(table) if args.markdown else leaderboard.format_summary(leaderboard.summarise(table)))
-    return 0
+    return EXIT_OK
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kseg COMMAND ...``: ``grid`` runs the experiment grid (as run_all.py does),
-    ``predict`` writes masks for new images, ``evaluate`` scores a saved model on a folder,
-    ``leaderboard`` prints the summary of a results CSV."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        "grid": run_grid_command, "predict": run_predict_command, "evaluate": run_evaluate_command,
-        "leaderboard": run_leaderboard_command,
-    }
-    if not argv or argv[0] not in commands:
-        print(f"usage: python -m kseg {{{','.join(commands)}}} ...", file=sys.stderr)
-        return 2
-    return commands[argv[0]](argv[1:], prog=f"python -m kseg {argv[0]}")
+# ----- the parser -----
+
+COMMANDS: dict[str, tuple[Callable, str]] = {
+    "grid": (grid_command, "train every model x loss x seed and append one row per run to the leaderboard"),
+    "predict": (predict_command, "write a binary mask (0/255 PNG, at each image's own size) and an overlay per image"),
+    "evaluate": (evaluate_command, "score a saved model on an images/masks folder with the leaderboard's metrics"),
+    "leaderboard": (leaderboard_command, "print the leaderboard: mean +- std over seeds per group"),
+}
+
+
+def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="kseg: binary image segmentation with Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parsers = {}
+    for name, (_, text) in COMMANDS.items():
+        parents = {"predict": [_model_flag(), _scoring_flags()], "evaluate": [_model_flag(), _scoring_flags()]}.get(name, [])
+        parsers[name] = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                                       parents=parents, formatter_class=_formatter)
+    add_grid_arguments(parsers["grid"])
+    p = parsers["predict"]
+    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
+    p = parsers["evaluate"]
+    p.add_argument("--images", required=True, help="folder of images")
+    p.add_argument("--masks", required=True, help="folder of binary masks, matched to images by file stem")
+    p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")
+    p.add_argument("--eval-size", type=_positive_int, default=256, help="masks and logits are compared at this size")
+    p.add_argument("--per-image", action="store_true", help="also print (and save beside --csv) one row per image")
+    p.add_argument("--csv", help="write the summary row here (and STEM_per_image.csv with --per-image)")
+    p = parsers["leaderboard"]
+    p.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
+    p.add_argument("--dataset", help="only rows of this dataset")
+    p.add_argument("--preset", help="only rows of this preset")
+    p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m kseg") -> int:
+    """``python -m kseg COMMAND ...``; ``python -m kseg COMMAND --help`` for each command's flags."""
+    parser = build_parser(prog)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    command, _ = COMMANDS[args.command]
+    return command(args, parser)
+
+
+def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
+    """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=COMMANDS["grid"][1][0].upper() + COMMANDS["grid"][1][1:] + ".",
+                                     formatter_class=_formatter)
+    add_grid_arguments(parser)
+    return grid_command(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)

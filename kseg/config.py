@@ -1,4 +1,11 @@
-"""One run's configuration, the presets it starts from, and the hash that identifies it."""
+"""One run's configuration, the presets it starts from, and the identity (hash) that names it.
+
+A run's identity is everything that changes what it computes: the RunConfig's fields (model,
+loss, recipe, seeds, split, data fingerprint, precision, resolved jit), the Keras backend, the
+kseg version and the device. :meth:`RunConfig.config_hash` hashes all of it in one place;
+:meth:`RunConfig.group_hash` hashes the same minus the two seeds, so the leaderboard's mean and
+spread are always over runs that differ only by seed.
+"""
 
 from __future__ import annotations
 
@@ -10,42 +17,65 @@ from typing import Any
 
 import keras
 
+from kseg import __version__ as KSEG_VERSION
+
 # Each preset is a complete set of RunConfig defaults; flags override single fields.
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: for tests and a first look at the pipeline.
     "smoke": dict(
         image_size=32, eval_size=64, base_filters=4, depth=2, epochs=2, batch_size=4, lr=1e-3,
-        patience=2, synthetic_n=24, split_sizes=(12, 6, 6),
+        patience=2, synthetic_n=24, split_sizes=(12, 6, 6), schedule="plateau",
     ),
     # A laptop-class CPU: the 9-pair grid at one seed in about 20 minutes on 2 cores
-    # (README, "The cpu preset", says how these numbers were chosen).
+    # (README, "The cpu preset", says how these numbers were chosen on the validation split).
     "cpu": dict(
         image_size=128, eval_size=256, base_filters=16, depth=4, epochs=40, batch_size=8, lr=1e-3,
-        patience=12,
+        patience=12, schedule="plateau",
     ),
     # The original notebook's protocol, for a GPU.
     "paper": dict(
         image_size=256, eval_size=256, base_filters=64, depth=4, epochs=100, batch_size=8, lr=1e-4,
-        patience=30,
+        patience=30, schedule="plateau",
     ),
 }
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+SCHEDULES = ("plateau", "cosine", "constant")
+AUGMENTATIONS = ("none", "flips", "full")
+REFINE_CHOICES = ("none", "auto")
 
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything that decides what one training run computes.
 
-    ``dataset`` and ``precision`` should be resolved (``kseg.data.load_dataset`` names the dataset
-    it loaded, ``resolve_precision`` picks the policy) before the config is hashed, so the hash
-    says what actually ran.
+    ``dataset``, ``data_fingerprint``, ``precision`` and ``jit_compile`` should be resolved
+    (:func:`kseg.run.resolve_config` does it) before the config is hashed, so the hash says what
+    actually ran.
+
+    Recipe fields:
+        schedule: ``plateau`` (halve the LR when validation IoU stalls; the notebook's habit),
+            ``cosine`` (linear warm-up over ``warmup_epochs``, then cosine decay to ``lr * 1e-2``
+            at the last step, so the budget ends at a small LR) or ``constant``.
+        weight_decay: decoupled weight decay (AdamW) when > 0, else Adam.
+        ema: momentum of an exponential moving average of the weights (0: off); validation,
+            checkpoints and the saved model then use the averaged weights.
+        augment: ``full`` (flips, 90-degree rotations, small affine warps, colour jitter),
+            ``flips`` (flips and 90-degree rotations only) or ``none``.
+        illuminant: strength of the random per-channel gains (0: off).
+        colour_constancy: Shades-of-Gray normalisation as the model's first layer.
+        val_every: validate (and checkpoint) every this many epochs, and always at the last.
+        refine: ``auto`` chooses test-time flips/rotations and post-processing on the validation
+            split after training; ``none`` keeps the plain thresholded output.
     """
 
     model: str
     loss: str
     seed: int = 0
+    split_seed: int | None = None
     dataset: str = "auto"
+    data_fingerprint: str = ""
+    mask_suffix: str = ""
     preset: str = "cpu"
     image_size: int = 128
     eval_size: int = 256
@@ -55,11 +85,32 @@ class RunConfig:
     batch_size: int = 8
     lr: float = 1e-3
     patience: int = 12
+    schedule: str = "plateau"
+    warmup_epochs: int = 0
+    weight_decay: float = 0.0
+    ema: float = 0.0
+    augment: str = "full"
+    illuminant: float = 0.0
+    colour_constancy: bool = False
+    val_every: int = 1
+    refine: str = "none"
     precision: str = "auto"
-    jit_compile: str = "auto"
-    augment: bool = True
+    jit_compile: str | bool = "auto"
     split_sizes: tuple = (100, 50, 50)
     synthetic_n: int = 200
+
+    def __post_init__(self) -> None:
+        # Normalise so that equal configs hash equally: a list and a tuple of sizes are one split.
+        object.__setattr__(self, "split_sizes", tuple(self.split_sizes))
+        if self.split_seed is None:
+            object.__setattr__(self, "split_seed", self.seed)
+        for name, allowed in (("schedule", SCHEDULES), ("augment", AUGMENTATIONS), ("refine", REFINE_CHOICES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"Unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be a momentum in [0, 1); got {self.ema}")
+        if self.val_every < 1:
+            raise ValueError(f"val_every must be at least 1; got {self.val_every}")
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "RunConfig":
@@ -68,20 +119,42 @@ class RunConfig:
         fields = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=preset, **fields)
 
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides what this run computes: every field, the Keras backend, the
+        kseg version and the device (a GPU's and a CPU's float results differ)."""
+        return {
+            **self.to_dict(), "backend": keras.backend.backend(), "kseg_version": KSEG_VERSION,
+            "device": device_description(),
+        }
+
     @property
     def config_hash(self) -> str:
-        """12 hex digits of SHA-256 over every field and the Keras backend: two rows share it
-        exactly when they ran the same experiment."""
-        payload = {**self.to_dict(), "backend": keras.backend.backend()}
-        blob = json.dumps(payload, sort_keys=True, default=list).encode()
-        return hashlib.sha256(blob).hexdigest()[:12]
+        """12 hex digits of SHA-256 over :meth:`identity`: two rows share it exactly when they ran
+        the same experiment."""
+        return _hash(self.identity())
+
+    @property
+    def group_hash(self) -> str:
+        """The hash of the identity minus ``seed`` and ``split_seed``: runs that share it are
+        repetitions of one experiment, and the leaderboard's mean and spread are over them."""
+        identity = self.identity()
+        identity.pop("seed"), identity.pop("split_seed")
+        return _hash(identity)
 
     @property
     def run_id(self) -> str:
         return f"{self.model}-{self.loss}-seed{self.seed}-{self.config_hash}"
+
+
+def _hash(payload: dict[str, Any]) -> str:
+    blob = json.dumps(payload, sort_keys=True, default=list).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def _on_gpu() -> bool:

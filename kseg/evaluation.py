@@ -1,8 +1,10 @@
-"""Test-set scores of a trained model at a fixed evaluation size, whatever size it ran at.
+"""Scores of a trained model at a fixed evaluation size, whatever size it ran at.
 
-Logits are resized (bilinear) from the model's size up to the evaluation size before
-thresholding, so a model trained at 128x128 is scored against the same 256x256 masks as one
-trained at 256x256, and numbers stay comparable with the original notebook's.
+Logits are resized (bilinear, :func:`kseg.refine.resize_logits`, the one resizer that
+evaluation and prediction share) from the model's size to the evaluation size before thresholding, so a model
+trained at 128x128 is scored against the same 256x256 masks as one trained at 256x256, and
+numbers stay comparable with the original notebook's. A run's chosen refinement (test-time
+flips and rotations, post-processing: :mod:`kseg.refine`) is applied on the way.
 """
 
 from __future__ import annotations
@@ -13,42 +15,65 @@ import keras
 import numpy as np
 import pandas as pd
 
-from kseg import metrics
+from kseg import metrics, refine
 from kseg.data import SegmentationDataset
+from kseg.refine import binarise, resize_logits
 
 
 @dataclasses.dataclass
 class Evaluation:
-    """Mean per-image IoU and Dice, dataset-level IoU, IoU per diagnosis, and one row per image."""
+    """Mean per-image IoU and Dice, dataset-level IoU, the ISIC challenge score (per-image IoU
+    below 0.65 counted as 0), the fraction of failures (IoU < 0.5), IoU per diagnosis, and one
+    row per image."""
 
     iou: float
     dice: float
     dataset_iou: float
+    isic_score: float
+    failure_fraction: float
     iou_by_diagnosis: dict[str, float]
     per_image: pd.DataFrame  # id, diagnosis, iou, dice
 
     def as_row(self, prefix: str = "test_") -> dict[str, float]:
-        row = {f"{prefix}iou": self.iou, f"{prefix}dice": self.dice, f"{prefix}dataset_iou": self.dataset_iou}
+        row = {f"{prefix}iou": self.iou, f"{prefix}dice": self.dice, f"{prefix}dataset_iou": self.dataset_iou,
+               f"{prefix}isic_score": self.isic_score, f"{prefix}failure_fraction": self.failure_fraction}
         row.update({f"{prefix}iou_{k}": v for k, v in self.iou_by_diagnosis.items()})
         return row
 
-
-def predict_logits(model: keras.Model, images: np.ndarray, output_size: tuple[int, int], batch_size: int = 8) -> np.ndarray:
-    """The model's logits for ``images`` (already at the model's input size), resized to
-    ``output_size`` (height, width)."""
-    logits = model.predict(images, batch_size=batch_size, verbose=0)
-    if logits.shape[1:3] != tuple(output_size):
-        logits = keras.ops.convert_to_numpy(
-            keras.ops.image.resize(logits, output_size, interpolation="bilinear")
-        )
-    return np.asarray(logits, dtype="float32")
+    def iou_interval(self, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+        """Percentile-bootstrap interval of the mean per-image IoU."""
+        return metrics.bootstrap_ci(self.per_image["iou"], confidence=confidence, seed=seed)
 
 
-def _score_per_image(masks: np.ndarray, logits: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image IoU and Dice through the same metric classes used during training."""
-    return tuple(
-        keras.ops.convert_to_numpy(metric.per_image(masks, logits)).astype("float32")
-        for metric in (metrics.IoU(threshold), metrics.Dice(threshold))
+def predict_logits(model: keras.Model, images: np.ndarray, output_size: tuple[int, int], batch_size: int = 8,
+                   tta: str = "none") -> np.ndarray:
+    """The model's logits for ``images`` (already at the model's input size), averaged over the
+    ``tta`` views (:data:`kseg.refine.TTA_MODES`), resized to ``output_size`` (height, width)."""
+    logits = refine.tta_predict_logits(model, np.asarray(images), tta, batch_size=batch_size)
+    return resize_logits(logits, output_size)
+
+
+def score_masks(targets: SegmentationDataset, predicted: np.ndarray) -> Evaluation:
+    """Scores 0/1 ``predicted`` masks (at the targets' size) against ``targets``' masks through
+    the metric classes used in training (on probabilities, so 0/1 masks threshold as themselves)."""
+    masks = np.asarray(targets.masks)
+    iou, dice = (
+        keras.ops.convert_to_numpy(metric.per_image(masks, predicted)).astype("float32")
+        for metric in (metrics.IoU(0.5, from_logits=False), metrics.Dice(0.5, from_logits=False))
+    )
+    dataset_iou = metrics.DatasetIoU(0.5, from_logits=False)
+    dataset_iou.update_state(masks, predicted)
+    diagnosis = list(targets.diagnosis) if targets.diagnosis is not None else [None] * len(masks)
+    per_image = pd.DataFrame({"id": list(targets.ids), "diagnosis": diagnosis, "iou": iou, "dice": dice})
+    by_diagnosis = per_image.dropna(subset=["diagnosis"]).groupby("diagnosis")["iou"].mean()
+    return Evaluation(
+        iou=float(iou.mean()),
+        dice=float(dice.mean()),
+        dataset_iou=float(dataset_iou.result()),
+        isic_score=metrics.isic_thresholded_iou(iou),
+        failure_fraction=metrics.failure_fraction(iou),
+        iou_by_diagnosis={str(k): float(v) for k, v in by_diagnosis.items()},
+        per_image=per_image,
     )
 
 
@@ -58,6 +83,7 @@ def evaluate(
     targets: SegmentationDataset,
     threshold: float = 0.5,
     batch_size: int = 8,
+    refinement: refine.Refinement | None = None,
 ) -> Evaluation:
     """Scores ``model`` on ``inputs`` (images at the model's size) against ``targets`` (the same
     cases, masks at the evaluation size).
@@ -68,22 +94,10 @@ def evaluate(
         targets: the same cases in the same order at the evaluation size.
         threshold: probability threshold of the binarisation (0.5 as in the original notebook).
         batch_size: prediction batch size.
+        refinement: test-time augmentation and post-processing (default: none).
     """
     if list(inputs.ids) != list(targets.ids):
         raise ValueError("inputs and targets must hold the same cases in the same order")
-    masks = np.asarray(targets.masks)
-    logits = predict_logits(model, np.asarray(inputs.images), masks.shape[1:3], batch_size)
-    iou, dice = _score_per_image(masks, logits, threshold)
-    dataset_iou = metrics.DatasetIoU(threshold)
-    dataset_iou.update_state(masks, logits)
-
-    diagnosis = list(targets.diagnosis) if targets.diagnosis is not None else [None] * len(masks)
-    per_image = pd.DataFrame({"id": list(targets.ids), "diagnosis": diagnosis, "iou": iou, "dice": dice})
-    by_diagnosis = per_image.dropna(subset=["diagnosis"]).groupby("diagnosis")["iou"].mean()
-    return Evaluation(
-        iou=float(iou.mean()),
-        dice=float(dice.mean()),
-        dataset_iou=float(dataset_iou.result()),
-        iou_by_diagnosis={str(k): float(v) for k, v in by_diagnosis.items()},
-        per_image=per_image,
-    )
+    refinement = refinement or refine.Refinement()
+    logits = predict_logits(model, inputs.images, np.asarray(targets.masks).shape[1:3], batch_size, refinement.tta)
+    return score_masks(targets, binarise(logits, threshold, refinement.postprocess))

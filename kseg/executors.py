@@ -2,7 +2,7 @@
 Ray tasks on a cluster.
 
 Every executor calls the same worker function, :func:`run_cell`, which turns any exception
-into a failed row (:func:`kseg.grid.run_one_or_fail`), and yields ``(config, row)`` pairs as
+into a failed row (:func:`kseg.run.run_one_or_fail`), and yields ``(config, row)`` pairs as
 runs finish; :func:`kseg.grid.run_grid` alone appends them to the leaderboard, so workers
 never need to reach the leaderboard file.
 """
@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import keras
 
+from kseg import run as one_run
 from kseg.config import RunConfig
 
 EXECUTORS = ("local", "ray")
@@ -54,16 +55,14 @@ def _maybe_crash_for_test(config: RunConfig) -> None:
 
 
 def run_cell(config: RunConfig, data_kind: str, data_path: str | None, output_dir: str, verbose: bool = False,
-             distribute: str = "none") -> dict:
+             distribute: str = "none", mask_suffix: str = "", externals: Sequence[tuple[str, str]] = ()) -> dict:
     """The worker function of the process-pool and Ray executors: loads the data (once per worker
     process), runs ``config`` and returns its leaderboard row, a failed row if it raised."""
-    from kseg import grid
-
     _maybe_crash_for_test(config)
-    key = (data_kind, data_path)
+    key = (data_kind, data_path, mask_suffix, tuple(map(tuple, externals)))
     if key not in _data_caches:
-        _data_caches[key] = grid.DataCache(data_kind, data_path)
-    return grid.run_one_or_fail(config, _data_caches[key], output_dir, verbose=verbose, distribute=distribute)
+        _data_caches[key] = one_run.DataCache(data_kind, data_path, mask_suffix, externals)
+    return one_run.run_one_or_fail(config, _data_caches[key], output_dir, verbose=verbose, distribute=distribute)
 
 
 class LocalExecutor:
@@ -77,18 +76,14 @@ class LocalExecutor:
 
     def run(self, configs: Sequence[RunConfig], data, output_dir: str | Path, *, verbose: bool = True,
             distribute: str = "none", announce: Announce = lambda k, c: None) -> Results:
-        from kseg import grid
-
         if self.jobs == 1:
             for k, config in enumerate(configs, 1):
                 announce(k, config)
-                yield config, grid.run_one_or_fail(config, data, output_dir, verbose=verbose, distribute=distribute)
+                yield config, one_run.run_one_or_fail(config, data, output_dir, verbose=verbose, distribute=distribute)
             return
         yield from self._run_pool(configs, data, output_dir, verbose, distribute, announce)
 
     def _run_pool(self, configs, data, output_dir, verbose, distribute, announce) -> Results:
-        from kseg import grid
-
         pending = list(enumerate(configs, 1))
         # spawn, not fork: a forked copy of an initialised TensorFlow/JAX/torch runtime can hang.
         context = multiprocessing.get_context("spawn")
@@ -99,9 +94,10 @@ class LocalExecutor:
                 k, config = pending.pop(0)
                 announce(k, config)
                 try:
-                    future = pool.submit(run_cell, config, data.kind, _str(data.path), str(output_dir), verbose, distribute)
+                    future = pool.submit(run_cell, config, data.kind, _str(data.path), str(output_dir), verbose, distribute,
+                                         data.mask_suffix, data.externals)
                 except futures.process.BrokenProcessPool as error:  # a worker died: the pool takes no more
-                    return config, grid.failed_row(config, error)
+                    return config, one_run.failed_row(config, error)
                 running[future] = config
                 return None
 
@@ -119,7 +115,7 @@ class LocalExecutor:
                     try:
                         row = future.result()
                     except Exception as error:  # the worker process died (BrokenProcessPool)
-                        row = grid.failed_row(config, error)
+                        row = one_run.failed_row(config, error)
                     yield config, row
 
 
@@ -185,8 +181,6 @@ class RayExecutor:
                 ray.shutdown()
 
     def _run_tasks(self, configs, data, output_dir, verbose, distribute, announce, env) -> Results:
-        from kseg import grid
-
         ray = self.ray
         # Per task too, so a session someone else initialised still gets this backend.
         task = ray.remote(num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)(run_cell)
@@ -194,10 +188,11 @@ class RayExecutor:
         # Absolute: a worker's working directory is not the driver's.
         output_dir = str(Path(output_dir).absolute())
         data_path = None if data.path is None else str(Path(data.path).absolute())
+        externals = [(str(Path(folder).absolute()), suffix) for folder, suffix in data.externals]
         running = {}
         for k, config in enumerate(configs, 1):
             announce(k, config)
-            ref = task.remote(config, data.kind, data_path, output_dir, verbose, distribute)
+            ref = task.remote(config, data.kind, data_path, output_dir, verbose, distribute, data.mask_suffix, externals)
             running[ref] = config
         while running:
             finished, _ = ray.wait(list(running), num_returns=1)
@@ -206,7 +201,7 @@ class RayExecutor:
                 try:
                     row = ray.get(ref)
                 except Exception as error:  # retries exhausted: the worker kept dying
-                    row = grid.failed_row(config, error)
+                    row = one_run.failed_row(config, error)
                 yield config, row
 
 

@@ -219,3 +219,256 @@ class ShadesOfGray(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "power": self.power, "epsilon": self.epsilon}
+
+
+
+
+def _reduced_count(x, axes):
+    """Number of elements per channel, ``prod(shape[axes])``, as a float32 scalar (static or not)."""
+    shape = ops.shape(x)
+    count = 1
+    for axis in axes:
+        count = count * shape[axis]
+    return ops.cast(count, "float32")
+
+
+def _scale_and_shift(x, mean, a, offset):
+    """``(x - mean) * a + offset`` for float32 (C,) vectors, computed in ``x``'s dtype.
+
+    float32: ``x * a + (offset - mean * a)``, Keras' own fold (two passes). Lower precision: the
+    mean is rounded to ``x``'s dtype and subtracted first, ``(x - m) * a + (offset - (mean - m)
+    * a)``, one pass more; ``x - m`` is exact or rounds relative to the centred value, so the
+    error stays a few ulps of the output. The two-pass fold would round ``x * a`` and ``mean *
+    a``, each ``|mean| / std`` times larger than a normalised value, and leave their difference
+    with an error that large (0.5 for a bfloat16 channel of mean 10 and spread 0.5).
+    """
+    if keras.backend.standardize_dtype(x.dtype) in ("float32", "float64"):
+        return x * ops.cast(a, x.dtype) + ops.cast(offset - mean * a, x.dtype)
+    rounded_mean = ops.cast(mean, x.dtype)
+    b = offset - (mean - ops.cast(rounded_mean, "float32")) * a
+    return (x - rounded_mean) * ops.cast(a, x.dtype) + ops.cast(b, x.dtype)
+
+
+def _normalize_training(x, stats, scale, offset, axes):
+    """``y = x * a + b`` with ``a = scale * inv_std``, ``b = offset - mean * a``, and BatchNorm's
+    whole training-mode backward written out.
+
+    ``stats = (shifted, shifted_mean, mean, inv_std)``: ``shifted = float32(x) - shift`` for a
+    per-channel constant ``shift``, ``shifted_mean`` its mean over ``axes`` (so that
+    ``x - mean = shifted - shifted_mean``), the batch mean and ``rsqrt(var + epsilon)``, all
+    computed from ``x`` without gradient by the caller. The gradient returned for ``x`` is the
+    total derivative, through the batch mean and variance too,
+
+        dx = a * (dy - sum(dy) / M - xhat * sum(dy * xhat) / M),   xhat = (x - mean) * inv_std,
+
+    evaluated as one multiply-add per element, ``dy * a + shifted * k + c`` with (C,) vectors
+    ``k`` and ``c``. Its two reductions run in float32 over the shifted input, free of the
+    cancellation ``sum(dy * x) - mean * sum(dy)`` would suffer for a large mean. ``a`` and ``b``
+    are applied in ``x``'s dtype (bfloat16 under mixed precision): no float32 copy of the output.
+    """
+    shifted, shifted_mean, mean, inv_std = stats
+    a = scale * inv_std
+
+    @ops.custom_gradient
+    def normalize(x, scale, offset):
+        y = _scale_and_shift(x, mean, a, offset)
+
+        def grad(*args, upstream=None):
+            if upstream is None:  # TensorFlow and JAX pass it positionally, torch by keyword
+                (upstream,) = args
+            dy = ops.cast(upstream, "float32")
+            count = _reduced_count(dy, axes)
+            d_offset = ops.sum(dy, axis=axes)
+            d_scale = (ops.sum(dy * shifted, axis=axes) - shifted_mean * d_offset) * inv_std
+            k = -a * inv_std * d_scale / count
+            c = -k * shifted_mean - a * d_offset / count
+            dx = ops.cast(dy * a + (shifted * k + c), x.dtype)
+            return dx, d_scale, d_offset
+
+        return y, grad
+
+    return normalize(x, scale, offset)
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class FastBatchNormalization(layers.Layer):
+    """``keras.layers.BatchNormalization`` for channels-last inputs, in fewer passes and casts.
+
+    Computes what Keras' layer computes, with the same weights (``gamma``, ``beta``,
+    ``moving_mean``, ``moving_variance``: same names, shapes, order and float32 dtype, so weights
+    and configs move between the two):
+
+    - training (``training=True`` and ``trainable``): ``y = gamma * (x - mean) / sqrt(var + eps)
+      + beta`` with the batch's ``mean`` and biased ``var`` over every axis but the last, and
+      ``moving = moving * momentum + batch * (1 - momentum)`` for both moving statistics;
+    - otherwise the same with ``moving_mean`` and ``moving_variance``.
+
+    How it differs from Keras' layer, which casts the input to float32, normalises in float32 and
+    casts back, and whose backward autodiff runs through every one of those ops:
+
+    - the moments are ``mean(s)`` and ``mean(s**2) - mean(s)**2`` (clamped at 0) of
+      ``s = float32(x) - x[0, 0, 0]`` in float32: one pass over one float32 copy whose moments
+      fuse into one reduction under XLA (JAX). The per-channel shift by the batch's first pixel
+      keeps the difference of squares away from cancellation (it is exact for any shift), where
+      plain ``E[x^2] - E[x]^2`` would lose the variance of a channel whose mean is large
+      against its spread;
+    - scale and shift fold into ``y = x * a + b`` with ``a = gamma * rsqrt(var + eps)`` and
+      ``b = beta - mean * a`` computed on the (C,) vectors and applied in the compute dtype
+      (bfloat16 under ``mixed_bfloat16``), so no float32 copy of the output is made;
+    - in training the backward is written out (``keras.ops.custom_gradient``): two float32
+      reductions and one multiply-add per element instead of autodiff through the moments.
+
+    Under ``mixed_bfloat16`` the output therefore carries a few bfloat16 roundings (of ``a``,
+    ``b``, ``x * a`` and the sum) instead of Keras' one, i.e. an error of a few bfloat16 ulps of
+    ``|x * a| + |b|``, which exceeds ``|y|`` where a channel's mean is large against its spread.
+    In float32 it agrees with Keras to float32 rounding.
+
+    Only ``axis=-1`` (channels last), no ``mask``, no ``renorm``, no ``synchronized``; those
+    arguments are accepted (so a Keras ``BatchNormalization`` config loads) and must keep their
+    defaults. The other arguments are Keras' and mean the same.
+
+    Example:
+    >>> bn = FastBatchNormalization(momentum=0.9, epsilon=1e-5)
+    >>> y = bn(keras.random.normal((4, 8, 8, 3), mean=2.0), training=True)
+    >>> [w.path.split("/")[-1] for w in bn.weights]
+    ['gamma', 'beta', 'moving_mean', 'moving_variance']
+    """
+
+    def __init__(
+        self,
+        axis=-1,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        beta_initializer="zeros",
+        gamma_initializer="ones",
+        moving_mean_initializer="zeros",
+        moving_variance_initializer="ones",
+        beta_regularizer=None,
+        gamma_regularizer=None,
+        beta_constraint=None,
+        gamma_constraint=None,
+        renorm=False,
+        renorm_clipping=None,
+        renorm_momentum=0.99,
+        synchronized=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if int(axis) != -1:
+            raise ValueError(f"FastBatchNormalization supports only axis=-1. Received: axis={axis}")
+        if renorm or synchronized:
+            raise ValueError(
+                "FastBatchNormalization supports neither renorm nor synchronized; use "
+                "keras.layers.BatchNormalization."
+            )
+        self.axis = -1
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = keras.initializers.get(moving_variance_initializer)
+        self.beta_regularizer = keras.regularizers.get(beta_regularizer)
+        self.gamma_regularizer = keras.regularizers.get(gamma_regularizer)
+        self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.gamma_constraint = keras.constraints.get(gamma_constraint)
+        self.renorm_clipping = renorm_clipping
+        self.renorm_momentum = renorm_momentum
+        self.gamma = None
+        self.beta = None
+        self.moving_mean = None
+        self.moving_variance = None
+        self._reduction_axes = None
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"{self.name} needs a static channel count; got input shape {input_shape}.")
+        shape = (channels,)
+        if self.scale:
+            self.gamma = self.add_weight(
+                shape=shape, name="gamma", initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
+                trainable=True, autocast=False,
+            )
+        if self.center:
+            self.beta = self.add_weight(
+                shape=shape, name="beta", initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer, constraint=self.beta_constraint,
+                trainable=True, autocast=False,
+            )
+        self.moving_mean = self.add_weight(
+            shape=shape, name="moving_mean", initializer=self.moving_mean_initializer,
+            trainable=False, autocast=False,
+        )
+        self.moving_variance = self.add_weight(
+            shape=shape, name="moving_variance", initializer=self.moving_variance_initializer,
+            trainable=False, autocast=False,
+        )
+        self.input_spec = layers.InputSpec(ndim=len(input_shape), axes={-1: channels})
+        self._reduction_axes = tuple(range(len(input_shape) - 1))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def _scale_and_offset(self):
+        """gamma and beta as float32 tensors (ones and zeros where disabled)."""
+        channels = self.moving_mean.shape[0]
+        scale = ops.convert_to_tensor(self.gamma) if self.scale else ops.ones((channels,), "float32")
+        offset = ops.convert_to_tensor(self.beta) if self.center else ops.zeros((channels,), "float32")
+        return ops.cast(scale, "float32"), ops.cast(offset, "float32")
+
+    def call(self, inputs, training=None):
+        axes = self._reduction_axes
+        scale, offset = self._scale_and_offset()
+        moving_mean = ops.cast(self.moving_mean, "float32")
+        moving_variance = ops.cast(self.moving_variance, "float32")
+        if training and self.trainable:
+            x = ops.cast(ops.stop_gradient(inputs), "float32")
+            shift = ops.reshape(x, (-1, ops.shape(x)[-1]))[0]
+            shifted = x - shift
+            shifted_mean = ops.mean(shifted, axis=axes)
+            variance = ops.maximum(
+                ops.mean(ops.square(shifted), axis=axes) - ops.square(shifted_mean), 0.0
+            )
+            mean = shifted_mean + shift
+            inv_std = ops.rsqrt(variance + self.epsilon)
+            outputs = _normalize_training(
+                inputs, (shifted, shifted_mean, mean, inv_std), scale, offset, axes
+            )
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(
+                moving_variance * self.momentum + variance * (1.0 - self.momentum)
+            )
+        else:
+            a = scale * ops.rsqrt(moving_variance + self.epsilon)
+            outputs = _scale_and_shift(inputs, moving_mean, a, offset)
+        return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "axis": self.axis,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "beta_initializer": keras.initializers.serialize(self.beta_initializer),
+            "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+            "moving_mean_initializer": keras.initializers.serialize(self.moving_mean_initializer),
+            "moving_variance_initializer": keras.initializers.serialize(
+                self.moving_variance_initializer
+            ),
+            "beta_regularizer": keras.regularizers.serialize(self.beta_regularizer),
+            "gamma_regularizer": keras.regularizers.serialize(self.gamma_regularizer),
+            "beta_constraint": keras.constraints.serialize(self.beta_constraint),
+            "gamma_constraint": keras.constraints.serialize(self.gamma_constraint),
+            "synchronized": False,
+            "renorm": False,
+            "renorm_clipping": self.renorm_clipping,
+            "renorm_momentum": self.renorm_momentum,
+        }

@@ -4,13 +4,22 @@ Rows are only ever added. Each append takes a file lock (so runners in several p
 share one file), writes the old contents plus the new row to a temporary file beside it and
 renames that over the original: a crash or Ctrl-C at any moment leaves either the old or the
 new file, never a truncated one.
+
+The schema grows: a row may bring a column that an older file lacks, and the append then adds
+that column (empty for the old rows). Any file with the identity columns loads.
+
+Runs are grouped by ``group_hash``: a run's whole identity minus its seeds
+(:meth:`kseg.config.RunConfig.group_hash`), so a mean and a spread are only ever over runs that
+differ by seed alone.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,7 +34,29 @@ COLUMNS: tuple[str, ...] = (
     "test_iou_common_nevus", "test_iou_atypical_nevus", "test_iou_melanoma",
     "val_iou", "params", "train_seconds", "device", "backend", "keras_version", "precision", "jit_compile",
     "preset", "config_hash", "status", "error",
+    # Added with kseg 0.2 (older files load with these empty):
+    "group_hash", "kseg_version", "data_fingerprint", "mask_suffix", "split_sizes", "batch_size", "lr",
+    "schedule", "warmup_epochs", "weight_decay", "ema", "augment", "illuminant", "colour_constancy", "val_every",
+    "refine", "tta", "postprocess", "val_iou_plain", "val_iou_refined", "test_iou_plain", "run_seconds",
+    "test_isic_score", "test_failure_fraction",
 )
+# Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
+EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
+
+
+def known_column(name: str) -> bool:
+    return name in COLUMNS or bool(EXTERNAL_COLUMN.match(name))
+
+
+def external_prefix(folder: str | Path) -> str:
+    """``ext_<folder name>_``, lower-case, other characters as ``_``: the columns of one external set."""
+    return "ext_" + re.sub(r"[^a-z0-9]+", "_", Path(folder).name.lower()).strip("_") + "_"
+# Without these a CSV is not a leaderboard (it would be overwritten by mistake).
+REQUIRED = ("run_id", "model", "loss", "config_hash", "status")
+# Read as text: a hash or id made of digits must keep its leading zeros.
+TEXT_COLUMNS = ("timestamp", "run_id", "model", "loss", "dataset", "device", "backend", "keras_version",
+                "precision", "preset", "config_hash", "group_hash", "status", "error", "kseg_version",
+                "data_fingerprint", "mask_suffix", "split_sizes", "schedule", "augment", "refine", "tta", "postprocess")
 STATUSES = ("ok", "failed", "nan")
 
 
@@ -37,37 +68,59 @@ def _header_of(text: str) -> list[str]:
     return next(csv.reader(io.StringIO(text)), [])
 
 
+def _check_header(path: Path, header: list[str]) -> None:
+    missing = [c for c in REQUIRED if c not in header]
+    unknown = [c for c in header if not known_column(c)]
+    if missing or unknown:
+        raise ValueError(
+            f"{path} has columns {header}, not kseg's leaderboard schema"
+            f" (missing {missing}, unknown {unknown}); write to another file with --results."
+        )
+
+
+def _csv_line(row: Mapping[str, Any], header: list[str]) -> str:
+    line = io.StringIO()
+    csv.DictWriter(line, fieldnames=header, lineterminator="\n").writerow(
+        {k: ("" if v is None else v) for k, v in row.items()}
+    )
+    return line.getvalue()
+
+
+def _widened(old: str, header: list[str], new_header: list[str]) -> str:
+    """``old`` (a CSV with ``header``) rewritten under ``new_header``, new cells empty."""
+    rows = list(csv.DictReader(io.StringIO(old)))
+    return _csv_line(dict(zip(new_header, new_header)), new_header) + "".join(_csv_line(r, new_header) for r in rows)
+
+
 def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
     """Appends ``row`` (keys from ``COLUMNS``; missing ones are left empty) to the CSV at ``path``,
-    creating it with a header if needed. Safe against concurrent writers and interruption."""
+    creating it with a header if needed, and adding the row's columns that the file lacks. Safe
+    against concurrent writers and interruption."""
     path = Path(path)
-    unknown = set(row) - set(COLUMNS)
+    unknown = {c for c in row if not known_column(c)}
     if unknown:
         raise ValueError(f"Unknown leaderboard columns {sorted(unknown)}; the schema is {COLUMNS}.")
     if row.get("status") not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}; got {row.get('status')!r}")
-    line = io.StringIO()
-    csv.DictWriter(line, fieldnames=COLUMNS, lineterminator="\n").writerow(
-        {k: ("" if v is None else v) for k, v in row.items()}
-    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         old = path.read_text() if path.exists() else ""
         if old:
             header = _header_of(old)
-            if tuple(header) != COLUMNS:
-                raise ValueError(
-                    f"{path} has columns {header}, not kseg's leaderboard schema; "
-                    "write to another file with --results."
-                )
+            _check_header(path, header)
             if not old.endswith("\n"):
                 old += "\n"
+            added = [c for c in row if c not in header]
+            if added:
+                old = _widened(old, header, header + added)
+                header = header + added
         else:
-            old = ",".join(COLUMNS) + "\n"
+            header = list(COLUMNS) + [c for c in row if c not in COLUMNS]
+            old = ",".join(header) + "\n"
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", newline="") as f:
-                f.write(old + line.getvalue())
+                f.write(old + _csv_line(row, header))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -82,37 +135,84 @@ def merge(source: str | Path, target: str | Path) -> int:
     Returns the number of rows appended."""
     with open(source, newline="") as f:
         reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != COLUMNS:
-            raise ValueError(f"{source} has columns {reader.fieldnames}, not kseg's leaderboard schema.")
+        _check_header(Path(source), list(reader.fieldnames or ()))
         rows = list(reader)
     present = read(target)
-    seen = set(zip(present["config_hash"].astype(str), present["timestamp"].astype(str)))
+    seen = set(zip(present["config_hash"], present["timestamp"]))
     added = 0
     for row in rows:
         if (row["config_hash"], row["timestamp"]) not in seen:
-            append_row(target, row)
+            append_row(target, {k: v for k, v in row.items() if v != ""})
             added += 1
     return added
 
 
 def read(path: str | Path) -> pd.DataFrame:
-    """The leaderboard as a DataFrame (empty, with the schema's columns, if the file is absent)."""
+    """The leaderboard as a DataFrame with every column of the schema (empty where a row or an
+    older file lacks it; an empty frame if the file is absent). Hashes and ids stay text."""
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=list(COLUMNS))
     with _lock(path):
-        return pd.read_csv(path)
+        with open(path, newline="") as f:
+            _check_header(path, _header_of(f.readline()))
+        table = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS})
+    for column in COLUMNS:
+        if column not in table:
+            table[column] = pd.NA
+    return table[list(COLUMNS) + [c for c in table.columns if c not in COLUMNS]]
 
 
 def completed_hashes(path: str | Path) -> set[str]:
     """Config hashes that already have an ok row: the runs a resumed grid skips."""
     table = read(path)
-    return set(table.loc[table["status"] == "ok", "config_hash"].astype(str))
+    return set(table.loc[table["status"] == "ok", "config_hash"])
 
 
-GROUP = ("dataset", "preset", "backend", "precision", "model", "loss")
-# Column widths of the plain-text ranking, one per GROUP column.
-_TEXT_WIDTHS = dict(zip(GROUP, (10, 7, 10, 15, 7, 11)))
+# What the ranking shows of each group (the group itself is its group_hash).
+SHOWN = ("dataset", "preset", "device", "backend", "precision", "model", "loss", "recipe")
+# Rows written before group_hash existed: grouped by everything they recorded except seeds.
+_LEGACY_IDENTITY = ("dataset", "preset", "device", "backend", "precision", "jit_compile", "keras_version", "model",
+                    "loss", "image_size", "eval_size", "base_filters", "epochs")
+
+
+def recipe(row: Mapping[str, Any]) -> str:
+    """A short label of a row's training recipe: size, width, epochs, schedule, and the knobs
+    that are on (rows from before kseg 0.2 read as the plateau schedule they used)."""
+    def present(key):
+        value = row.get(key)
+        return value is not None and not pd.isna(value) and value != ""
+
+    parts = [f"{int(row['image_size'])}px" if present("image_size") else "?px",
+             f"w{int(row['base_filters'])}" if present("base_filters") else "w?",
+             f"{int(row['epochs'])}ep" if present("epochs") else "?ep",
+             str(row["schedule"]) if present("schedule") else "plateau"]
+    if present("batch_size") and present("preset") and int(row["batch_size"]) != 8:
+        parts.append(f"b{int(row['batch_size'])}")
+    if present("weight_decay") and float(row["weight_decay"]):
+        parts.append(f"wd{float(row['weight_decay']):g}")
+    if present("ema") and float(row["ema"]):
+        parts.append(f"ema{float(row['ema']):g}")
+    if present("augment") and row["augment"] != "full":
+        parts.append(f"aug={row['augment']}")
+    if present("illuminant") and float(row["illuminant"]):
+        parts.append(f"illum{float(row['illuminant']):g}")
+    if present("colour_constancy") and str(row["colour_constancy"]) in ("True", "true", "1", "1.0"):
+        parts.append("sog")
+    if present("refine") and row["refine"] != "none":
+        parts.append(f"refine={row['refine']}")
+    return " ".join(parts)
+
+
+def with_groups(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with ``group`` (group_hash, or for older rows a hash of their recorded identity
+    minus seeds) and ``recipe`` columns."""
+    table = table.reindex(columns=list(dict.fromkeys([*table.columns, *COLUMNS])))
+    legacy = table[list(_LEGACY_IDENTITY)].astype("string").fillna("").agg("|".join, axis=1)
+    legacy = legacy.map(lambda text: "legacy-" + hashlib.sha256(text.encode()).hexdigest()[:8])
+    table["group"] = table["group_hash"].astype("object").mask(table["group_hash"].isna(), legacy)
+    table["recipe"] = [recipe(r) for r in table.to_dict("records")]
+    return table
 
 
 def latest_ok_rows(table: pd.DataFrame) -> pd.DataFrame:
@@ -120,72 +220,74 @@ def latest_ok_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
 
 
-def summarise(table: pd.DataFrame, by: Iterable[str] = GROUP,
-              metric: str = "test_iou") -> pd.DataFrame:
-    """Mean, standard deviation and count of ``metric`` over seeds per group, best first.
+def summarise(table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str] = ()) -> pd.DataFrame:
+    """Mean, standard deviation and count of ``metric`` over seeds per group, best first, with
+    the group's :data:`SHOWN` columns and the mean of each ``extra`` column.
 
     Only ok rows count; where a config ran twice (``--force``) its latest row counts.
     """
-    by = list(by)
-    ok = latest_ok_rows(table)
+    ok = with_groups(latest_ok_rows(table))
+    columns = [*SHOWN, "mean", "std", "n", *extra]
     if ok.empty:
-        return pd.DataFrame(columns=[*by, "mean", "std", "n"])
-    # dropna=False: a row with an empty group column still counts, in a group of its own.
-    summary = ok.groupby(by, dropna=False)[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+        return pd.DataFrame(columns=columns)
+    grouped = ok.groupby("group", sort=False)
+    summary = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
+    summary = grouped[list(SHOWN)].first().join(summary)
+    for column in extra:
+        summary[column] = grouped[column].mean()
     return summary.reset_index().sort_values("mean", ascending=False, ignore_index=True)
 
 
 def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
-    """The summary as a plain-text ranking: one line per model x loss, mean +- std (n)."""
+    """The summary as a plain-text ranking: one line per group, mean +- std (n)."""
     if summary.empty:
         return "No completed runs yet."
-    lines = [f"{'rank':>4}  " + " ".join(f"{c:<{w}}" for c, w in _TEXT_WIDTHS.items()) + f" {metric}"]
+    widths = {c: max(len(c), *(len(str(v)) for v in summary[c])) for c in SHOWN}
+    lines = [f"{'rank':>4}  " + " ".join(f"{c:<{w}}" for c, w in widths.items()) + f" {metric}"]
     for rank, r in enumerate(summary.itertuples(index=False), 1):
         spread = "" if pd.isna(r.std) else f" +- {r.std:.3f}"
-        cells = " ".join(f"{getattr(r, c)!s:<{w}}" for c, w in _TEXT_WIDTHS.items())
+        cells = " ".join(f"{getattr(r, c)!s:<{w}}" for c, w in widths.items())
         lines.append(f"{rank:>4}  {cells} {r.mean:.3f}{spread} (n={r.n})")
     return "\n".join(lines)
 
 
-def markdown_report(table: pd.DataFrame, by: Iterable[str] = ("dataset", "preset", "device", *GROUP[2:])) -> str:
+def _spread(mean: float, std: float) -> str:
+    return f"{mean:.3f}" + ("" if pd.isna(std) else f" +- {std:.3f}")
+
+
+def markdown_report(table: pd.DataFrame) -> str:
     """A Markdown table per group of ok rows: test IoU and Dice mean +- std over seeds, dataset
     IoU, n, mean training seconds and mean epochs run, ranked by mean test IoU."""
-    by = list(by)
-    summary = summarise(table, by)
+    summary = summarise(table, extra=("test_dataset_iou", "train_seconds", "epochs_run"))
     if summary.empty:
         return "No completed runs yet."
-    extra = latest_ok_rows(table).groupby(by, dropna=False).agg(
-        dice=("test_dice", "mean"), dice_std=("test_dice", "std"), dataset_iou=("test_dataset_iou", "mean"),
-        train_s=("train_seconds", "mean"), epochs=("epochs_run", "mean"),
-    ).reset_index()
-    summary = summary.merge(extra, on=by, how="left")
-    header = [*by, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
+    dice = summarise(table, metric="test_dice").set_index("group")
+    header = [*SHOWN, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.itertuples(index=False):
-        spread = lambda m, s: f"{m:.3f}" + ("" if pd.isna(s) else f" +- {s:.3f}")
-        cells = [str(getattr(r, c)) for c in by] + [
-            spread(r.mean, r.std), spread(r.dice, r.dice_std), f"{r.dataset_iou:.3f}", str(r.n),
-            f"{r.train_s:.0f}", f"{r.epochs:.0f}",
+        cells = [str(getattr(r, c)) for c in SHOWN] + [
+            _spread(r.mean, r.std), _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
+            f"{r.test_dataset_iou:.3f}", str(r.n), f"{r.train_seconds:.0f}", f"{r.epochs_run:.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU over seeds") -> Path:
-    """A horizontal bar chart of the summary with one-standard-deviation error bars, as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """A horizontal bar chart of the summary with one-standard-deviation error bars, as PNG.
+    Uses matplotlib's Figure API, so a notebook's plotting backend is left alone."""
+    from matplotlib.figure import Figure
 
     path = Path(path)
-    labels = [f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.backend}, {r.precision})" for r in summary.itertuples()]
-    fig, ax = plt.subplots(figsize=(10, 0.4 * len(summary) + 1.2))
+    labels = [f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.device}, {r.backend}, {r.precision}, {r.recipe})"
+              for r in summary.itertuples()]
+    fig = Figure(figsize=(13, 0.4 * len(summary) + 1.2))
+    ax = fig.add_subplot()
     ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
     ax.set_xlabel("test IoU (mean +- std over seeds)")
     ax.set_xlim(max(0.0, float(summary["mean"].min()) - 0.15), 1.0)
+    ax.tick_params(axis="y", labelsize=7)
     ax.set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -25,6 +25,7 @@ import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = ["IoU", "Dice", "DatasetIoU", "get", "available"]
@@ -308,3 +309,112 @@ def get(identifier: Any) -> keras.metrics.Metric:
     raise ValueError(
         f"Unknown kseg metric {identifier!r}. Known names: {', '.join(available())}."
     )
+
+
+# ---- summaries of per-image scores on an external set (numpy) ---------------------------------
+# These take the per-image numbers a model produced (e.g. ``IoU().per_image(y, logits)`` gathered
+# over a test set, or a column of an evaluation table), not tensors: plain numpy, any backend.
+
+
+__all__ += ["isic_thresholded_iou", "failure_fraction", "bootstrap_ci"]
+
+
+def _per_image_scores(values: Any, name: str) -> np.ndarray:
+    """``values`` as a non-empty, finite, 1-D float64 array."""
+    scores = np.asarray(values, dtype=np.float64).reshape(-1)
+    if scores.size == 0:
+        raise ValueError(f"`{name}` is empty: need at least one per-image score.")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"`{name}` holds NaN or inf values.")
+    return scores
+
+
+def isic_thresholded_iou(per_image_iou: Any, threshold: float = 0.65) -> float:
+    """The ISIC 2018 Task 1 score: mean per-image IoU, each IoU below ``threshold`` counted as 0.
+
+        score = (1 / N) * sum_i  iou_i * [iou_i >= threshold]
+
+    An IoU exactly at the threshold counts in full. The challenge uses ``threshold = 0.65``, so
+    a model is punished for each failed image rather than rewarded for near misses.
+
+    Args:
+        per_image_iou: the N per-image IoUs, any array-like (flattened).
+        threshold: IoUs below it score 0.
+
+    Returns:
+        The score as a Python float, in [0, 1] for IoUs in [0, 1].
+
+    Example:
+
+    >>> isic_thresholded_iou([0.9, 0.6, 0.65, 0.2])  # (0.9 + 0 + 0.65 + 0) / 4
+    0.3875
+    """
+    scores = _per_image_scores(per_image_iou, "per_image_iou")
+    return float(np.mean(np.where(scores >= threshold, scores, 0.0)))
+
+
+def failure_fraction(per_image_iou: Any, below: float = 0.5) -> float:
+    """Fraction of images whose IoU is below ``below``: ``(1 / N) * #{i : iou_i < below}``.
+
+    Args:
+        per_image_iou: the N per-image IoUs, any array-like (flattened).
+        below: an IoU strictly below it is a failure (an IoU equal to it is not).
+
+    Returns:
+        The fraction as a Python float in [0, 1].
+
+    Example:
+
+    >>> failure_fraction([0.9, 0.5, 0.45, 0.0])  # 0.45 and 0.0 fail
+    0.5
+    """
+    scores = _per_image_scores(per_image_iou, "per_image_iou")
+    return float(np.mean(scores < below))
+
+
+def bootstrap_ci(
+    values: Any, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of ``values``.
+
+    Draws ``n_resamples`` samples of size N with replacement from the N values, takes the mean
+    m_b of each, and returns the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the m_b, with
+    ``alpha = 1 - confidence`` (numpy's default linear interpolation between order statistics):
+
+        (lo, hi) = (quantile({m_b}, alpha / 2), quantile({m_b}, 1 - alpha / 2))
+
+    The interval reflects only the sampling of the images (the test set), not training noise.
+    The same ``seed`` gives the same interval.
+
+    Args:
+        values: the N per-image numbers (e.g. IoUs), any array-like (flattened).
+        n_resamples: number of bootstrap samples B (>= 1).
+        confidence: coverage of the interval, in (0, 1).
+        seed: seed of the ``numpy.random.default_rng`` that draws the samples.
+
+    Returns:
+        ``(lo, hi)`` as Python floats, ``lo <= hi``.
+
+    Example:
+
+    >>> lo, hi = bootstrap_ci([0.9, 0.8, 0.85, 0.4, 0.95])
+    >>> lo < 0.78 < hi  # the sample mean lies inside
+    True
+    """
+    scores = _per_image_scores(values, "values")
+    n_resamples = int(n_resamples)
+    if n_resamples < 1:
+        raise ValueError(f"`n_resamples` must be >= 1. Received: n_resamples={n_resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"`confidence` must be in (0, 1). Received: confidence={confidence}")
+    rng = np.random.default_rng(seed)
+    n = scores.size
+    # Resample in blocks of about 2**22 indices, so a large set does not need B * N memory.
+    block = max(1, (1 << 22) // n)
+    means = np.concatenate([
+        scores[rng.integers(0, n, size=(min(block, n_resamples - start), n))].mean(axis=1)
+        for start in range(0, n_resamples, block)
+    ])
+    alpha = 1.0 - confidence
+    lo, hi = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
+    return float(lo), float(hi)

@@ -1,14 +1,15 @@
-"""Using a trained model: masks for new images (``python -m kseg predict``) and scores on a
-labelled folder (``python -m kseg evaluate``).
+"""Using a trained model, as a library: masks for new images and scores on a labelled folder
+(the command lines ``python -m kseg predict`` / ``evaluate`` in :mod:`kseg.cli` call these).
 
 Prediction works at each image's own resolution: the image is resized (INTER_AREA) to the model's
-input size, the logits are resized back (bilinear) to the image's size and thresholded there, so
-mask edges follow the original pixels rather than the model's coarser grid.
+input size, the logits are resized back to the image's size by :func:`kseg.refine.resize_logits`
+(bilinear, the same function evaluation uses) and thresholded there, so mask edges follow the
+original pixels rather than the model's coarser grid. A run's refinement (test-time flips and
+rotations, post-processing) applies on the way.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass
@@ -22,13 +23,12 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 import kseg  # noqa: F401  (registers kseg's layers, losses and metrics for load_model)
+from kseg import refine
 from kseg.data import load_folder, read_image
 from kseg.data.io import is_image_file
 from kseg.evaluation import Evaluation, evaluate
+from kseg.refine import binarise, resize_logits
 from kseg.visualize import overlay
-
-#: Exit codes shared by both commands.
-EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 
 
 def model_input_size(model: keras.Model) -> tuple[int, int]:
@@ -61,7 +61,8 @@ def _model_batch(images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndar
 
 
 def predict_mask_batch(
-    model: keras.Model, images: Sequence[np.ndarray], threshold: float = 0.5
+    model: keras.Model, images: Sequence[np.ndarray], threshold: float = 0.5,
+    refinement: refine.Refinement | None = None, batch_size: int = 8,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`predict_masks` for several images (of any, possibly different, sizes) in one model
     call. Returns one ``(mask, logits)`` pair per image, each at that image's own size."""
@@ -69,32 +70,34 @@ def predict_mask_batch(
         return []
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold must be a probability strictly between 0 and 1; got {threshold}")
+    refinement = refinement or refine.Refinement()
     uint8_images = [_as_uint8_rgb(im) for im in images]
     batch = _model_batch(uint8_images, model_input_size(model))
-    logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(batch)), dtype=np.float32)
-    # sigmoid(logit) >= threshold  <=>  logit >= log(threshold / (1 - threshold))
-    logit_threshold = float(np.log(threshold / (1.0 - threshold)))
+    logits = refine.tta_predict_logits(model, batch, refinement.tta, batch_size=batch_size)
     results = []
     for image, image_logits in zip(uint8_images, logits):
-        height, width = image.shape[:2]
-        full = cv2.resize(image_logits[..., 0], (width, height), interpolation=cv2.INTER_LINEAR)
-        results.append(((full >= logit_threshold).astype(np.uint8), full))
+        full = resize_logits(image_logits, image.shape[:2])
+        mask = binarise(full[None], threshold, refinement.postprocess)[0]
+        results.append((mask[..., 0].astype(np.uint8), full[..., 0]))
     return results
 
 
-def predict_masks(model: keras.Model, image: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+def predict_masks(model: keras.Model, image: np.ndarray, threshold: float = 0.5,
+                  refinement: refine.Refinement | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The binary mask and the logits of one image, at the image's own size.
 
     Args:
         model: a kseg model (outputs logits), e.g. ``keras.saving.load_model("runs/X/model.keras")``.
         image: ``(H, W, 3)`` RGB, uint8 or float in [0, 1]; any H and W.
         threshold: probability above which a pixel is lesion.
+        refinement: test-time augmentation and post-processing (``kseg.refine.load_refinement``
+            reads what a run chose); default none.
 
     Returns:
         ``mask``: ``(H, W)`` uint8 of 0/1; ``logits``: ``(H, W)`` float32, bilinearly resized
-        from the model's output.
+        from the model's output (averaged over the TTA views).
     """
-    return predict_mask_batch(model, [image], threshold)[0]
+    return predict_mask_batch(model, [image], threshold, refinement)[0]
 
 
 def find_images(path: str | os.PathLike) -> list[Path]:
@@ -135,6 +138,7 @@ def predict_files(
     threshold: float = 0.5,
     batch_size: int = 8,
     progress: bool = True,
+    refinement: refine.Refinement | None = None,
 ) -> PredictionReport:
     """Writes ``output_dir/masks/STEM.png`` (0/255) and ``output_dir/overlays/STEM.png`` for each
     file. A file that cannot be read is reported on stderr by name and skipped; the rest go on."""
@@ -160,7 +164,7 @@ def predict_files(
                 first_with_stem[path.stem] = path
             except (OSError, ValueError, cv2.error) as error:
                 fail(path, str(error).removeprefix(f"{path}: "))
-        predictions = predict_mask_batch(model, [image for _, image in readable], threshold)
+        predictions = predict_mask_batch(model, [image for _, image in readable], threshold, refinement, batch_size)
         for (path, image), (mask, _) in zip(readable, predictions):
             mask_path = masks_dir / f"{path.stem}.png"
             if not cv2.imwrite(str(mask_path), mask * np.uint8(255)):
@@ -184,52 +188,6 @@ def load_trained_model(path: str | os.PathLike) -> keras.Model:
         raise ValueError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from error
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1; got {value}")
-    return value
-
-
-def predict_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Write a binary mask (0/255 PNG, at each image's own size) and an overlay per image.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
-    p.add_argument("--input", required=True, help="an image file or a folder of images")
-    p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
-    p.add_argument("--threshold", type=_probability, default=0.5, help="probability threshold")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per model call")
-    return p
-
-
-def run_predict_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """``python -m kseg predict``. Exit code 0 when every image got a mask, 1 when any file
-    failed (each named on stderr), 2 for a missing model or input."""
-    args = predict_parser(prog).parse_args(argv)
-    try:
-        files = find_images(args.input)
-        model = load_trained_model(args.model)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
-    report = predict_files(model, files, args.output, args.threshold, args.batch_size)
-    print(f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays")
-    if report.failed:
-        print(f"[predict] {len(report.failed)} failed: {', '.join(p.name for p in report.failed)}", file=sys.stderr)
-        return EXIT_SOME_FAILED
-    return EXIT_OK
-
-
 def evaluate_folder(
     model: keras.Model,
     images_dir: str | os.PathLike,
@@ -238,12 +196,13 @@ def evaluate_folder(
     eval_size: int = 256,
     threshold: float = 0.5,
     batch_size: int = 8,
+    refinement: refine.Refinement | None = None,
 ) -> Evaluation:
     """Scores ``model`` on an ``images/`` + ``masks/`` folder exactly as the leaderboard does:
     inputs at the model's size, masks at ``eval_size``, logits resized to ``eval_size``."""
     inputs = load_folder(images_dir, masks_dir, mask_suffix, image_size=model_input_size(model))
     targets = load_folder(images_dir, masks_dir, mask_suffix, image_size=eval_size)
-    return evaluate(model, inputs, targets, threshold=threshold, batch_size=batch_size)
+    return evaluate(model, inputs, targets, threshold=threshold, batch_size=batch_size, refinement=refinement)
 
 
 def format_evaluation(scores: Evaluation, per_image: bool = False) -> str:
@@ -251,8 +210,11 @@ def format_evaluation(scores: Evaluation, per_image: bool = False) -> str:
     lines = [
         f"{'cases':<22} {len(scores.per_image)}",
         f"{'mean IoU':<22} {scores.iou:.4f}",
+        f"{'mean IoU 95% interval':<22} {'{:.4f} - {:.4f}'.format(*scores.iou_interval())} (bootstrap)",
         f"{'mean Dice':<22} {scores.dice:.4f}",
         f"{'dataset IoU':<22} {scores.dataset_iou:.4f}",
+        f"{'ISIC score':<22} {scores.isic_score:.4f} (per-image IoU < 0.65 counts 0)",
+        f"{'failures (IoU < 0.5)':<22} {scores.failure_fraction:.4f}",
     ]
     lines += [f"{'IoU ' + name:<22} {value:.4f}" for name, value in scores.iou_by_diagnosis.items()]
     if per_image:
@@ -261,51 +223,7 @@ def format_evaluation(scores: Evaluation, per_image: bool = False) -> str:
 
 
 def summary_row(scores: Evaluation, **context: object) -> dict[str, object]:
-    """One CSV row: ``context`` (model, folder, sizes) then the leaderboard's test_* metrics."""
-    return {**context, "n": len(scores.per_image), **scores.as_row()}
-
-
-def evaluate_parser(prog: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Score a saved model on an images/masks folder with the leaderboard's metrics.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
-    p.add_argument("--images", required=True, help="folder of images")
-    p.add_argument("--masks", required=True, help="folder of binary masks, matched to images by file stem")
-    p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")
-    p.add_argument("--eval-size", type=_positive_int, default=256, help="masks and logits are compared at this size")
-    p.add_argument("--threshold", type=_probability, default=0.5, help="probability threshold")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per model call")
-    p.add_argument("--per-image", action="store_true", help="also print (and save beside --csv) one row per image")
-    p.add_argument("--csv", help="write the summary row here (and STEM_per_image.csv with --per-image)")
-    return p
-
-
-def run_evaluate_command(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    """``python -m kseg evaluate``. Exit code 0, or 2 for a missing model, folder or mask."""
-    args = evaluate_parser(prog).parse_args(argv)
-    try:
-        model = load_trained_model(args.model)
-        scores = evaluate_folder(
-            model, args.images, args.masks, args.mask_suffix, args.eval_size, args.threshold, args.batch_size
-        )
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
-    print(format_evaluation(scores, per_image=args.per_image))
-    if args.csv:
-        csv_path = Path(args.csv)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        row = summary_row(
-            scores, model=str(args.model), images=str(args.images), image_size=model_input_size(model)[0],
-            eval_size=args.eval_size, threshold=args.threshold,
-        )
-        pd.DataFrame([row]).to_csv(csv_path, index=False)
-        print(f"[evaluate] summary: {csv_path}")
-        if args.per_image:
-            per_image_path = csv_path.with_name(f"{csv_path.stem}_per_image.csv")
-            scores.per_image.to_csv(per_image_path, index=False)
-            print(f"[evaluate] per image: {per_image_path}")
-    return EXIT_OK
+    """One CSV row: ``context`` (model, folder, sizes) then the leaderboard's test_* metrics and
+    the bootstrap 95% interval of the mean IoU."""
+    low, high = scores.iou_interval()
+    return {**context, "n": len(scores.per_image), **scores.as_row(), "test_iou_ci_low": low, "test_iou_ci_high": high}

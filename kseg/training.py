@@ -93,17 +93,48 @@ def distribution_scope(distribute: str, batch_size: int, part_sizes: tuple[int, 
     return keras.distribution.DataParallel(devices=devices).scope()
 
 
-def build_model(config: RunConfig, policy: str) -> keras.Model:
-    """The config's architecture, compiled with its loss, IoU and Dice, Adam and ``policy``."""
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    return math.ceil(n_train / batch_size)
+
+
+def learning_rate(config: RunConfig, n_train: int):
+    """The config's learning rate: a float for ``plateau``/``constant``, else a schedule of linear
+    warm-up from ``lr / 10`` over ``warmup_epochs`` then cosine decay to ``lr / 100`` at the
+    last step of the budget."""
+    if config.schedule in ("plateau", "constant"):
+        return config.lr
+    steps = steps_per_epoch(n_train, config.batch_size)
+    warmup = min(config.warmup_epochs, config.epochs - 1) * steps
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=config.lr / 10 if warmup else config.lr,
+        warmup_target=config.lr if warmup else None,
+        warmup_steps=warmup,
+        decay_steps=config.epochs * steps - warmup,
+        alpha=0.01,
+    )
+
+
+def optimizer_for(config: RunConfig, n_train: int) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW where ``weight_decay`` > 0; with an EMA of the weights where ``ema`` > 0."""
+    ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
+    lr = learning_rate(config, n_train)
+    if config.weight_decay:
+        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.Adam(lr, **ema)
+
+
+def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Model:
+    """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``."""
     with dtype_policy(policy):
         model = models.build(
             config.model,
             input_shape=(config.image_size, config.image_size, 3),
             base_filters=config.base_filters,
             depth=config.depth,
+            **({"colour_constancy": True} if config.colour_constancy else {}),
         )
     model.compile(
-        optimizer=keras.optimizers.Adam(config.lr),
+        optimizer=optimizer_for(config, n_train),
         loss=losses.get(config.loss),
         metrics=[metrics.IoU(), metrics.Dice()],
         jit_compile=resolve_jit_compile(config.jit_compile),
@@ -111,66 +142,118 @@ def build_model(config: RunConfig, policy: str) -> keras.Model:
     return model
 
 
-def callbacks_for(config: RunConfig, run_dir: Path, verbose: bool) -> list[keras.callbacks.Callback]:
-    """Best weights by validation IoU, early stopping, LR reduction on plateau, a learning-curve
-    CSV, a stop on NaN, and the one-line-per-epoch display."""
-    callbacks = [
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.ModelCheckpoint(
-            run_dir / "best.weights.h5", monitor="val_iou", mode="max",
-            save_best_only=True, save_weights_only=True,
-        ),
-        keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=config.patience),
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_iou", mode="max", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-6,
-        ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv")),
-    ]
+class BestFiniteCheckpoint(keras.callbacks.Callback):
+    """Saves the weights of the best validation epoch, counting only epochs whose training loss
+    stayed finite: Keras validates after ``TerminateOnNaN`` has stopped an epoch, and NaN logits
+    still give a finite IoU, so a plain ``ModelCheckpoint`` can keep NaN weights.
+
+    Epochs without validation (``validation_freq``) are skipped silently.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_iou"):
+        super().__init__()
+        self.path, self.monitor = Path(path), monitor
+        self.best, self.best_epoch, self.diverged = -math.inf, None, False
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not math.isfinite(float(logs.get("loss", math.nan))):
+            self.diverged = True
+            self.model.stop_training = True
+            return
+        value = logs.get(self.monitor)
+        if value is None or not math.isfinite(float(value)) or float(value) <= self.best:
+            return
+        self.best, self.best_epoch = float(value), epoch + 1
+        self.model.save_weights(self.path)
+
+
+def validation_epochs(config: RunConfig) -> list[int]:
+    """1-based epochs that validate: every ``val_every``-th, and always the last."""
+    return sorted({*range(config.val_every, config.epochs + 1, config.val_every), config.epochs})
+
+
+def callbacks_for(config: RunConfig, run_dir: Path, verbose: bool) -> tuple[BestFiniteCheckpoint, list[keras.callbacks.Callback]]:
+    """A stop on NaN, EMA weights for validation and checkpoints (if ``ema``), the best finite
+    checkpoint by validation IoU, early stopping and LR halving on plateau (``plateau`` schedule
+    only: a cosine schedule is a fixed budget), a learning-curve CSV and the one-line display."""
+    checkpoint = BestFiniteCheckpoint(run_dir / "best.weights.h5")
+    callbacks: list[keras.callbacks.Callback] = [keras.callbacks.TerminateOnNaN()]
+    if config.ema:
+        # Before the checkpoint, so that it saves the averaged weights.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks.append(checkpoint)
+    if config.schedule == "plateau" and config.val_every == 1:
+        callbacks += [
+            keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=config.patience),
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_iou", mode="max", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-6,
+            ),
+        ]
+    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
     if verbose:
         callbacks.append(EpochLine(config.epochs, prefix=f"[{config.run_id}] "))
-    return callbacks
+    return checkpoint, callbacks
+
+
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss before any epoch could be kept."""
 
 
 def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbose: bool = True, *,
         distribute: str = "none") -> FitResult:
-    """Trains ``config``'s model on ``data.train``, validates on ``data.val`` every epoch and
-    returns the model with the weights of its best validation-IoU epoch, saved as
-    ``run_dir/model.keras``.
+    """Trains ``config``'s model on ``data.train``, validates on ``data.val`` (every
+    ``val_every`` epochs and at the last) and returns the model with the weights of its best
+    validation-IoU epoch among those whose loss stayed finite, saved as ``run_dir/model.keras``.
 
     One seed drives the initial weights, the batch order and the augmentation stream.
     ``distribute="data-parallel"`` trains on every local device (JAX backend only); batch sizes
-    must divide evenly over them.
+    must divide evenly over them. Raises :class:`DivergedError` when no finite epoch was kept.
     """
     run_dir = Path(run_dir)
     scope = distribution_scope(distribute, config.batch_size, (len(data.train), len(data.val)))
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    train = SegmentationSequence(data.train, config.batch_size, shuffle=True, augment=config.augment, seed=config.seed)
+    train = SegmentationSequence(
+        data.train, config.batch_size, shuffle=True, augment=config.augment != "none", seed=config.seed,
+        augment_options=augment_options(config),
+    )
     val = SegmentationSequence(data.val, config.batch_size, shuffle=False, augment=False)
 
     with scope:
-        model = build_model(config, policy)
+        model = build_model(config, policy, len(data.train))
+        checkpoint, callbacks = callbacks_for(config, run_dir, verbose)
         start = time.perf_counter()
         history = model.fit(
-            train, validation_data=val, epochs=config.epochs, verbose=0,
-            callbacks=callbacks_for(config, run_dir, verbose),
+            train, validation_data=val, epochs=config.epochs, verbose=0, callbacks=callbacks,
+            validation_freq=validation_epochs(config),
         ).history
         train_seconds = time.perf_counter() - start
 
     losses_seen = history.get("loss", [])
-    diverged = any(not math.isfinite(v) for v in losses_seen)
-    val_ious = history.get("val_iou", [])
-    if not val_ious or not (run_dir / "best.weights.h5").exists():
-        raise RuntimeError(f"{config.run_id}: no epoch finished with a finite validation IoU")
-    best_epoch = max(range(len(val_ious)), key=lambda i: val_ious[i])
-    model.load_weights(run_dir / "best.weights.h5")
+    if checkpoint.best_epoch is None:
+        raise DivergedError(
+            f"{config.run_id}: " + ("the loss became NaN before any epoch could be kept" if checkpoint.diverged
+                                    else "no validated epoch gave a finite validation IoU")
+        )
+    model.load_weights(checkpoint.path)
     model.save(run_dir / "model.keras")
     return FitResult(
         model=model,
         history=history,
         epochs_run=len(losses_seen),
-        best_epoch=best_epoch + 1,
-        val_iou=float(val_ious[best_epoch]),
+        best_epoch=checkpoint.best_epoch,
+        val_iou=checkpoint.best,
         train_seconds=train_seconds,
-        diverged=diverged,
+        diverged=checkpoint.diverged,
     )
+
+
+def augment_options(config: RunConfig) -> dict:
+    """Keyword arguments of :func:`kseg.data.augment_pair` for the config's augmentation."""
+    options = {"geometric": True, "photometric": config.augment == "full"}
+    if config.augment == "flips":
+        options["affine_probability"] = 0.0
+    if config.illuminant:
+        options["illuminant"] = config.illuminant
+    return options

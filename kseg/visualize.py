@@ -33,14 +33,13 @@ def save_prediction_grid(
     columns: int = 4,
 ) -> Path:
     """Saves overlays of several cases side by side as one PNG (green: truth, magenta: prediction)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The Figure API, not pyplot: a notebook's plotting backend stays as the user set it.
+    from matplotlib.figure import Figure
 
     n = len(images)
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3 * rows), squeeze=False)
+    fig = Figure(figsize=(3 * columns, 3 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
@@ -50,5 +49,4 @@ def save_prediction_grid(
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -25,6 +25,7 @@ class SegmentationSequence(keras.utils.PyDataset):
         shuffle: reshuffle the order each epoch.
         augment: apply :func:`augment_pair` to every case.
         seed: base seed for order and augmentation.
+        augment_options: keyword arguments of :func:`augment_pair` (e.g. ``photometric=False``).
         **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size``.
     """
 
@@ -35,6 +36,7 @@ class SegmentationSequence(keras.utils.PyDataset):
         shuffle: bool = True,
         augment: bool = True,
         seed: int = 0,
+        augment_options: dict | None = None,
         **pydataset_kwargs,
     ) -> None:
         super().__init__(**pydataset_kwargs)
@@ -57,6 +59,7 @@ class SegmentationSequence(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.augment = augment
         self.seed = int(seed)
+        self.augment_options = dict(augment_options or {})
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -81,7 +84,7 @@ class SegmentationSequence(keras.utils.PyDataset):
             # One generator per (seed, epoch, batch): same result whichever worker runs it.
             rng = np.random.default_rng([self.seed, self.epoch, index, 1])
             for i in range(len(idx)):
-                images[i], masks[i] = augment_pair(images[i], masks[i], rng)
+                images[i], masks[i] = augment_pair(images[i], masks[i], rng, **self.augment_options)
         return images, masks
 
     def on_epoch_end(self) -> None:

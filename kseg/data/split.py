@@ -48,10 +48,30 @@ def _counts(n: int, sizes: Sequence[float]) -> list[int]:
     return counts.tolist()
 
 
-def split(
+def parse_split_sizes(text: str) -> tuple[int, int, int] | tuple[float, float, float]:
+    """``"100,50,50"`` -> case counts ``(100, 50, 50)``; ``"0.6,0.2,0.2"`` -> fractions (any entry
+    with a decimal point makes all three fractions). For the ``--split`` flag."""
+    parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
+    if len(parts) != 3:
+        raise ValueError(f"split sizes need three numbers (train,val,test); got {text!r}")
+    try:
+        if any("." in p or "e" in p.lower() for p in parts):
+            sizes = tuple(float(p) for p in parts)
+        else:
+            sizes = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"split sizes must be numbers such as 100,50,50 or 0.6,0.2,0.2; got {text!r}") from None
+    _counts(sum(sizes) if isinstance(sizes[0], int) else 10**6, sizes)  # validates signs and sums
+    return sizes
+
+
+def split_indices(
     dataset: SegmentationDataset, seed: int = 0, sizes: Sequence[float] = (100, 50, 50)
-) -> Split:
-    """Split ``dataset`` into train/val/test, deterministic for a given ``seed``.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The case indices of train, validation and test, deterministic for a given ``seed``.
+
+    They depend only on the number of cases, their diagnoses and ``seed``, not on the image size,
+    so one call splits a dataset loaded at several sizes alike (``dataset.subset(indices)``).
 
     Args:
         sizes: case counts as ints (their sum may be below ``len(dataset)``; the rest is unused) or
@@ -77,8 +97,15 @@ def split(
     tie_break = rng.random(n)
     order = np.lexsort((tie_break, position))
     bounds = np.cumsum([n_train, n_val, n_test])
-    parts = [order[: bounds[0]], order[bounds[0] : bounds[1]], order[bounds[1] : bounds[2]]]
-    return Split(*(dataset.subset(np.sort(p)) for p in parts))
+    parts = (order[: bounds[0]], order[bounds[0] : bounds[1]], order[bounds[1] : bounds[2]])
+    return tuple(np.sort(p) for p in parts)
+
+
+def split(
+    dataset: SegmentationDataset, seed: int = 0, sizes: Sequence[float] = (100, 50, 50)
+) -> Split:
+    """Split ``dataset`` into train/val/test parts by :func:`split_indices` (same arguments)."""
+    return Split(*(dataset.subset(p) for p in split_indices(dataset, seed, sizes)))
 
 
 def save_split(split_: Split, path: str | os.PathLike) -> Path:

@@ -1,0 +1,204 @@
+"""One run of the grid: data -> fit -> refine (chosen on validation) -> evaluate -> artefacts -> row.
+
+Executors call :func:`run_one_or_fail` wherever runs execute; the grid depends on this module and
+on the executors, and this module on neither.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from kseg import leaderboard, refine
+from kseg.config import KSEG_VERSION, RunConfig, device_description, resolve_jit_compile, resolve_precision
+from kseg.data import SegmentationDataset, Split, load_dataset, split_indices
+from kseg.evaluation import predict_logits, score_masks
+from kseg.refine import binarise
+from kseg.training import DivergedError, fit
+from kseg.visualize import save_prediction_grid
+
+
+class DataCache:
+    """Loads each (dataset, size) once per process; the loaders' disk cache makes reloads cheap.
+
+    Args:
+        kind: ``auto``, ``ph2``, ``synthetic`` or ``folder`` (:func:`kseg.data.load_dataset`).
+        path: the data's folder (``None``: PH2's usual places, or the synthetic set).
+        mask_suffix: folder datasets: the masks' file-stem suffix (``_segmentation`` for ISIC).
+        externals: ``(folder, mask_suffix)`` of labelled image folders (``images/``, ``masks/``)
+            that every run is also scored on after training (``--external``): not part of a
+            run's identity, since they change nothing it computes.
+    """
+
+    def __init__(self, kind: str, path: str | Path | None, mask_suffix: str = "",
+                 externals: Sequence[tuple[str, str]] = ()):
+        self.kind, self.path, self.mask_suffix = kind, path, mask_suffix
+        self.externals = [(str(folder), suffix) for folder, suffix in externals]
+        self._loaded: dict[tuple, SegmentationDataset] = {}
+
+    def resolve(self, size: int, synthetic_n: int = 200) -> str:
+        """Loads once to learn which dataset ``auto`` means here; returns its name."""
+        name = self.get(size, synthetic_n).name
+        if self.kind == "auto":
+            self.kind = name
+        return name
+
+    def get(self, size: int, synthetic_n: int = 200) -> SegmentationDataset:
+        key = (size, synthetic_n)
+        if key not in self._loaded:
+            self._loaded[key] = load_dataset(
+                self.kind, path=self.path, image_size=size, mask_suffix=self.mask_suffix, n=synthetic_n,
+            )
+        return self._loaded[key]
+
+    def external(self, folder: str, mask_suffix: str, size: int) -> SegmentationDataset:
+        key = ("external", folder, mask_suffix, size)
+        if key not in self._loaded:
+            self._loaded[key] = load_dataset("folder", path=folder, image_size=size, mask_suffix=mask_suffix)
+        return self._loaded[key]
+
+    def fingerprint(self, config: RunConfig) -> str:
+        """Fingerprint of the data a config trains and is scored on (both sizes)."""
+        sizes = dict.fromkeys((config.image_size, config.eval_size))
+        return "-".join(self.get(size, config.synthetic_n).fingerprint()[:8] for size in sizes)
+
+    def parts(self, config: RunConfig) -> tuple[Split, Split]:
+        """The config's split at the training size and at the evaluation size: one split (by
+        ``split_seed``), applied to the data loaded at both sizes."""
+        train_size = self.get(config.image_size, config.synthetic_n)
+        eval_size = self.get(config.eval_size, config.synthetic_n)
+        indices = split_indices(train_size, seed=config.split_seed, sizes=config.split_sizes)
+        return (Split(*(train_size.subset(i) for i in indices)), Split(*(eval_size.subset(i) for i in indices)))
+
+
+def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
+    """``config`` with what ``auto`` means here filled in (dataset, precision, jit) and the data's
+    fingerprint, so that its hash names what actually runs."""
+    dataset = data.resolve(config.image_size, config.synthetic_n) if config.dataset == "auto" else config.dataset
+    return config.replace(
+        dataset=dataset, data_fingerprint=data.fingerprint(config),
+        precision=resolve_precision(config.precision), jit_compile=resolve_jit_compile(config.jit_compile),
+    )
+
+
+def _timestamp() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# The config fields a row repeats, so the leaderboard and its ablations read without config.json.
+ROW_FIELDS = (
+    "model", "loss", "seed", "split_seed", "dataset", "data_fingerprint", "mask_suffix", "preset", "image_size",
+    "eval_size", "base_filters", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay", "ema",
+    "augment", "illuminant", "colour_constancy", "val_every", "refine", "precision", "jit_compile",
+)
+
+
+def base_row(config: RunConfig) -> dict:
+    """The row's identity part: what ran, where, and its two hashes."""
+    row = {"timestamp": _timestamp(), "run_id": config.run_id}
+    row.update({field: getattr(config, field) for field in ROW_FIELDS})
+    row.update(
+        split_sizes="/".join(map(str, config.split_sizes)), device=device_description(),
+        backend=keras.backend.backend(), keras_version=keras.version(), kseg_version=KSEG_VERSION,
+        config_hash=config.config_hash, group_hash=config.group_hash,
+    )
+    return row
+
+
+def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *,
+            distribute: str = "none") -> dict:
+    """Trains, refines and evaluates one (resolved) config; returns its leaderboard row.
+
+    Leaves in ``output_dir/run_id``: config.json, split.json (case ids per part), model.keras
+    (best weights, with the chosen refinement inside), history.csv (learning curves),
+    refinement.json (every candidate's validation score), test_scores.csv (per-image scores) and
+    predictions.png.
+    """
+    start = time.perf_counter()
+    keras.backend.clear_session()
+    run_dir = Path(output_dir) / config.run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({**config.identity(), "config_hash": config.config_hash}, indent=2, default=list))
+
+    parts, targets = data.parts(config)
+    (run_dir / "split.json").write_text(json.dumps(parts.ids(), indent=1))
+
+    row = base_row(config)
+    try:
+        result = fit(config, parts, run_dir, policy=config.precision, verbose=verbose, distribute=distribute)
+    except DivergedError as error:
+        return {**row, "status": "nan", "error": str(error)}
+
+    eval_size = targets.test.masks.shape[1:3]
+    chosen, candidates = refine.Refinement(), {}
+    if config.refine == "auto":
+        chosen, candidates = refine.choose_refinement(
+            result.model, parts.val.images, targets.val.masks, output_size=eval_size,
+            batch_size=config.batch_size,
+        )
+        (run_dir / "refinement.json").write_text(json.dumps({"chosen": chosen.to_dict(), "val_iou": candidates}, indent=1))
+    refine.save_with_refinement(result.model, run_dir / "model.keras", chosen)
+
+    plain_logits = predict_logits(result.model, parts.test.images, eval_size, config.batch_size)
+    plain = score_masks(targets.test, binarise(plain_logits))
+    logits = plain_logits if chosen.tta == "none" else predict_logits(
+        result.model, parts.test.images, eval_size, config.batch_size, chosen.tta)
+    predicted = binarise(logits, postprocess_mode=chosen.postprocess)
+    scores = plain if chosen == refine.Refinement() else score_masks(targets.test, predicted)
+    scores.per_image.assign(iou_plain=plain.per_image["iou"]).to_csv(run_dir / "test_scores.csv", index=False)
+    _save_predictions(targets.test, predicted, run_dir / "predictions.png")
+
+    row.update(scores.as_row())
+    for folder, suffix in data.externals:
+        row.update(score_external(result.model, data, folder, suffix, config, chosen, run_dir))
+    row.update(
+        test_iou_plain=plain.iou, val_iou_plain=result.val_iou,
+        val_iou_refined=candidates.get(chosen.describe(), result.val_iou), tta=chosen.tta, postprocess=chosen.postprocess,
+        epochs_run=result.epochs_run, best_epoch=result.best_epoch, val_iou=result.val_iou,
+        params=result.model.count_params(), train_seconds=result.train_seconds,
+        run_seconds=time.perf_counter() - start, status="nan" if result.diverged else "ok",
+        error="loss became NaN; scores are of the best finite epoch before it" if result.diverged else "",
+    )
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items() if leaderboard.known_column(k)}
+
+
+def score_external(model: keras.Model, data: DataCache, folder: str, mask_suffix: str, config: RunConfig,
+                   refinement: refine.Refinement, run_dir: Path) -> dict:
+    """The run's scores on one external set, with its refinement, as ``ext_<name>_*`` columns;
+    per-image scores go to ``run_dir/<prefix>scores.csv`` (for a worst-case gallery)."""
+    inputs = data.external(folder, mask_suffix, config.image_size)
+    targets = data.external(folder, mask_suffix, config.eval_size)
+    logits = predict_logits(model, inputs.images, targets.masks.shape[1:3], config.batch_size, refinement.tta)
+    scores = score_masks(targets, binarise(logits, postprocess_mode=refinement.postprocess))
+    prefix = leaderboard.external_prefix(folder)
+    scores.per_image.to_csv(run_dir / f"{prefix}scores.csv", index=False)
+    return scores.as_row(prefix)
+
+
+def failed_row(config: RunConfig, error: BaseException) -> dict:
+    """The leaderboard row of a run that raised ``error`` (or whose worker died)."""
+    return {**base_row(config), "status": "failed", "error": f"{type(error).__name__}: {error}"[:500]}
+
+
+def run_one_or_fail(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *,
+                    distribute: str = "none") -> dict:
+    """:func:`run_one`, with any exception turned into a failed row: every executor runs this."""
+    try:
+        return run_one(config, data, output_dir, verbose=verbose, distribute=distribute)
+    except Exception as error:  # one failing run must not stop the grid
+        traceback.print_exc()
+        return failed_row(config, error)
+
+
+def _save_predictions(targets: SegmentationDataset, predicted: np.ndarray, path: Path, n: int = 8) -> None:
+    """Outlines of prediction and truth over the first ``n`` test images, as one PNG (the
+    evaluation's own masks: the test set is predicted once)."""
+    save_prediction_grid(np.asarray(targets.images[:n]), predicted[:n], np.asarray(targets.masks[:n]), path,
+                         titles=list(targets.ids[:n]))
