@@ -30,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # (README, "The cpu preset", says how these numbers were chosen on the validation split).
     "cpu": dict(
         image_size=128, eval_size=256, base_filters=16, depth=4, epochs=40, batch_size=8, lr=1e-3,
-        patience=12, schedule="plateau",
+        patience=12, schedule="cosine", warmup_epochs=2, refine="auto",
     ),
     # The original notebook's protocol, for a GPU.
     "paper": dict(
