@@ -188,6 +188,28 @@ def load_trained_model(path: str | os.PathLike) -> keras.Model:
         raise ValueError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from error
 
 
+# ----- inference engines (issue 14: ``predict --engine keras|onnx``) -----
+#: What ``load_engine`` runs: keras (a ``.keras`` file) or onnx (an ``.onnx`` file from ``python -m kseg export``).
+ENGINES = ("keras", "onnx")
+
+
+def load_engine(path: str | os.PathLike, engine: str = "keras"):
+    """The model at ``path`` as something every function here takes as ``model``: ``keras``, a
+    Keras model (:func:`load_trained_model`); ``onnx``, a :class:`kseg.export.OnnxEngine` (ONNX
+    Runtime) with the same ``input_shape`` and ``predict(x, batch_size=...)``, so both engines
+    share the resizing, logit resizing, threshold and refinement code above."""
+    if engine == "keras":
+        return load_trained_model(path)
+    if engine == "onnx":
+        from kseg.export import OnnxEngine
+
+        return OnnxEngine(path)
+    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+
+
+# ----- end of inference engines -----
+
+
 def evaluate_folder(
     model: keras.Model,
     images_dir: str | os.PathLike,

@@ -1,0 +1,266 @@
+"""``python -m kseg export`` and ``predict --engine onnx`` (kseg.export): an exported model predicts
+what the Keras model it came from predicts, for every network, under the active backend.
+
+CI runs this file under tensorflow, jax and torch; a (backend, format) pair that Keras cannot
+export, or a missing exporter / runtime package, is skipped with the reason (``pytest -ra``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+import kseg
+from kseg import export, refine
+from kseg.cli import main
+from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from kseg.predict import predict_mask_batch
+
+SIZE = 32
+NETWORKS = ("segnet", "unet", "unet2")
+BACKEND = keras.backend.backend()
+TOLERANCE = 1e-4  # float32 logits
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path_factory.mktemp("kseg_cache")))
+
+
+def _skip_unless_exportable(format: str) -> None:
+    reason = export.unsupported_reason(format)
+    if reason:
+        pytest.skip(f"{format} under {BACKEND}: {reason}")
+    if format == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("onnx engine needs onnxruntime: pip install 'kseg[onnx]'")
+    if format == "saved_model" and importlib.util.find_spec("tensorflow") is None:
+        pytest.skip("reloading a SavedModel needs tensorflow")
+
+
+def _images(count: int, seed: int = 0, size: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
+    """Float32 NHWC images in [0, 1]: smooth blobs plus noise (no ties inside pooling windows)."""
+    rng = np.random.default_rng(seed)
+    low = rng.random((count, 5, 5, 3)).astype(np.float32)
+    smooth = np.stack([cv2.resize(im, size[::-1], interpolation=cv2.INTER_CUBIC) for im in low])
+    return np.clip(smooth + rng.normal(0, 0.05, smooth.shape), 0, 1).astype(np.float32)
+
+
+def _randomise(model: keras.Model, seed: int) -> keras.Model:
+    """Non-trivial batch-norm statistics (an untrained one is nearly the identity) and logits
+    scaled away from 0 and centred so about half the pixels are foreground (masks compared
+    exactly then cannot flip on a 1e-6 difference, and are not constant)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = layer.get_weights()
+            layer.set_weights([
+                rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32), rng.normal(0, 0.1, beta.shape).astype(np.float32),
+                rng.normal(0, 0.1, mean.shape).astype(np.float32), rng.uniform(0.5, 2.0, variance.shape).astype(np.float32),
+            ])
+    last = model.layers[-1]
+    kernel, bias = last.get_weights()
+    last.set_weights([kernel * 20.0, bias * 20.0])
+    median = float(np.median(keras.ops.convert_to_numpy(model(_images(4, seed=99), training=False))))
+    last.set_weights([kernel * 20.0, bias * 20.0 - median])
+    return model
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """``saved_model(name)``: (name, path of its .keras saved under the active backend with a
+    refinement, the model reloaded from it), built once per module."""
+    cache: dict[str, tuple[str, Path, keras.Model]] = {}
+
+    def get(name: str) -> tuple[str, Path, keras.Model]:
+        if name not in cache:
+            keras.utils.set_random_seed(0)
+            model = _randomise(kseg.models.build(name, input_shape=(SIZE, SIZE, 3), base_filters=4, depth=2), seed=1)
+            path = tmp_path_factory.mktemp(name) / "model.keras"
+            refine.save_with_refinement(model, path, refine.Refinement(tta="flip", postprocess="fill"))
+            cache[name] = (name, path, keras.saving.load_model(path, compile=False))
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(params=NETWORKS)
+def saved(request, saved_model) -> tuple[str, Path, keras.Model]:
+    return saved_model(request.param)
+
+
+def test_segnet_has_the_pooling_position_layers(saved_model):
+    kinds = {type(layer) for layer in saved_model("segnet")[2].layers}
+    assert MaxPoolingWithArgmax2D in kinds and MaxUnpooling2D in kinds
+
+
+def test_onnx_export_predicts_what_keras_predicts(saved, tmp_path):
+    _skip_unless_exportable("onnx")
+    name, _, model = saved
+    path = export.export_model(model, tmp_path / f"{name}.onnx", "onnx")
+    engine = export.OnnxEngine(path, providers=["CPUExecutionProvider"])
+    assert engine.input_shape[1:] == (SIZE, SIZE, 3)
+    if BACKEND == "jax":
+        assert engine.fixed_batch == export.JAX_ONNX_BATCH
+    x = _images(11, seed=2)  # 11: not a multiple of the batch, so a fixed-batch export pads
+    expected = keras.ops.convert_to_numpy(model.predict(x, batch_size=4, verbose=0))
+    got = engine.predict(x, batch_size=4)
+    assert got.shape == expected.shape == (11, SIZE, SIZE, 1) and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
+    assert 0.05 < np.mean(expected > 0) < 0.95, "the fixture's logits are (nearly) one-signed"
+
+
+def test_saved_model_export_predicts_what_keras_predicts(saved, tmp_path):
+    _skip_unless_exportable("saved_model")
+    import tensorflow as tf
+
+    name, keras_path, model = saved
+    path = export.export_model(model, tmp_path / f"{name}_saved_model", "saved_model", refine.load_refinement(keras_path))
+    x = _images(5, seed=3)
+    expected = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
+    reloaded = tf.saved_model.load(str(path))  # kept: its variables die with it
+    got = reloaded.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
+    assert export.load_saved_refinement(path) == refine.Refinement(tta="flip", postprocess="fill")
+
+
+def test_fixed_batch_export_pads_the_last_batch(tmp_path):
+    _skip_unless_exportable("onnx")
+    keras.utils.set_random_seed(0)
+    model = _randomise(kseg.models.unet(input_shape=(SIZE, SIZE, 3), base_filters=4, depth=2), seed=4)
+    engine = export.OnnxEngine(export.export_model(model, tmp_path / "fixed.onnx", batch_size=3), providers=["CPUExecutionProvider"])
+    assert engine.fixed_batch == 3
+    x = _images(5, seed=5)
+    np.testing.assert_allclose(engine.predict(x, batch_size=8), keras.ops.convert_to_numpy(model.predict(x, verbose=0)),
+                               atol=TOLERANCE, rtol=0)
+
+
+def test_mixed_precision_model_exports_as_its_float32_twin(tmp_path):
+    _skip_unless_exportable("onnx")
+    keras.utils.set_random_seed(0)
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.unet(input_shape=(SIZE, SIZE, 3), base_filters=4, depth=2)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin = export.as_float32(model)
+    assert twin is not model and {layer.dtype_policy.name for layer in twin.layers} == {"float32"}
+    engine = export.OnnxEngine(export.export_model(model, tmp_path / "mixed.onnx"), providers=["CPUExecutionProvider"])
+    x = _images(3, seed=6)
+    np.testing.assert_allclose(engine.predict(x), keras.ops.convert_to_numpy(twin.predict(x, verbose=0)), atol=TOLERANCE, rtol=0)
+
+
+def test_onnx_engine_runs_the_same_pre_and_post_processing(saved, tmp_path):
+    """predict_mask_batch with the refinement (flip TTA, hole filling) on images of odd sizes:
+    the same logits (within tolerance) and the same masks from both engines."""
+    _skip_unless_exportable("onnx")
+    name, path, model = saved
+    onnx_path = export.export_model(model, tmp_path / f"{name}.onnx", refinement=refine.load_refinement(path))
+    refinement = export.load_saved_refinement(onnx_path)
+    assert refinement == refine.Refinement(tta="flip", postprocess="fill")
+    engine = export.OnnxEngine(onnx_path, providers=["CPUExecutionProvider"])
+    images = [(_images(1, seed=s, size=hw)[0] * 255).round().astype(np.uint8)
+              for s, hw in enumerate([(97, 131), (20, 24), (32, 32), (200, 150)])]
+    keras_results = predict_mask_batch(model, images, refinement=refinement, batch_size=3)
+    onnx_results = predict_mask_batch(engine, images, refinement=refinement, batch_size=3)
+    for image, (keras_mask, keras_logits), (onnx_mask, onnx_logits) in zip(images, keras_results, onnx_results):
+        assert onnx_mask.shape == image.shape[:2] and onnx_mask.dtype == np.uint8
+        np.testing.assert_allclose(onnx_logits, keras_logits, atol=TOLERANCE, rtol=0)
+        np.testing.assert_array_equal(onnx_mask, keras_mask)
+
+
+def test_cli_export_then_predict_with_the_onnx_engine(saved_model, tmp_path, capsys):
+    _skip_unless_exportable("onnx")
+    _, path, _ = saved_model("segnet")
+    onnx_path = tmp_path / "exported" / "model.onnx"
+    assert main(["export", "--model", str(path), "--format", "onnx", "--output", str(onnx_path)]) == 0
+    assert onnx_path.is_file() and export.refinement_path(onnx_path).is_file()
+    assert str(onnx_path) in capsys.readouterr().out
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for seed, hw in enumerate([(97, 131), (40, 50)]):
+        image = (_images(1, seed=seed, size=hw)[0] * 255).round().astype(np.uint8)
+        cv2.imwrite(str(folder / f"im{seed}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    for engine, model_file in (("keras", path), ("onnx", onnx_path)):
+        argv = ["predict", "--engine", engine, "--model", str(model_file), "--input", str(folder), "--output", str(tmp_path / engine)]
+        assert main(argv) == 0
+        assert f"tta=flip,post=fill, engine={engine}" in capsys.readouterr().out
+    for stem in ("im0", "im1"):
+        keras_mask = cv2.imread(str(tmp_path / "keras" / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        onnx_mask = cv2.imread(str(tmp_path / "onnx" / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(onnx_mask, keras_mask)
+
+
+def test_cli_export_errors(tmp_path, capsys):
+    assert main(["export", "--model", str(tmp_path / "missing.keras"), "--output", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "missing.keras" in err or "pip install" in err  # no onnx exporter here: that is said first
+    if BACKEND == "torch":
+        assert main(["export", "--model", str(tmp_path / "any.keras"), "--format", "saved_model"]) == 2
+        assert "torch_xla" in capsys.readouterr().err
+    assert main(["predict", "--engine", "onnx", "--model", str(tmp_path / "missing.onnx"),
+                 "--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+
+
+@pytest.mark.backend_independent
+def test_unsupported_reasons_name_the_way_out():
+    assert "torch_xla" in export.unsupported_reason("saved_model", "torch")
+    assert "KERAS_BACKEND=tensorflow" in export.unsupported_reason("saved_model", "torch")
+    assert "unknown export format" in export.unsupported_reason("tflite", "tensorflow")
+    assert "cannot export" in export.unsupported_reason("onnx", "numpy")
+    assert export.default_output("runs/a/model.keras", "onnx") == Path("runs/a/model.onnx")
+    assert export.default_output("runs/a/model.keras", "saved_model") == Path("runs/a/model_saved_model")
+
+
+@pytest.mark.backend_independent
+def test_refinement_beside_an_exported_file(tmp_path):
+    artifact = tmp_path / "model.onnx"
+    artifact.write_bytes(b"not read here")
+    assert export.load_saved_refinement(artifact) == refine.Refinement()
+    export.refinement_path(artifact).write_text('{"tta": "d4", "postprocess": "largest"}')
+    assert export.load_saved_refinement(artifact) == refine.Refinement(tta="d4", postprocess="largest")
+
+
+@pytest.mark.backend_independent
+def test_repair_nd_max_pool_runs_the_2d_pool_jax2onnx_meant(tmp_path):
+    """jax2onnx's 2-D max-pool: Unsqueeze twice, a 4-D MaxPool over (1, 1, B, H, W, C), Squeeze.
+    ONNX Runtime rejects it; the repaired graph runs and pools 2x2 windows."""
+    onnx = pytest.importorskip("onnx", reason="needs onnx: pip install 'kseg[onnx]'")
+    ort = pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install 'kseg[onnx]'")
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axis0"], ["u0"]),
+        helper.make_node("Unsqueeze", ["u0", "axis0"], ["u1"]),
+        helper.make_node("MaxPool", ["u1"], ["pooled"], kernel_shape=[1, 2, 2, 1], strides=[1, 2, 2, 1]),
+        helper.make_node("Squeeze", ["pooled", "axes01"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "jax2onnx_style_pool",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 3, 3])],
+        initializer=[numpy_helper.from_array(np.asarray([0], np.int64), "axis0"),
+                     numpy_helper.from_array(np.asarray([0, 1], np.int64), "axes01")],
+    )
+    path = tmp_path / "pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    x = np.random.default_rng(0).random((2, 4, 6, 3)).astype(np.float32)
+    with pytest.raises(Exception, match="pooling size"):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert export.repair_nd_max_pool(path) == 1
+    assert export.repair_nd_max_pool(path) == 0  # nothing left to repair
+    y = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y, x.reshape(2, 2, 2, 3, 2, 3).max(axis=(2, 4)))
+
+
+def test_time_engines_reports_images_per_second(saved_model, tmp_path):
+    _skip_unless_exportable("onnx")
+    _, _, model = saved_model("unet")
+    engine = export.OnnxEngine(export.export_model(model, tmp_path / "t.onnx"), providers=["CPUExecutionProvider"])
+    rates = export.time_engines({"keras": model, "onnx": engine}, _images(8), repeats=1)
+    assert set(rates) == {"keras", "onnx"} and all(rate > 0 for rate in rates.values())
