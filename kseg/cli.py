@@ -191,7 +191,9 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 def _refinement(args: argparse.Namespace, model_path: str):
     from kseg import refine
 
-    saved = refine.load_refinement(model_path)
+    from kseg.export import load_saved_refinement  # export (issue 14): also reads an exported model's PATH.refinement.json
+
+    saved = load_saved_refinement(model_path)
     return refine.Refinement(
         tta=saved.tta if args.tta == "saved" else args.tta,
         postprocess=saved.postprocess if args.postprocess == "saved" else args.postprocess,
@@ -205,13 +207,13 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
     try:
         files = predict.find_images(args.input)
-        model = predict.load_trained_model(args.model)
+        model = predict.load_engine(args.model, args.engine)  # export (issue 14): --engine keras|onnx
         refinement = _refinement(args, args.model)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     report = predict.predict_files(model, files, args.output, args.threshold, args.batch_size, refinement=refinement)
-    print(f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays ({refinement.describe()})")
+    print(f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays ({refinement.describe()}, engine={args.engine})")
     if report.failed:
         print(f"[predict] {len(report.failed)} failed: {', '.join(p.name for p in report.failed)}", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -219,37 +221,73 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Exit code 0, or 2 for a missing model, folder or mask."""
+    """Scores one or more saved models (each with its own refinement) on one labelled folder.
+    Exit code 0, or 2 for a missing model, folder or mask."""
     import pandas as pd
 
     from kseg import predict
 
-    try:
-        model = predict.load_trained_model(args.model)
-        refinement = _refinement(args, args.model)
-        scores = predict.evaluate_folder(
-            model, args.images, args.masks, args.mask_suffix, args.eval_size, args.threshold, args.batch_size,
-            refinement=refinement,
-        )
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
-    print(predict.format_evaluation(scores, per_image=args.per_image))
-    print(f"{'refinement':<22} {refinement.describe()}")
+    rows = []
+    for model_path in args.model:
+        try:
+            model = predict.load_trained_model(model_path)
+            refinement = _refinement(args, model_path)
+            scores = predict.evaluate_folder(
+                model, args.images, args.masks, args.mask_suffix, args.eval_size, args.threshold, args.batch_size,
+                refinement=refinement,
+            )
+        except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+        if len(args.model) > 1:
+            print(f"== {model_path}")
+        print(predict.format_evaluation(scores, per_image=args.per_image))
+        print(f"{'refinement':<22} {refinement.describe()}")
+        rows.append(predict.summary_row(
+            scores, model=str(model_path), run_id=Path(model_path).parent.name, images=str(args.images),
+            image_size=predict.model_input_size(model)[0], eval_size=args.eval_size, threshold=args.threshold,
+            tta=refinement.tta, postprocess=refinement.postprocess,
+        ))
+        if args.csv and args.per_image:
+            csv_path = Path(args.csv)
+            per_image_path = csv_path.with_name(f"{csv_path.stem}_{Path(model_path).parent.name}_per_image.csv")
+            per_image_path.parent.mkdir(parents=True, exist_ok=True)
+            scores.per_image.to_csv(per_image_path, index=False)
+            print(f"[evaluate] per image: {per_image_path}")
     if args.csv:
         csv_path = Path(args.csv)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        row = predict.summary_row(
-            scores, model=str(args.model), images=str(args.images), image_size=predict.model_input_size(model)[0],
-            eval_size=args.eval_size, threshold=args.threshold, tta=refinement.tta, postprocess=refinement.postprocess,
-        )
-        pd.DataFrame([row]).to_csv(csv_path, index=False)
-        print(f"[evaluate] summary: {csv_path}")
-        if args.per_image:
-            per_image_path = csv_path.with_name(f"{csv_path.stem}_per_image.csv")
-            scores.per_image.to_csv(per_image_path, index=False)
-            print(f"[evaluate] per image: {per_image_path}")
+        pd.DataFrame(rows).to_csv(csv_path, index=False)
+        print(f"[evaluate] summary ({len(rows)} model(s)): {csv_path}")
     return EXIT_OK
+
+
+# ----- export (issue 14) -----
+
+def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Exports a saved model with Keras's ``model.export`` under the active backend, and its
+    refinement beside it (PATH.refinement.json). Exit code 0, or 2 for a missing model, a format
+    the backend cannot export or a missing exporter package."""
+    from kseg import export, predict, refine
+
+    output = Path(args.output) if args.output else export.default_output(args.model, args.format)
+    try:
+        reason = export.unsupported_reason(args.format)  # before the (slow) load
+        if reason:
+            raise ValueError(reason)
+        model = predict.load_trained_model(args.model)
+        export.export_model(model, output, args.format, refine.load_refinement(args.model), args.batch_size)
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    import keras
+
+    print(f"[export] {args.model} -> {output} ({args.format}, {keras.backend.backend()} backend; "
+          f"refinement: {export.refinement_path(output)})")
+    return EXIT_OK
+
+
+# ----- end of export -----
 
 
 # ----- leaderboard -----
@@ -267,7 +305,13 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     for column in ("dataset", "preset"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)]
-    print(leaderboard.markdown_report(table) if args.markdown else leaderboard.format_summary(leaderboard.summarise(table)))
+    if args.recipes:
+        model, _, loss = args.recipes.partition("+")
+        print(leaderboard.recipe_comparison(table, model, loss))
+    elif args.transfer:
+        print(leaderboard.transfer_report(table, args.transfer))
+    else:
+        print(leaderboard.markdown_report(table) if args.markdown else leaderboard.format_summary(leaderboard.summarise(table)))
     return EXIT_OK
 
 
@@ -278,6 +322,7 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "predict": (predict_command, "write a binary mask (0/255 PNG, at each image's own size) and an overlay per image"),
     "evaluate": (evaluate_command, "score a saved model on an images/masks folder with the leaderboard's metrics"),
     "leaderboard": (leaderboard_command, "print the leaderboard: mean +- std over seeds per group"),
+    "export": (export_command, "export a saved model for inference (ONNX or TensorFlow SavedModel) with Keras's model.export"),
 }
 
 
@@ -286,26 +331,39 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, (_, text) in COMMANDS.items():
-        parents = {"predict": [_model_flag(), _scoring_flags()], "evaluate": [_model_flag(), _scoring_flags()]}.get(name, [])
+        parents = {"predict": [_model_flag(), _scoring_flags()], "evaluate": [_scoring_flags()]}.get(name, [])
         parsers[name] = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                                        parents=parents, formatter_class=_formatter)
     add_grid_arguments(parsers["grid"])
     p = parsers["predict"]
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
+    p.add_argument("--engine", default="keras", choices=["keras", "onnx"],  # export (issue 14)
+                   help="keras: a .keras file; onnx: an .onnx file from `kseg export`, run by ONNX Runtime (pip install 'kseg[onnx]')")
     p = parsers["evaluate"]
+    p.add_argument("--model", required=True, nargs="+", help="saved model(s), e.g. runs/*/model.keras: one summary row each")
     p.add_argument("--images", required=True, help="folder of images")
     p.add_argument("--masks", required=True, help="folder of binary masks, matched to images by file stem")
     p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")
     p.add_argument("--eval-size", type=_positive_int, default=256, help="masks and logits are compared at this size")
     p.add_argument("--per-image", action="store_true", help="also print (and save beside --csv) one row per image")
-    p.add_argument("--csv", help="write the summary row here (and STEM_per_image.csv with --per-image)")
+    p.add_argument("--csv", help="write the summary rows here (and STEM_RUN_per_image.csv with --per-image)")
     p = parsers["leaderboard"]
     p.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
     p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
     p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
+    p.add_argument("--transfer", metavar="CSV", help="join scores of the runs' models on another set "
+                   "(`python -m kseg evaluate --model runs/*/model.keras --csv CSV`) and summarise them per group (Markdown)")
+    p.add_argument("--recipes", metavar="MODEL+LOSS", help="compare every recipe of one pair (Markdown): val and test IoU "
+                   "before and after refinement, minutes per run, e.g. segnet+bce")
+    p = parsers["export"]  # export (issue 14)
+    p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
+    p.add_argument("--format", default="onnx", choices=["onnx", "saved_model"], help="onnx: one .onnx file; saved_model: a TensorFlow SavedModel folder")
+    p.add_argument("--output", default=None, help="the .onnx file or SavedModel folder (default: beside --model)")
+    p.add_argument("--batch-size", type=_positive_int, default=None,
+                   help="a fixed batch size for the artifact (default: any, but 8 for ONNX under JAX)")
     return parser
 
 

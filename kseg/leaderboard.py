@@ -187,6 +187,10 @@ def recipe(row: Mapping[str, Any]) -> str:
              f"w{int(row['base_filters'])}" if present("base_filters") else "w?",
              f"{int(row['epochs'])}ep" if present("epochs") else "?ep",
              str(row["schedule"]) if present("schedule") else "plateau"]
+    if present("warmup_epochs") and int(row["warmup_epochs"]):
+        parts.append(f"wu{int(row['warmup_epochs'])}")
+    if present("lr"):
+        parts.append(f"lr{float(row['lr']):g}")
     if present("batch_size") and present("preset") and int(row["batch_size"]) != 8:
         parts.append(f"b{int(row['batch_size'])}")
     if present("weight_decay") and float(row["weight_decay"]):
@@ -208,7 +212,7 @@ def with_groups(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with ``group`` (group_hash, or for older rows a hash of their recorded identity
     minus seeds) and ``recipe`` columns."""
     table = table.reindex(columns=list(dict.fromkeys([*table.columns, *COLUMNS])))
-    legacy = table[list(_LEGACY_IDENTITY)].astype("string").fillna("").agg("|".join, axis=1)
+    legacy = table[list(_LEGACY_IDENTITY)].astype("string").fillna("").apply("|".join, axis=1, result_type="reduce")
     legacy = legacy.map(lambda text: "legacy-" + hashlib.sha256(text.encode()).hexdigest()[:8])
     table["group"] = table["group_hash"].astype("object").mask(table["group_hash"].isna(), legacy)
     table["recipe"] = [recipe(r) for r in table.to_dict("records")]
@@ -269,6 +273,61 @@ def markdown_report(table: pd.DataFrame) -> str:
             _spread(r.mean, r.std), _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
             f"{r.test_dataset_iou:.3f}", str(r.n), f"{r.train_seconds:.0f}", f"{r.epochs_run:.0f}",
         ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | None = None) -> str:
+    """A Markdown table of every recipe one model + loss pair was trained with (the ablation):
+    per group, mean +- std over seeds of validation and test IoU, before and after the run's
+    refinement (chosen on validation), and minutes per run (training, refinement, scoring)."""
+    rows = table[(table["model"] == model) & (table["loss"] == loss)]
+    if preset:
+        rows = rows[rows["preset"] == preset]
+    ok = with_groups(latest_ok_rows(rows))
+    if ok.empty:
+        return "No completed runs yet."
+    ok["val_plain"] = ok["val_iou_plain"].fillna(ok["val_iou"])
+    ok["val_refined"] = ok["val_iou_refined"].fillna(ok["val_plain"])
+    ok["test_plain"] = ok["test_iou_plain"].fillna(ok["test_iou"])
+    ok["minutes"] = ok["run_seconds"].fillna(ok["train_seconds"]) / 60
+    metrics = ("val_plain", "val_refined", "test_plain", "test_iou", "minutes")
+    grouped = ok.groupby("group", sort=False)
+    header = ["recipe", "device", "precision", "n", "val IoU", "val IoU refined", "test IoU", "test IoU refined",
+              "min/run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    summary = grouped[["recipe", "device", "precision"]].first().join(grouped["seed"].count().rename("n"))
+    for m in metrics:
+        summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
+    for r in summary.sort_values("test_iou", ascending=False).itertuples():
+        cells = [r.recipe, r.device, r.precision, str(r.n)] + [
+            _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics[:-1]] + [f"{r.minutes:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def transfer_report(table: pd.DataFrame, scores_csv: str | Path) -> str:
+    """A Markdown table that joins the leaderboard with the scores of its runs' models on another
+    set (the CSV ``python -m kseg evaluate --model runs/*/model.keras --csv`` writes; runs matched
+    by ``run_id``): per group, mean +- std over seeds of the test IoU where it was trained and of
+    the other set's IoU, ISIC score (IoU < 0.65 counts 0) and failure fraction (IoU < 0.5)."""
+    other = pd.read_csv(scores_csv, dtype={"run_id": "string"})
+    joined = with_groups(latest_ok_rows(table)).merge(
+        other[["run_id", "test_iou", "test_isic_score", "test_failure_fraction"]].rename(
+            columns=lambda c: c.replace("test_", "other_")), on="run_id")
+    if joined.empty:
+        return f"No run of the leaderboard appears in {scores_csv}."
+    grouped = joined.groupby("group", sort=False)
+    metrics = ("test_iou", "other_iou", "other_isic_score", "other_failure_fraction")
+    summary = grouped[["dataset", "model", "loss", "recipe"]].first().join(grouped["seed"].count().rename("n"))
+    for m in metrics:
+        summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
+    header = ["trained on", "model", "loss", "recipe", "n", "own test IoU", f"{Path(scores_csv).stem} IoU",
+              "ISIC score", "failures (IoU < 0.5)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.sort_values("other_iou", ascending=False).itertuples():
+        cells = [r.dataset, r.model, r.loss, r.recipe, str(r.n)] + [
+            _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
