@@ -43,11 +43,11 @@ with _quiet_native_start_up():
     pass
 
 from kseg import (  # noqa: E402
-    config, data, evaluation, executors, grid, layers, leaderboard, losses, metrics, models, predict, refine, run,
-    training, visualize,
+    cli, config, data, evaluation, executors, export, grid, layers, leaderboard, losses, metrics, models, predict, refine,
+    run, training, visualize,
 )
 
 __all__ = [
-    "config", "data", "evaluation", "executors", "grid", "layers", "leaderboard", "losses", "metrics", "models",
+    "cli", "config", "data", "evaluation", "executors", "export", "grid", "layers", "leaderboard", "losses", "metrics", "models",
     "predict", "refine", "run", "training", "visualize", "__version__",
 ]

@@ -141,10 +141,14 @@ class RunConfig:
 
     @property
     def group_hash(self) -> str:
-        """The hash of the identity minus ``seed`` and ``split_seed``: runs that share it are
-        repetitions of one experiment, and the leaderboard's mean and spread are over them."""
+        """The hash of the identity minus the seeds: runs that share it are repetitions of one
+        experiment, and the leaderboard's mean and spread are over them. A split that follows
+        the seed (the default) leaves the group with it; a fixed ``--split-seed`` stays in it, so
+        runs on one split never mix with runs over several."""
         identity = self.identity()
-        identity.pop("seed"), identity.pop("split_seed")
+        seed, split_seed = identity.pop("seed"), identity.pop("split_seed")
+        if split_seed != seed:
+            identity["fixed_split_seed"] = split_seed
         return _hash(identity)
 
     @property

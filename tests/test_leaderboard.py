@@ -1,17 +1,27 @@
+"""The experiments.csv leaderboard: locked atomic appends, a schema that grows, old files, the
+grouping by group_hash (and by recorded columns for older rows), the ranking and the chart."""
+
 import csv
 import multiprocessing
 import os
+import subprocess
+from pathlib import Path
 
+import matplotlib
 import pandas as pd
 import pytest
 
 from kseg import leaderboard
 
+pytestmark = pytest.mark.backend_independent
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 def _row(i: int, **extra) -> dict:
     return {"run_id": f"r{i}", "model": "unet", "loss": "bce", "seed": i, "dataset": "synthetic",
             "preset": "smoke", "backend": "jax", "precision": "float32", "test_iou": 0.5 + i / 100, "config_hash": f"h{i}",
-            "status": "ok", **extra}
+            "image_size": 32, "base_filters": 4, "epochs": 2, "status": "ok", **extra}
 
 
 def test_append_creates_header_and_keeps_every_row(tmp_path):
@@ -39,14 +49,6 @@ def test_unknown_column_and_status_are_rejected(tmp_path):
     assert not (tmp_path / "lb.csv").exists()
 
 
-def test_foreign_csv_is_not_touched(tmp_path):
-    path = tmp_path / "other.csv"
-    path.write_text("a,b\n1,2\n")
-    with pytest.raises(ValueError, match="not kseg's leaderboard schema"):
-        leaderboard.append_row(path, _row(0))
-    assert path.read_text() == "a,b\n1,2\n"
-
-
 def test_failed_write_leaves_old_file_intact(tmp_path, monkeypatch):
     path = tmp_path / "lb.csv"
     leaderboard.append_row(path, _row(0))
@@ -67,6 +69,7 @@ def _append_many(path, worker, n):
         leaderboard.append_row(path, _row(worker * 1000 + i))
 
 
+@pytest.mark.slow
 def test_concurrent_appends_from_processes_lose_no_row(tmp_path):
     path = tmp_path / "lb.csv"
     context = multiprocessing.get_context("spawn")
@@ -130,7 +133,185 @@ def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
         leaderboard.append_row(path, _row(i, test_iou=iou, test_dice=iou + 0.05, test_dataset_iou=iou,
                                           train_seconds=10 * (i + 1), epochs_run=5, device="cpu"))
     report = leaderboard.markdown_report(leaderboard.read(path))
-    assert "| synthetic | smoke | cpu | jax | float32 | unet | bce | 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
+    assert "| synthetic | smoke | cpu | jax | float32 | unet | bce | 32px w4 2ep plateau | 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
     assert main(["leaderboard", "--results", str(path), "--markdown"]) == 0
     assert report in capsys.readouterr().out
     assert main(["leaderboard", "--results", str(tmp_path / "none.csv")]) == 2
+
+
+# ----- the schema grows; older and foreign files ------------------------------------------------
+
+def _head_header() -> list[str]:
+    """The columns of experiments.csv as committed before kseg 0.2 (no group_hash, no recipe)."""
+    return ("timestamp,run_id,model,loss,seed,dataset,split_seed,image_size,eval_size,base_filters,epochs,epochs_run,"
+            "best_epoch,test_iou,test_dice,test_dataset_iou,test_iou_common_nevus,test_iou_atypical_nevus,"
+            "test_iou_melanoma,val_iou,params,train_seconds,device,backend,keras_version,precision,jit_compile,preset,"
+            "config_hash,status,error").split(",")
+
+
+def _old_row(seed: int, test_iou: float, **changes) -> dict:
+    row = dict(timestamp=f"2025-01-0{seed + 1}T00:00:00+00:00", run_id=f"unet-bce-seed{seed}-00000000000{seed}",
+               model="unet", loss="bce", seed=seed, dataset="ph2", split_seed=seed, image_size=128, eval_size=256,
+               base_filters=16, epochs=40, epochs_run=40, best_epoch=30, test_iou=test_iou, test_dice=test_iou + 0.05,
+               test_dataset_iou=test_iou, test_iou_common_nevus=0.9, test_iou_atypical_nevus=0.8,
+               test_iou_melanoma=0.7, val_iou=test_iou, params=1000, train_seconds=100.0, device="Some CPU (2 cores)",
+               backend="tensorflow", keras_version="3.10.0", precision="float32", jit_compile=False, preset="cpu",
+               config_hash=f"00000000000{seed}", status="ok", error="")
+    row.update(changes)
+    return row
+
+
+def _write_old_file(path: Path, rows: list[dict]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=_head_header(), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_the_helper_header_is_the_committed_one():
+    """_head_header() is the header of experiments.csv as of commit e3c7178 (where git can tell)."""
+    try:
+        shown = subprocess.run(["git", "show", "e3c7178:experiments.csv"], cwd=REPO, capture_output=True, text=True,
+                               timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        pytest.skip("git is not available")
+    if shown.returncode:
+        pytest.skip("not a git checkout with commit e3c7178")
+    assert shown.stdout.splitlines()[0].split(",") == _head_header()
+
+
+def test_digits_only_hashes_keep_their_leading_zeros(tmp_path):
+    path = tmp_path / "lb.csv"
+    leaderboard.append_row(path, _row(0, config_hash="012345678901", group_hash="000000000042", run_id="0007"))
+    table = leaderboard.read(path)
+    assert table.loc[0, "config_hash"] == "012345678901"
+    assert table.loc[0, "group_hash"] == "000000000042" and table.loc[0, "run_id"] == "0007"
+    assert leaderboard.completed_hashes(path) == {"012345678901"}
+
+
+def test_a_file_with_the_old_header_loads(tmp_path):
+    path = _write_old_file(tmp_path / "old.csv", [_old_row(0, 0.8), _old_row(1, 0.82)])
+    table = leaderboard.read(path)
+    assert list(table.columns) == list(leaderboard.COLUMNS)
+    assert list(table["config_hash"]) == ["000000000000", "000000000001"]
+    assert table["group_hash"].isna().all() and table["schedule"].isna().all()
+    assert list(table["test_iou"]) == [0.8, 0.82]
+    assert leaderboard.completed_hashes(path) == {"000000000000", "000000000001"}
+
+
+def test_a_row_with_new_columns_widens_an_old_file(tmp_path):
+    path = _write_old_file(tmp_path / "old.csv", [_old_row(0, 0.8)])
+    leaderboard.append_row(path, _row(1, group_hash="g1", schedule="cosine", tta="flip"))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    header = list(rows[0])
+    assert header[: len(_head_header())] == _head_header()  # old columns first, in their order
+    assert {"group_hash", "schedule", "tta"} <= set(header)
+    assert (rows[0]["group_hash"], rows[0]["schedule"], rows[0]["tta"]) == ("", "", "")
+    assert rows[0]["config_hash"] == "000000000000" and rows[0]["test_iou"] == "0.8"
+    assert (rows[1]["group_hash"], rows[1]["schedule"], rows[1]["tta"]) == ("g1", "cosine", "flip")
+    table = leaderboard.read(path)
+    assert list(table["run_id"]) == ["unet-bce-seed0-000000000000", "r1"]
+    # A row with no new column appends under the (widened) header as it is.
+    leaderboard.append_row(path, _row(2))
+    assert len(leaderboard.read(path)) == 3
+
+
+def test_a_foreign_csv_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "foreign.csv"
+    path.write_text("a,b\n1,2\n")
+    for action in (lambda: leaderboard.append_row(path, _row(0, group_hash="g")), lambda: leaderboard.read(path),
+                   lambda: leaderboard.merge(path, tmp_path / "lb.csv")):
+        with pytest.raises(ValueError, match="not kseg's leaderboard schema"):
+            action()
+    assert path.read_text() == "a,b\n1,2\n"
+
+
+# ----- grouping -------------------------------------------------------------------------------
+
+def test_runs_group_by_group_hash_not_by_their_shown_columns():
+    """An --epochs 3 run of the same model, loss, dataset and preset is another experiment, not
+    another seed of the 40-epoch one."""
+    rows = [_row(i, epochs=40, group_hash="g40", test_iou=0.8 + i / 100, device="cpu") for i in range(3)]
+    rows.append(_row(3, epochs=3, group_hash="g3", test_iou=0.5, device="cpu"))
+    summary = leaderboard.summarise(pd.DataFrame(rows))
+    assert list(summary["group"]) == ["g40", "g3"]
+    assert list(summary["n"]) == [3, 1]
+    assert summary.loc[0, "mean"] == pytest.approx(0.81)
+    assert list(summary["recipe"]) == ["32px w4 40ep plateau", "32px w4 3ep plateau"]
+    text = leaderboard.format_summary(summary)
+    assert "(n=3)" in text and "(n=1)" in text and "40ep" in text and "3ep" in text
+
+
+def test_the_ranking_and_the_chart_show_the_device(tmp_path, monkeypatch):
+    rows = [_row(0, group_hash="a", device="gpu"), _row(1, group_hash="b", device="Fake CPU @ 2GHz (2 cores)")]
+    summary = leaderboard.summarise(pd.DataFrame(rows))
+    text = leaderboard.format_summary(summary)
+    assert "device" in text.splitlines()[0]
+    assert "Fake CPU @ 2GHz (2 cores)" in text and any(" gpu " in line for line in text.splitlines()[1:])
+
+    from matplotlib.figure import Figure
+
+    figures, savefig = [], Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    leaderboard.plot(summary, tmp_path / "chart.png")
+    labels = [label.get_text() for label in figures[0].axes[0].get_yticklabels()]
+    assert len(labels) == 2
+    assert any("Fake CPU @ 2GHz (2 cores)" in label for label in labels)
+    assert any(", gpu," in label for label in labels)
+
+
+def test_legacy_rows_group_by_their_recorded_columns(tmp_path):
+    """Rows of a file from before group_hash: three seeds of one config are one group; a row that
+    differs in epochs, precision or device is its own group."""
+    rows = [_old_row(seed, 0.80 + seed / 100) for seed in range(3)]
+    rows += [_old_row(3, 0.5, epochs=3, epochs_run=3), _old_row(4, 0.6, precision="mixed_bfloat16"),
+             _old_row(5, 0.7, device="gpu")]
+    path = _write_old_file(tmp_path / "old.csv", rows)
+    summary = leaderboard.summarise(leaderboard.read(path))
+    assert sorted(summary["n"]) == [1, 1, 1, 3]
+    top = summary.iloc[0]
+    assert (top["n"], top["mean"]) == (3, pytest.approx(0.81))
+    assert top["group"].startswith("legacy-")
+    assert "128px w16 40ep plateau" == top["recipe"]
+    # The same rows read twice group alike, and new rows (with group_hash) join no legacy group.
+    again = leaderboard.summarise(leaderboard.read(path))
+    assert list(again["group"]) == list(summary["group"])
+    leaderboard.append_row(path, {**{k: v for k, v in _old_row(6, 0.9).items() if v != ""}, "group_hash": "new"})
+    mixed = leaderboard.summarise(leaderboard.read(path))
+    assert sorted(mixed["n"]) == [1, 1, 1, 1, 3] and "new" in set(mixed["group"])
+
+
+# ----- the chart leaves the plotting backend alone ---------------------------------------------
+
+@pytest.fixture
+def pdf_backend():
+    previous = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    yield "pdf"
+    matplotlib.use(previous)
+
+
+def test_plot_leaves_the_matplotlib_backend_alone(pdf_backend, tmp_path):
+    summary = leaderboard.summarise(pd.DataFrame([_row(0), _row(1, model="segnet", config_hash="x")]))
+    leaderboard.plot(summary, tmp_path / "chart.png")
+    assert matplotlib.get_backend() == pdf_backend
+    assert (tmp_path / "chart.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_leaderboard_without_ok_rows_summarises_to_nothing(tmp_path):
+    """A grid whose every run failed or diverged still ends with a summary, not a traceback."""
+    path = tmp_path / "lb.csv"
+    leaderboard.append_row(path, _row(0, status="failed", error="MemoryError: x"))
+    leaderboard.append_row(path, _row(1, status="nan", error="loss became NaN", group_hash="g"))
+    table = leaderboard.read(path)
+    assert leaderboard.summarise(table).empty
+    assert leaderboard.format_summary(leaderboard.summarise(table)) == "No completed runs yet."
+    assert leaderboard.markdown_report(table) == "No completed runs yet."
+    assert leaderboard.summarise(leaderboard.read(tmp_path / "absent.csv")).empty

@@ -60,6 +60,7 @@ def test_committed_notebooks_have_no_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} holds outputs"
 
 
+@pytest.mark.slow
 def test_quickstart_runs(tmp_path):
     notebook = run_notebook("quickstart.ipynb")
     text = text_of(notebook)
@@ -90,6 +91,7 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
     return root / "experiments.csv", root / "runs"
 
 
+@pytest.mark.slow
 def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     results, runs = grid_results
     monkeypatch.setenv("KSEG_RESULTS", str(results))
@@ -105,6 +107,7 @@ def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     assert images_in(notebook) >= 3  # bar chart, learning curves, gallery
 
 
+@pytest.mark.slow
 def test_explore_results_without_run_folders(grid_results, monkeypatch, tmp_path):
     results, _ = grid_results
     monkeypatch.setenv("KSEG_RESULTS", str(results))
@@ -115,6 +118,7 @@ def test_explore_results_without_run_folders(grid_results, monkeypatch, tmp_path
     assert images_in(notebook) == 1  # only the bar chart
 
 
+@pytest.mark.slow
 def test_explore_results_with_a_missing_model(grid_results, monkeypatch, tmp_path):
     """One deleted model.keras: the gallery falls back to the best pair's other seed."""
     results, runs = grid_results

@@ -203,7 +203,7 @@ def test_evaluate_command_matches_evaluate_and_a_numpy_iou(model, model_path, la
     assert code == 0
     assert "mean IoU" in printed and "dataset IoU" in printed and "case3" in printed
     summary = pd.read_csv(csv_path).iloc[0]
-    per_image = pd.read_csv(tmp_path / "scores_per_image.csv")
+    per_image = pd.read_csv(tmp_path / f"scores_{model_path.parent.name}_per_image.csv")  # STEM_RUN_per_image.csv
     assert summary["n"] == 5 and list(per_image["id"]) == [f"case{i}" for i in range(5)]
 
     direct = evaluate(model, _read_pairs_by_hand(labelled_folder, MODEL_SIZE), _read_pairs_by_hand(labelled_folder, 48))
@@ -211,18 +211,63 @@ def test_evaluate_command_matches_evaluate_and_a_numpy_iou(model, model_path, la
     assert summary["test_dice"] == pytest.approx(direct.dice, abs=1e-6)
     assert summary["test_dataset_iou"] == pytest.approx(direct.dataset_iou, abs=1e-6)
 
-    # numpy: per-image |P & T| / |P | T| with the logits brought to 48x48 by cv2 bilinear.
+    # numpy: per-image |P & T| / |P | T| of the logits brought to 48x48 by kseg's one resizer,
+    # which is plain bilinear (half-pixel centres, no antialiasing), as cv2's INTER_LINEAR is.
     inputs, targets = _read_pairs_by_hand(labelled_folder, MODEL_SIZE), _read_pairs_by_hand(labelled_folder, 48)
-    logits = keras.ops.convert_to_numpy(model(inputs.images, training=False))[..., 0]
+    logits = keras.ops.convert_to_numpy(model.predict(inputs.images, batch_size=8, verbose=0))
+    resized = kseg.refine.resize_logits(logits, (48, 48))[..., 0]
+    by_cv2 = np.stack([cv2.resize(logit[..., 0], (48, 48), interpolation=cv2.INTER_LINEAR) for logit in logits])
+    np.testing.assert_allclose(resized, by_cv2, atol=1e-3)
     ious, inter_total, union_total = [], 0, 0
-    for logit, truth in zip(logits, targets.masks[..., 0] > 0.5):
-        predicted = cv2.resize(logit, (48, 48), interpolation=cv2.INTER_LINEAR) >= 0
+    for logit, truth in zip(resized, targets.masks[..., 0] > 0.5):
+        predicted = logit >= 0
         inter, union = np.sum(predicted & truth), np.sum(predicted | truth)
         ious.append(1.0 if union == 0 else inter / union)
         inter_total, union_total = inter_total + inter, union_total + union
-    np.testing.assert_allclose(per_image["iou"], ious, atol=0.02)
-    assert summary["test_iou"] == pytest.approx(np.mean(ious), abs=0.01)
-    assert summary["test_dataset_iou"] == pytest.approx(inter_total / union_total, abs=0.01)
+    np.testing.assert_allclose(per_image["iou"], ious, atol=1e-6)
+    assert summary["test_iou"] == pytest.approx(np.mean(ious), abs=1e-6)
+    assert summary["test_dataset_iou"] == pytest.approx(inter_total / union_total, abs=1e-6)
+
+
+def test_predict_gives_the_mask_that_evaluate_scores(model):
+    """One resizer: an image already at the evaluation size gets from predict exactly the logits
+    and the mask that evaluation scores (the model's input made as prediction makes it)."""
+    eval_size = 48
+    pictures = [_lesion_picture(eval_size, eval_size, seed) for seed in range(5)]
+    images = [image for image, _ in pictures]
+    model_inputs = np.stack([
+        cv2.resize(image, (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_AREA) for image in images
+    ]).astype(np.float32) / np.float32(255)
+    logits = kseg.evaluation.predict_logits(model, model_inputs, (eval_size, eval_size), batch_size=8)
+    scored = kseg.refine.binarise(logits)
+    assert 0 < scored.mean() < 1
+
+    # Same logits up to float rounding (XLA may resize one image and a batch in other orders:
+    # 5e-7 apart on JAX; a second resizer, e.g. cv2's bilinear, differs by 1e-4 here), and so the
+    # same mask wherever the logit is not within that rounding of the threshold.
+    batch = predict_mask_batch(model, images, batch_size=8)
+    singles = [predict_masks(model, image) for image in images]
+    undecided = 0
+    for index, ((mask, image_logits), (single_mask, single_logits)) in enumerate(zip(batch, singles)):
+        expected_logits, expected_mask = logits[index, ..., 0], scored[index, ..., 0].astype(np.uint8)
+        np.testing.assert_allclose(image_logits, expected_logits, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(single_logits, expected_logits, rtol=0, atol=1e-5)
+        decided = np.abs(expected_logits) > 1e-5
+        undecided += int((~decided).sum())
+        np.testing.assert_array_equal(mask[decided], expected_mask[decided])
+        np.testing.assert_array_equal(single_mask[decided], expected_mask[decided])
+    assert undecided <= 2, "the fixture model's logits should rarely sit on the threshold"
+
+    # evaluate() scores exactly those masks.
+    ids = [f"case{i}" for i in range(len(images))]
+    masks = np.stack([mask for _, mask in pictures]).astype(np.float32)[..., None]
+    inputs = SegmentationDataset(model_inputs, np.zeros((len(ids), MODEL_SIZE, MODEL_SIZE, 1), np.float32), ids, None, "in")
+    targets = SegmentationDataset(np.stack(images).astype(np.float32) / 255, masks, ids, None, "eval")
+    scores = evaluate(model, inputs, targets)
+    predicted = scored[..., 0] > 0.5
+    truth = masks[..., 0] > 0.5
+    by_hand = [np.sum(p & t) / max(np.sum(p | t), 1) if np.any(p | t) else 1.0 for p, t in zip(predicted, truth)]
+    np.testing.assert_allclose(scores.per_image["iou"], by_hand, atol=1e-6)
 
 
 def test_evaluate_command_reports_missing_masks(model_path, labelled_folder, capsys):
@@ -244,6 +289,7 @@ def _next_importable_backend() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_model_saved_here_predicts_the_same_under_another_backend(model, model_path, image_folder, tmp_path):
     other = _next_importable_backend()
     if other is None:

@@ -1,7 +1,13 @@
-"""CI must run what the README tells a user to run: the two stay word for word the same."""
+"""CI must run what the README tells a user to run (the two stay word for word the same), and the
+README's Python example runs."""
 
 import re
 from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.backend_independent
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,3 +27,50 @@ def test_ci_runs_the_readme_test_command_per_backend():
     test = _ci_line_after("# README: test")
     assert test.startswith("KERAS_BACKEND=$backend python -m pytest -q -n 2")
     assert "`KERAS_BACKEND=<backend> python -m pytest -q -n 2`" in (REPO / "README.md").read_text()
+
+
+# ----- the README's Python example runs (on the synthetic set, shrunk to seconds) ------------
+
+def _readme_python_example() -> str:
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## Use it from Python", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
+    assert match, "README.md: no ```python block under '## Use it from Python'"
+    return match.group(1)
+
+
+# (README text, what the test runs instead): each must occur, so a README edit shows up here.
+SHRINK = [("image_size=256", "image_size=32"), ("input_shape=(256, 256, 3)", "input_shape=(32, 32, 3)"),
+          ("base_filters=64", "base_filters=4"), ("epochs=100", "epochs=1")]
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    import keras
+
+    import kseg
+
+    code = _readme_python_example()
+    for old, new in SHRINK:
+        assert old in code, f"the README example no longer says {old!r}; update SHRINK"
+        code = code.replace(old, new)
+    assert "256" not in code and "load_ph2" in code
+
+    loaded = []
+
+    def load_ph2(*args, image_size=256, **kwargs):
+        loaded.append(image_size)
+        return kseg.data.synthetic(n=200, image_size=image_size)
+
+    monkeypatch.setattr(kseg.data, "load_ph2", load_ph2)
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Use it from Python)", "exec"), namespace)
+    assert loaded == [32]
+    assert len(namespace["parts"].train) == 100 and len(namespace["parts"].val) == 50
+    saved = tmp_path / "segnet.keras"
+    assert saved.exists()
+    restored = keras.saving.load_model(saved)
+    images = namespace["parts"].test.images[:2]
+    np.testing.assert_allclose(restored.predict(images, verbose=0), namespace["model"].predict(images, verbose=0),
+                               atol=1e-6)

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 
 from kseg import executors, grid
+from kseg import run as one_run
 from kseg.cli import run_grid_command
+from kseg.run import DataCache
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--models", "unet", "--losses", "bce", "dice"]
@@ -96,9 +98,9 @@ class _Replay:
 
 
 def test_a_row_whose_config_already_has_an_ok_row_is_not_appended_twice(tmp_path):
-    config = grid.expand(["unet"], ["bce"], [0], "smoke", dataset="synthetic", precision="float32")[0]
-    ok = {**grid._base_row(config), "status": "ok"}
-    failed = grid.failed_row(config, RuntimeError("worker lost"))
+    config = grid.expand(["unet"], ["bce"], [0], "smoke", DataCache("synthetic", None), precision="float32")[0]
+    ok = {**one_run.base_row(config), "status": "ok"}
+    failed = one_run.failed_row(config, RuntimeError("worker lost"))
     results = tmp_path / "lb.csv"
     rows = grid.run_grid([config], None, results, tmp_path / "runs", executor=_Replay([(config, failed), (config, ok), (config, ok)]),
                          print_fn=lambda line: None)
@@ -147,7 +149,7 @@ def test_ray_missing_exits_2_with_the_install_command(tmp_path, monkeypatch, cap
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--jobs", "0"], "--jobs: must be at least 1"),
         (["--executor", "ray", "--jobs", "2"], "--jobs is for --executor local"),
         (["--gpus-per-run", "1"], "need --executor ray"),
         (["--executor", "dask"], "invalid choice: 'dask'"),
@@ -171,7 +173,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 
     assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
     config = RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="synthetic", precision="float32",
-                                   augment=False, epochs=2, batch_size=4, seed=0, split_sizes=(16, 4, 4), synthetic_n=24)
+                                   augment="none", epochs=2, batch_size=4, seed=0, split_sizes=(16, 4, 4), synthetic_n=24)
     parts = split(synthetic(n=24, image_size=32), seed=0, sizes=config.split_sizes)
     out = {}
     for distribute in ("none", "data-parallel"):
@@ -188,6 +190,7 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_data_parallel_on_two_cpu_devices_matches_single_device_training(tmp_path):
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}

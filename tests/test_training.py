@@ -1,5 +1,7 @@
-"""Every model x loss pair learns, and kseg models save, load and move between backends."""
+"""Every model x loss pair learns, kseg models save, load and move between backends, and a loss
+that turns NaN leaves either no model (NaN from the start) or the best finite epoch's."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +11,10 @@ import numpy as np
 import pytest
 
 import kseg
+from kseg import training
 from kseg.config import RunConfig
+from kseg.data import SegmentationSequence
+from kseg.run import DataCache, resolve_config, run_one
 from kseg.training import build_model, dtype_policy
 
 MODELS = kseg.models.available()
@@ -89,6 +94,7 @@ np.save(sys.argv[3], model.predict(x, verbose=0))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["segnet", "unet2"])  # the custom layers and the transposed convs
 def test_weights_saved_under_another_backend_give_the_same_predictions(name, tmp_path):
     current = keras.backend.backend()
@@ -107,3 +113,117 @@ def test_weights_saved_under_another_backend_give_the_same_predictions(name, tmp
     model.load_weights(weights)
     x = np.random.default_rng(0).random((2, 32, 32, 3), dtype="float32")
     np.testing.assert_allclose(model.predict(x, verbose=0), np.load(expected), atol=1e-4)
+
+
+def test_sequence_trains_a_tiny_model():
+    """kseg's PyDataset through each backend's data adapter; fit advances its epoch."""
+    ds = kseg.data.synthetic(8, 32)
+    inputs = keras.Input((32, 32, 3))
+    outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(inputs)
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", "binary_crossentropy")
+    seq = SegmentationSequence(ds, batch_size=4, seed=0)
+    history = model.fit(seq, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and seq.epoch >= 1
+
+
+# ----- a loss that becomes NaN ----------------------------------------------------------------
+
+@pytest.fixture
+def smoke_run(tmp_path, monkeypatch):
+    """Runs the smoke config of one unet through kseg.run.run_one; returns (row, run folder)."""
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
+
+    def run():
+        data = DataCache("synthetic", None)
+        config = resolve_config(RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="synthetic",
+                                                      precision="float32", epochs=2), data)
+        row = run_one(config, data, tmp_path / "runs", verbose=False)
+        return row, tmp_path / "runs" / config.run_id
+
+    return run
+
+
+class NaNLoss(keras.losses.Loss):
+    def call(self, y_true, y_pred):
+        return keras.ops.mean(keras.ops.log(y_pred - y_pred - 1.0), axis=(1, 2, 3))  # log(-1)
+
+
+def test_nan_from_the_first_batch_gives_a_nan_row_and_no_model(smoke_run, monkeypatch):
+    monkeypatch.setattr(training.losses, "get", lambda name: NaNLoss())
+    row, run_dir = smoke_run()
+    assert row["status"] == "nan"
+    assert "NaN" in row["error"]
+    assert row.get("test_iou") is None and row.get("best_epoch") is None
+    assert not (run_dir / "best.weights.h5").exists() and not (run_dir / "model.keras").exists()
+    assert (run_dir / "split.json").exists() and (run_dir / "config.json").exists()
+    kseg.leaderboard.append_row(run_dir.parent / "lb.csv", row)  # the row is a valid leaderboard row
+    assert kseg.leaderboard.completed_hashes(run_dir.parent / "lb.csv") == set()
+
+
+class PoisonableSequence(SegmentationSequence):
+    """Training batches whose masks turn to 2.0 (an impossible label) while ``poison`` is set."""
+
+    instances: list = []
+    poison = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        PoisonableSequence.instances.append(self)
+
+    def __getitem__(self, index):
+        images, masks = super().__getitem__(index)
+        return images, (np.full_like(masks, 2.0) if self.poison else masks)
+
+
+class PoisonFromEpoch2(keras.callbacks.Callback):
+    """Sets ``poison`` on the training sequence from the second epoch on: a flag that reaches the
+    loss through the data, so it works inside every backend's compiled train step."""
+
+    weights_were_nan = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        for sequence in PoisonableSequence.instances:
+            sequence.poison = sequence.shuffle and epoch >= 1
+
+    def on_train_end(self, logs=None):
+        # Before fit() reloads the best checkpoint: the scenario did make the weights NaN.
+        PoisonFromEpoch2.weights_were_nan = any(
+            not np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.trainable_weights)
+
+
+class NaNOnPoison(keras.losses.Loss):
+    """BCE, plus NaN * mean(logits) on a poisoned batch: the loss and every gradient turn NaN, so
+    one optimizer step makes the weights NaN (0 * mean(logits) on clean batches changes nothing)."""
+
+    def call(self, y_true, y_pred):
+        poisoned = keras.ops.max(y_true) > 1.5
+        nan_or_zero = keras.ops.where(poisoned, float("nan"), 0.0)
+        bce = kseg.losses.BCE()(keras.ops.minimum(y_true, 1.0), y_pred)
+        return bce + nan_or_zero * keras.ops.mean(keras.ops.cast(y_pred, "float32"))
+
+
+def test_nan_in_epoch_2_keeps_the_finite_epoch_1(smoke_run, monkeypatch):
+    monkeypatch.setattr(PoisonableSequence, "instances", [])
+    monkeypatch.setattr(training, "SegmentationSequence", PoisonableSequence)
+    monkeypatch.setattr(training.losses, "get", lambda name: NaNOnPoison())
+    real_callbacks_for = training.callbacks_for
+
+    def callbacks_for(*args, **kwargs):
+        checkpoint, callbacks = real_callbacks_for(*args, **kwargs)
+        return checkpoint, [PoisonFromEpoch2(), *callbacks]
+
+    monkeypatch.setattr(training, "callbacks_for", callbacks_for)
+    monkeypatch.setattr(PoisonFromEpoch2, "weights_were_nan", None)
+    row, run_dir = smoke_run()
+    assert PoisonFromEpoch2.weights_were_nan is True
+    assert row["status"] == "nan" and "NaN" in row["error"]
+    assert row["best_epoch"] == 1 and row["epochs_run"] == 2
+    assert 0 <= row["test_iou"] <= 1 and math.isfinite(row["val_iou"])
+    history = (run_dir / "history.csv").read_text().splitlines()
+    assert len(history) == 3 and "nan" in history[2].lower()  # header, epoch 1, epoch 2 (NaN)
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)  # the test's loss is not registered
+    for weight in model.weights:
+        assert np.isfinite(keras.ops.convert_to_numpy(weight)).all(), weight.path
+    images = kseg.data.synthetic(n=2, image_size=32).images
+    assert np.isfinite(keras.ops.convert_to_numpy(model.predict(images, verbose=0))).all()

@@ -1,0 +1,26 @@
+"""Suite-wide test options.
+
+``backend_independent``: a test whose outcome does not depend on the Keras backend (the
+leaderboard file, data loading and splits, the README, numpy-only scores, the PyTorch twin).
+CI runs the suite once per backend; such tests run only in the TensorFlow (or unset) pass and
+are deselected under ``KERAS_BACKEND=jax`` or ``torch``, so they are not run three times.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _runs_backend_independent_tests() -> bool:
+    return os.environ.get("KERAS_BACKEND", "tensorflow") in ("", "tensorflow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if _runs_backend_independent_tests():
+        return
+    kept, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("backend_independent") else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept

@@ -1,0 +1,64 @@
+"""``import kseg`` alone makes every public module reachable, in a fresh interpreter."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.backend_independent, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[1]
+# kseg.cli is the command line (python -m kseg, run_all.py): `import kseg` does not load it.
+NOT_IMPORTED_BY_KSEG = {"kseg.cli", "kseg.__main__"}
+
+
+def _public_modules() -> list[str]:
+    """Every kseg module whose dotted name has no part starting with "_" (from the files: no import)."""
+    names = []
+    for path in sorted((REPO / "kseg").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts)
+        if not any(part.startswith("_") for part in parts[1:]) and name not in NOT_IMPORTED_BY_KSEG:
+            names.append(name)
+    return names
+
+
+CHECK = """
+import functools, json, sys
+import kseg
+names = json.loads(sys.argv[1])
+missing = []
+for name in names:
+    try:
+        functools.reduce(getattr, name.split(".")[1:], kseg)
+    except AttributeError:
+        missing.append(name)
+attributes = ["kseg.data.load_ph2", "kseg.data.load_folder", "kseg.data.synthetic", "kseg.data.split",
+              "kseg.data.SegmentationSequence", "kseg.models.build", "kseg.losses.get", "kseg.metrics.IoU",
+              "kseg.refine.tta_predict_logits", "kseg.run.run_one", "kseg.grid.expand", "kseg.leaderboard.read",
+              "kseg.evaluation.evaluate", "kseg.predict.predict_masks", "kseg.config.RunConfig"]
+for name in attributes:
+    try:
+        functools.reduce(getattr, name.split(".")[1:], kseg)
+    except AttributeError:
+        missing.append(name)
+print("RESULT " + json.dumps({"missing": missing, "all": sorted(kseg.__all__)}))
+"""
+
+
+def test_every_public_module_is_reachable_after_import_kseg():
+    names = _public_modules()
+    assert {"kseg", "kseg.data", "kseg.data.split", "kseg.models.unet", "kseg.refine", "kseg.run"} <= set(names)
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    done = subprocess.run([sys.executable, "-c", CHECK, json.dumps(names)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert result["missing"] == []
+    top_level = {name.split(".")[1] for name in names if name.count(".") >= 1}
+    assert top_level <= set(result["all"]), "kseg.__all__ should list every public module"
