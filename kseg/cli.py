@@ -88,7 +88,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
     data.add_argument("--mask-suffix", default=None, help="folder datasets: mask file stem suffix, e.g. _segmentation")
     data.add_argument("--external", action="append", type=_external, default=[], metavar="DIR[:SUFFIX]",
-                      help="also score every run on this images/+masks/ folder (repeatable), e.g. "
+                      help="also score every run on this labelled set: a folder with images/ and masks/, or PH2 (repeatable), e.g. "
                            "../shared/data/isic2018-dev:_segmentation; columns ext_<name>_iou, _dice, _isic_score, _failure_fraction")
     data.add_argument("--split", dest="split_sizes", type=_split_sizes, default=None,
                       help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50")
@@ -162,8 +162,8 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external)
     for folder, _ in args.external:
-        if not (Path(folder) / "images").is_dir() or not (Path(folder) / "masks").is_dir():
-            print(f"error: --external {folder}: needs images/ and masks/ folders", file=sys.stderr)
+        if not Path(folder).is_dir():
+            print(f"error: --external {folder}: no such folder", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
     overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     try:
@@ -342,8 +342,8 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
                    help="keras: a .keras file; onnx: an .onnx file from `kseg export`, run by ONNX Runtime (pip install 'kseg[onnx]')")
     p = parsers["evaluate"]
     p.add_argument("--model", required=True, nargs="+", help="saved model(s), e.g. runs/*/model.keras: one summary row each")
-    p.add_argument("--images", required=True, help="folder of images")
-    p.add_argument("--masks", required=True, help="folder of binary masks, matched to images by file stem")
+    p.add_argument("--images", required=True, help="folder of images; without --masks, a PH2 folder or a folder with images/ and masks/")
+    p.add_argument("--masks", default=None, help="folder of binary masks, matched to images by file stem")
     p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")
     p.add_argument("--eval-size", type=_positive_int, default=256, help="masks and logits are compared at this size")
     p.add_argument("--per-image", action="store_true", help="also print (and save beside --csv) one row per image")

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 import kseg  # noqa: F401  (registers kseg's layers, losses and metrics for load_model)
 from kseg import refine
-from kseg.data import load_folder, read_image
+from kseg.data import load_dataset, load_folder, read_image
 from kseg.data.io import is_image_file
 from kseg.evaluation import Evaluation, evaluate
 from kseg.refine import binarise, resize_logits
@@ -213,17 +213,23 @@ def load_engine(path: str | os.PathLike, engine: str = "keras"):
 def evaluate_folder(
     model: keras.Model,
     images_dir: str | os.PathLike,
-    masks_dir: str | os.PathLike,
+    masks_dir: str | os.PathLike | None,
     mask_suffix: str = "",
     eval_size: int = 256,
     threshold: float = 0.5,
     batch_size: int = 8,
     refinement: refine.Refinement | None = None,
 ) -> Evaluation:
-    """Scores ``model`` on an ``images/`` + ``masks/`` folder exactly as the leaderboard does:
-    inputs at the model's size, masks at ``eval_size``, logits resized to ``eval_size``."""
-    inputs = load_folder(images_dir, masks_dir, mask_suffix, image_size=model_input_size(model))
-    targets = load_folder(images_dir, masks_dir, mask_suffix, image_size=eval_size)
+    """Scores ``model`` on a labelled set exactly as the leaderboard does: inputs at the model's
+    size, masks at ``eval_size``, logits resized to ``eval_size``. The set is an ``images_dir`` +
+    ``masks_dir`` pair, or with ``masks_dir=None`` whatever :func:`kseg.data.load_dataset` finds
+    at ``images_dir`` (a PH2 folder in either layout, or a folder with ``images/`` and ``masks/``)."""
+    def load(size):
+        if masks_dir is None:
+            return load_dataset("auto", path=images_dir, image_size=size, mask_suffix=mask_suffix)
+        return load_folder(images_dir, masks_dir, mask_suffix, image_size=size)
+
+    inputs, targets = load(model_input_size(model)), load(eval_size)
     return evaluate(model, inputs, targets, threshold=threshold, batch_size=batch_size, refinement=refinement)
 
 

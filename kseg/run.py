@@ -32,7 +32,7 @@ class DataCache:
         kind: ``auto``, ``ph2``, ``synthetic`` or ``folder`` (:func:`kseg.data.load_dataset`).
         path: the data's folder (``None``: PH2's usual places, or the synthetic set).
         mask_suffix: folder datasets: the masks' file-stem suffix (``_segmentation`` for ISIC).
-        externals: ``(folder, mask_suffix)`` of labelled image folders (``images/``, ``masks/``)
+        externals: ``(folder, mask_suffix)`` of labelled sets (``images/`` + ``masks/``, or PH2)
             that every run is also scored on after training (``--external``): not part of a
             run's identity, since they change nothing it computes.
     """
@@ -61,7 +61,8 @@ class DataCache:
     def external(self, folder: str, mask_suffix: str, size: int) -> SegmentationDataset:
         key = ("external", folder, mask_suffix, size)
         if key not in self._loaded:
-            self._loaded[key] = load_dataset("folder", path=folder, image_size=size, mask_suffix=mask_suffix)
+            # auto: a folder with images/ and masks/, or PH2 in either layout.
+            self._loaded[key] = load_dataset("auto", path=folder, image_size=size, mask_suffix=mask_suffix)
         return self._loaded[key]
 
     def fingerprint(self, config: RunConfig) -> str:
