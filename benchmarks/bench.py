@@ -27,7 +27,6 @@ without avx512_bf16 / amx_bf16, where it would only time software emulation.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import os
@@ -503,7 +502,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if len(args.sizes) > 1 or len(args.batches) > 1:
                 print()
                 print(scaling_table(ok))
-    print(f"\nGFLOPs fwd/image (torch_twin, asserted = Keras layers): "
+    print("\nGFLOPs fwd/image (torch_twin, asserted = Keras layers): "
           + ", ".join(f"{m}@{s}={g:.3f}" for (m, s), g in gflops_ref.items()))
     for line in skipped:
         print(line)

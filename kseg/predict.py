@@ -19,7 +19,6 @@ from typing import Iterator, Sequence
 import cv2
 import keras
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
 import kseg  # noqa: F401  (registers kseg's layers, losses and metrics for load_model)

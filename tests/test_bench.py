@@ -73,7 +73,7 @@ def test_gflops_of_a_single_conv_by_hand():
 
 @pytest.mark.parametrize("name", ["segnet", "unet", "unet2"])
 def test_gflops_match_torch_reference(name):
-    torch = pytest.importorskip("torch", reason="torch not installed: no native reference count")
+    pytest.importorskip("torch", reason="torch not installed: no native reference count")
     if not TORCH_REFERENCE.exists():
         pytest.skip(f"{TORCH_REFERENCE} not found (CI clones the repo next to shared/)")
     spec = importlib.util.spec_from_file_location("torch_reference", TORCH_REFERENCE)

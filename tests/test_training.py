@@ -4,7 +4,6 @@ that turns NaN leaves either no model (NaN from the start) or the best finite ep
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -15,7 +14,7 @@ from kseg import training
 from kseg.config import RunConfig
 from kseg.data import SegmentationSequence
 from kseg.run import DataCache, resolve_config, run_one
-from kseg.training import build_model, dtype_policy
+from kseg.training import build_model
 
 MODELS = kseg.models.available()
 LOSSES = ("bce", "dice", "focal", "bce+dice")
