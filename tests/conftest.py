@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+import matplotlib
+import pytest
+
 
 def _runs_backend_independent_tests() -> bool:
     return os.environ.get("KERAS_BACKEND", "tensorflow") in ("", "tensorflow")
@@ -24,3 +27,12 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
+
+
+@pytest.fixture
+def pdf_backend():
+    """Switches matplotlib to another backend for a test that checks kseg leaves it alone."""
+    previous = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    yield "pdf"
+    matplotlib.use(previous)

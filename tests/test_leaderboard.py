@@ -290,12 +290,6 @@ def test_legacy_rows_group_by_their_recorded_columns(tmp_path):
 
 # ----- the chart leaves the plotting backend alone ---------------------------------------------
 
-@pytest.fixture
-def pdf_backend():
-    previous = matplotlib.get_backend()
-    matplotlib.use("pdf")
-    yield "pdf"
-    matplotlib.use(previous)
 
 
 def test_plot_leaves_the_matplotlib_backend_alone(pdf_backend, tmp_path):

@@ -10,12 +10,6 @@ from kseg import visualize
 pytestmark = pytest.mark.backend_independent
 
 
-@pytest.fixture
-def pdf_backend():
-    previous = matplotlib.get_backend()
-    matplotlib.use("pdf")
-    yield "pdf"
-    matplotlib.use(previous)
 
 
 def _cases(n=5, size=24):
