@@ -257,8 +257,12 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     if args.csv:
         csv_path = Path(args.csv)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(rows).to_csv(csv_path, index=False)
-        print(f"[evaluate] summary ({len(rows)} model(s)): {csv_path}")
+        # Appended, never overwritten: rows already written stay (a model scored twice: both rows).
+        table = pd.DataFrame(rows)
+        if csv_path.exists():
+            table = pd.concat([pd.read_csv(csv_path), table], ignore_index=True)
+        table.to_csv(csv_path, index=False)
+        print(f"[evaluate] {len(rows)} summary row(s) appended to {csv_path}")
     return EXIT_OK
 
 
@@ -347,7 +351,7 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")
     p.add_argument("--eval-size", type=_positive_int, default=256, help="masks and logits are compared at this size")
     p.add_argument("--per-image", action="store_true", help="also print (and save beside --csv) one row per image")
-    p.add_argument("--csv", help="write the summary rows here (and STEM_RUN_per_image.csv with --per-image)")
+    p.add_argument("--csv", help="append the summary rows here (and write STEM_RUN_per_image.csv with --per-image)")
     p = parsers["leaderboard"]
     p.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
     p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")

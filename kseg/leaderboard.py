@@ -311,7 +311,8 @@ def transfer_report(table: pd.DataFrame, scores_csv: str | Path) -> str:
     set (the CSV ``python -m kseg evaluate --model runs/*/model.keras --csv`` writes; runs matched
     by ``run_id``): per group, mean +- std over seeds of the test IoU where it was trained and of
     the other set's IoU, ISIC score (IoU < 0.65 counts 0) and failure fraction (IoU < 0.5)."""
-    other = pd.read_csv(scores_csv, dtype={"run_id": "string"})
+    # A model scored twice counts once, with its latest row.
+    other = pd.read_csv(scores_csv, dtype={"run_id": "string"}).drop_duplicates("run_id", keep="last")
     joined = with_groups(latest_ok_rows(table)).merge(
         other[["run_id", "test_iou", "test_isic_score", "test_failure_fraction"]].rename(
             columns=lambda c: c.replace("test_", "other_")), on="run_id")
