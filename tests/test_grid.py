@@ -185,10 +185,11 @@ def test_split_seed_fixes_one_split_for_every_seed(tmp_path, monkeypatch):
     assert first == second
     first, second = _split_files(own_runs, own)
     assert first != second and sorted(sum(first.values(), [])) == sorted(sum(second.values(), []))
-    # Each run is its own experiment, but the group (what the leaderboard averages over) ignores
-    # both seeds: the four runs are repetitions of one experiment.
+    # Each run is its own experiment; the group (what the leaderboard averages over) ignores the
+    # seeds, but runs on one fixed split never mix with runs whose split follows the seed.
     assert pd.concat([fixed, own])["config_hash"].nunique() == 4
-    assert pd.concat([fixed, own])["group_hash"].nunique() == 1
+    assert fixed["group_hash"].nunique() == 1 and own["group_hash"].nunique() == 1
+    assert set(fixed["group_hash"]) != set(own["group_hash"])
 
 
 def test_refine_auto_records_the_choice_and_the_model_remembers_it(tmp_path, monkeypatch):
