@@ -221,13 +221,15 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Scores one or more saved models (each with its own refinement) on one labelled folder.
-    Exit code 0, or 2 for a missing model, folder or mask."""
+    """Scores one or more saved models (each with its own refinement) on one labelled set. With
+    ``--csv`` each model's row is appended as soon as it is scored, so a later failure loses
+    nothing. Exit code 0; 1 when some of several models failed (each named); 2 when nothing could
+    be scored (a missing model, folder or mask)."""
     import pandas as pd
 
     from kseg import predict
 
-    rows = []
+    failed = []
     for model_path in args.model:
         try:
             model = predict.load_trained_model(model_path)
@@ -238,31 +240,31 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             )
         except (FileNotFoundError, NotADirectoryError, ValueError) as error:
             print(f"error: {error}", file=sys.stderr)
-            return EXIT_BAD_ARGUMENTS
+            failed.append(model_path)
+            continue
         if len(args.model) > 1:
             print(f"== {model_path}")
         print(predict.format_evaluation(scores, per_image=args.per_image))
         print(f"{'refinement':<22} {refinement.describe()}")
-        rows.append(predict.summary_row(
+        if not args.csv:
+            continue
+        csv_path = Path(args.csv)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        row = pd.DataFrame([predict.summary_row(
             scores, model=str(model_path), run_id=Path(model_path).parent.name, images=str(args.images),
             image_size=predict.model_input_size(model)[0], eval_size=args.eval_size, threshold=args.threshold,
             tta=refinement.tta, postprocess=refinement.postprocess,
-        ))
-        if args.csv and args.per_image:
-            csv_path = Path(args.csv)
+        )])
+        # Appended, never overwritten: rows already written stay (a model scored twice: both rows).
+        row.to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
+        print(f"[evaluate] row appended to {csv_path}")
+        if args.per_image:
             per_image_path = csv_path.with_name(f"{csv_path.stem}_{Path(model_path).parent.name}_per_image.csv")
-            per_image_path.parent.mkdir(parents=True, exist_ok=True)
             scores.per_image.to_csv(per_image_path, index=False)
             print(f"[evaluate] per image: {per_image_path}")
-    if args.csv:
-        csv_path = Path(args.csv)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        # Appended, never overwritten: rows already written stay (a model scored twice: both rows).
-        table = pd.DataFrame(rows)
-        if csv_path.exists():
-            table = pd.concat([pd.read_csv(csv_path), table], ignore_index=True)
-        table.to_csv(csv_path, index=False)
-        print(f"[evaluate] {len(rows)} summary row(s) appended to {csv_path}")
+    if failed:
+        print(f"[evaluate] {len(failed)} of {len(args.model)} model(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS if len(failed) == len(args.model) else EXIT_SOME_FAILED
     return EXIT_OK
 
 
