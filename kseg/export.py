@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 import zipfile
@@ -190,9 +191,8 @@ def export_model(
         # (kseg models have static shapes), and the parity tests check the result.
         warnings.filterwarnings("ignore", message=r".*np\.object", category=FutureWarning)  # Keras's tf2onnx patch
         if backend == "torch":
-            import torch
-
-            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            # Keras's torch backend has loaded torch already; kseg only names its warning class.
+            warnings.filterwarnings("ignore", category=sys.modules["torch"].jit.TracerWarning)
             warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)  # torch.export internals
         model.export(str(path), format=FORMATS[format], verbose=verbose, input_signature=[_input_spec(model, batch_size)])
     if format == "onnx" and backend == "jax":
