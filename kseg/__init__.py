@@ -11,7 +11,7 @@ import os
 import sys
 
 # Before the imports: kseg.config reads it into every run's identity.
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 
 @contextlib.contextmanager

@@ -75,7 +75,7 @@ def _formatter(prog):
 
 def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from kseg import models
-    from kseg.config import AUGMENTATIONS, PRECISIONS, PRESETS, REFINE_CHOICES, SCHEDULES
+    from kseg.config import AUGMENTATIONS, BATCH_NORMS, PRECISIONS, PRESETS, REFINE_CHOICES, SCHEDULES
     from kseg.data.load import KINDS
 
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and recipe")
@@ -108,6 +108,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="Shades-of-Gray normalisation as the model's first layer")
     recipe.add_argument("--val-every", type=_positive_int, help="validate every N epochs (and at the last)")
     recipe.add_argument("--refine", choices=REFINE_CHOICES, help="auto: choose TTA and post-processing on the validation split")
+    recipe.add_argument("--batch-norm", choices=BATCH_NORMS, help="keras: keras.layers.BatchNormalization; fast: kseg's FastBatchNormalization")
     recipe.add_argument("--precision", default="auto", choices=PRECISIONS, help="dtype policy; auto picks by hardware")
     recipe.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="XLA/jit; auto picks the faster per backend")
     out = p.add_argument_group("output")
@@ -128,7 +129,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 RECIPE_FLAGS = ("epochs", "image_size", "base_filters", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-                "ema", "augment", "illuminant", "colour_constancy", "val_every", "refine", "split_sizes", "mask_suffix")
+                "ema", "augment", "illuminant", "colour_constancy", "val_every", "refine", "batch_norm", "split_sizes", "mask_suffix")
 
 
 def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

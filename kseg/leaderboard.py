@@ -39,6 +39,8 @@ COLUMNS: tuple[str, ...] = (
     "schedule", "warmup_epochs", "weight_decay", "ema", "augment", "illuminant", "colour_constancy", "val_every",
     "refine", "tta", "postprocess", "val_iou_plain", "val_iou_refined", "test_iou_plain", "run_seconds",
     "test_isic_score", "test_failure_fraction",
+    # Added with kseg 0.3:
+    "batch_norm",
 )
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
@@ -56,7 +58,7 @@ REQUIRED = ("run_id", "model", "loss", "config_hash", "status")
 # Read as text: a hash or id made of digits must keep its leading zeros.
 TEXT_COLUMNS = ("timestamp", "run_id", "model", "loss", "dataset", "device", "backend", "keras_version",
                 "precision", "preset", "config_hash", "group_hash", "status", "error", "kseg_version",
-                "data_fingerprint", "mask_suffix", "split_sizes", "schedule", "augment", "refine", "tta", "postprocess")
+                "data_fingerprint", "mask_suffix", "split_sizes", "schedule", "augment", "refine", "tta", "postprocess", "batch_norm")
 STATUSES = ("ok", "failed", "nan")
 
 
@@ -205,6 +207,10 @@ def recipe(row: Mapping[str, Any]) -> str:
         parts.append("sog")
     if present("refine") and row["refine"] != "none":
         parts.append(f"refine={row['refine']}")
+    if present("val_every") and int(row["val_every"]) != 1:
+        parts.append(f"val/{int(row['val_every'])}")
+    if present("batch_norm") and row["batch_norm"] == "fast":
+        parts.append("fastbn")
     return " ".join(parts)
 
 

@@ -97,7 +97,7 @@ def _timestamp() -> str:
 ROW_FIELDS = (
     "model", "loss", "seed", "split_seed", "dataset", "data_fingerprint", "mask_suffix", "preset", "image_size",
     "eval_size", "base_filters", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay", "ema",
-    "augment", "illuminant", "colour_constancy", "val_every", "refine", "precision", "jit_compile",
+    "augment", "illuminant", "colour_constancy", "val_every", "refine", "batch_norm", "precision", "jit_compile",
 )
 
 

@@ -36,7 +36,7 @@ RECIPE_CHANGES = {
     "schedule": ("cosine", "plateau"), "warmup_epochs": (2, 0), "weight_decay": (1e-4, 0.0), "ema": (0.99, 0.0),
     "augment": ("flips", "full"), "illuminant": (0.2, 0.0), "colour_constancy": (True, False), "val_every": (2, 1),
     "refine": ("auto", "none"), "batch_size": (4, 8), "lr": (3e-4, 1e-3), "image_size": (64, 128),
-    "base_filters": (8, 16), "epochs": (3, 40),
+    "base_filters": (8, 16), "epochs": (3, 40), "batch_norm": ("fast", "keras"),
 }
 
 
@@ -107,7 +107,7 @@ def test_group_hash_ignores_the_seeds_and_nothing_else():
 
 
 @pytest.mark.parametrize("field, value", [("schedule", "linear"), ("augment", "rotate"), ("refine", "always"),
-                                          ("ema", 1.0), ("val_every", 0)])
+                                          ("ema", 1.0), ("val_every", 0), ("batch_norm", "fused")])
 def test_bad_recipe_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         RunConfig.from_preset("cpu", model="unet", loss="bce", **{field: value})

@@ -82,6 +82,33 @@ def test_batchnorm_momentum_is_pytorch_default_and_configurable(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_fast_batch_norm_builds_the_same_network(name, tmp_path):
+    """batch_norm="fast" swaps only the normalisation layers: same layer names, same weights, the
+    same output (training and inference) once the weights are copied, and a .keras round trip."""
+    build = dict(input_shape=(32, 32, 3), base_filters=4, depth=2)
+    plain = kseg.models.build(name, **build)
+    fast = kseg.models.build(name, batch_norm="fast", **build)
+    assert [l.name for l in fast.layers] == [l.name for l in plain.layers]
+    swapped = [l for l in fast.layers if isinstance(l, kseg.layers.FastBatchNormalization)]
+    assert len(swapped) == sum(isinstance(l, keras.layers.BatchNormalization) for l in plain.layers) > 0
+    assert [w.path for w in fast.weights] == [w.path for w in plain.weights]
+    fast.set_weights(plain.get_weights())
+    x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
+    for training in (True, False):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(fast(x, training=training)),
+                                   keras.ops.convert_to_numpy(plain(x, training=training)), atol=1e-3)
+    fast.save(tmp_path / "fast.keras")
+    loaded = keras.saving.load_model(tmp_path / "fast.keras")
+    assert any(isinstance(l, kseg.layers.FastBatchNormalization) for l in loaded.layers)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(fast(x)), atol=1e-6)
+
+
+def test_unknown_batch_norm_is_named():
+    with pytest.raises(ValueError, match="batch_norm 'group'"):
+        kseg.models.build("unet", input_shape=(16, 16, 3), base_filters=4, depth=2, batch_norm="group")
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_indivisible_input_size_is_rejected(name):
     with pytest.raises(ValueError, match=r"height 40 is not divisible by 2\*\*depth = 16"):
         kseg.models.build(name, input_shape=(40, 64, 3), depth=4)

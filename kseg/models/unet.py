@@ -3,6 +3,8 @@ convolutions down and transposed convolutions up instead of max-pooling and near
 
 from __future__ import annotations
 
+import functools
+
 import keras
 from keras import layers
 
@@ -11,15 +13,16 @@ from kseg.models._common import colour_constancy_stem, logit_head, segmentation_
 
 
 def _unet(
-    input_shape, base_filters, depth, bn_momentum, learned_resampling, name, colour_constancy
+    input_shape, base_filters, depth, bn_momentum, learned_resampling, name, colour_constancy, batch_norm
 ) -> keras.Model:
     widths = [base_filters * 2**i for i in range(depth)]
+    block = functools.partial(conv_block, bn_momentum=bn_momentum, batch_norm=batch_norm)
     inputs = segmentation_input(input_shape, depth)
 
     x, skips = colour_constancy_stem(inputs, colour_constancy), []
     for level, filters in enumerate(widths):
-        x = conv_block(x, filters, f"enc{level}_block0", bn_momentum)
-        x = conv_block(x, filters, f"enc{level}_block1", bn_momentum)
+        x = block(x, filters, f"enc{level}_block0")
+        x = block(x, filters, f"enc{level}_block1")
         skips.append(x)
         if learned_resampling:
             x = layers.Conv2D(filters, 2, strides=2, name=f"enc{level}_down")(x)
@@ -27,8 +30,8 @@ def _unet(
             x = layers.MaxPooling2D(2, name=f"enc{level}_pool")(x)
 
     bottleneck = base_filters * 2**depth
-    x = conv_block(x, bottleneck, "bottleneck_block0", bn_momentum)
-    x = conv_block(x, bottleneck, "bottleneck_block1", bn_momentum)
+    x = block(x, bottleneck, "bottleneck_block0")
+    x = block(x, bottleneck, "bottleneck_block1")
 
     for level in reversed(range(depth)):
         filters = widths[level]
@@ -37,8 +40,8 @@ def _unet(
         else:
             x = layers.UpSampling2D(2, interpolation="nearest", name=f"dec{level}_up")(x)
         x = layers.Concatenate(name=f"dec{level}_concat")([x, skips[level]])
-        x = conv_block(x, filters, f"dec{level}_block0", bn_momentum)
-        x = conv_block(x, filters, f"dec{level}_block1", bn_momentum)
+        x = block(x, filters, f"dec{level}_block0")
+        x = block(x, filters, f"dec{level}_block1")
 
     return keras.Model(inputs, logit_head(x), name=name)
 
@@ -50,6 +53,7 @@ def unet(
     bn_momentum: float = 0.9,
     name: str = "unet",
     colour_constancy: bool = False,
+    batch_norm: str = "keras",
 ) -> keras.Model:
     """Builds U-Net with ``depth`` levels of widths f_i = base_filters * 2**i.
 
@@ -66,11 +70,13 @@ def unet(
         name: model name.
         colour_constancy: apply ``kseg.layers.ShadesOfGray`` (layer "shades_of_gray") to the
             input first; no weights, and False (the default) builds exactly the model without it.
+        batch_norm: "keras" (``keras.layers.BatchNormalization``) or "fast"
+            (``kseg.layers.FastBatchNormalization``: the same function and weights, faster).
 
     Returns:
         A ``keras.Model`` mapping images (B, H, W, C) to logits (B, H, W, 1).
     """
-    return _unet(input_shape, base_filters, depth, bn_momentum, False, name, colour_constancy)
+    return _unet(input_shape, base_filters, depth, bn_momentum, False, name, colour_constancy, batch_norm)
 
 
 def unet2(
@@ -80,6 +86,7 @@ def unet2(
     bn_momentum: float = 0.9,
     name: str = "unet2",
     colour_constancy: bool = False,
+    batch_norm: str = "keras",
 ) -> keras.Model:
     """Builds U-Net-2: U-Net with learned resampling.
 
@@ -87,4 +94,4 @@ def unet2(
     Conv2DTranspose(f_i, kernel 2, stride 2) before the concatenation, neither followed by
     BatchNorm or ReLU. Arguments as for ``unet``.
     """
-    return _unet(input_shape, base_filters, depth, bn_momentum, True, name, colour_constancy)
+    return _unet(input_shape, base_filters, depth, bn_momentum, True, name, colour_constancy, batch_norm)
