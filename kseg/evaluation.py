@@ -32,12 +32,14 @@ class Evaluation:
     isic_score: float
     failure_fraction: float
     iou_by_diagnosis: dict[str, float]
-    per_image: pd.DataFrame  # id, diagnosis, iou, dice
+    per_image: pd.DataFrame  # id, diagnosis, source, iou, dice
+    iou_by_source: dict[str, float] = dataclasses.field(default_factory=dict)  # joined datasets only
 
     def as_row(self, prefix: str = "test_") -> dict[str, float]:
         row = {f"{prefix}iou": self.iou, f"{prefix}dice": self.dice, f"{prefix}dataset_iou": self.dataset_iou,
                f"{prefix}isic_score": self.isic_score, f"{prefix}failure_fraction": self.failure_fraction}
         row.update({f"{prefix}iou_{k}": v for k, v in self.iou_by_diagnosis.items()})
+        row.update({f"{prefix}iou_source_{k}": v for k, v in self.iou_by_source.items()})
         return row
 
     def iou_interval(self, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -64,8 +66,11 @@ def score_masks(targets: SegmentationDataset, predicted: np.ndarray) -> Evaluati
     dataset_iou = metrics.DatasetIoU(0.5, from_logits=False)
     dataset_iou.update_state(masks, predicted)
     diagnosis = list(targets.diagnosis) if targets.diagnosis is not None else [None] * len(masks)
-    per_image = pd.DataFrame({"id": list(targets.ids), "diagnosis": diagnosis, "iou": iou, "dice": dice})
+    source = list(targets.source) if targets.source is not None else [None] * len(masks)
+    per_image = pd.DataFrame({"id": list(targets.ids), "diagnosis": diagnosis, "source": source, "iou": iou,
+                              "dice": dice})
     by_diagnosis = per_image.dropna(subset=["diagnosis"]).groupby("diagnosis")["iou"].mean()
+    by_source = per_image.dropna(subset=["source"]).groupby("source")["iou"].mean()
     return Evaluation(
         iou=float(iou.mean()),
         dice=float(dice.mean()),
@@ -74,6 +79,7 @@ def score_masks(targets: SegmentationDataset, predicted: np.ndarray) -> Evaluati
         failure_fraction=metrics.failure_fraction(iou),
         iou_by_diagnosis={str(k): float(v) for k, v in by_diagnosis.items()},
         per_image=per_image,
+        iou_by_source={str(k): float(v) for k, v in by_source.items()},
     )
 
 

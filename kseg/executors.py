@@ -54,14 +54,15 @@ def _maybe_crash_for_test(config: RunConfig) -> None:
         os._exit(1)
 
 
-def run_cell(config: RunConfig, data_kind: str, data_path: str | None, output_dir: str, verbose: bool = False,
-             distribute: str = "none", mask_suffix: str = "", externals: Sequence[tuple[str, str]] = ()) -> dict:
-    """The worker function of the process-pool and Ray executors: loads the data (once per worker
-    process), runs ``config`` and returns its leaderboard row, a failed row if it raised."""
+def run_cell(config: RunConfig, data_spec: dict, output_dir: str, verbose: bool = False,
+             distribute: str = "none") -> dict:
+    """The worker function of the process-pool and Ray executors: loads the data described by
+    ``data_spec`` (:meth:`kseg.run.DataCache.spec`; once per worker process), runs ``config`` and
+    returns its leaderboard row, a failed row if it raised."""
     _maybe_crash_for_test(config)
-    key = (data_kind, data_path, mask_suffix, tuple(map(tuple, externals)))
+    key = repr(sorted(data_spec.items()))
     if key not in _data_caches:
-        _data_caches[key] = one_run.DataCache(data_kind, data_path, mask_suffix, externals)
+        _data_caches[key] = one_run.DataCache(**data_spec)
     return one_run.run_one_or_fail(config, _data_caches[key], output_dir, verbose=verbose, distribute=distribute)
 
 
@@ -94,8 +95,7 @@ class LocalExecutor:
                 k, config = pending.pop(0)
                 announce(k, config)
                 try:
-                    future = pool.submit(run_cell, config, data.kind, _str(data.path), str(output_dir), verbose, distribute,
-                                         data.mask_suffix, data.externals)
+                    future = pool.submit(run_cell, config, data.spec(), str(output_dir), verbose, distribute)
                 except futures.process.BrokenProcessPool as error:  # a worker died: the pool takes no more
                     return config, one_run.failed_row(config, error)
                 running[future] = config
@@ -132,10 +132,6 @@ def _backend_in_environ():
             os.environ.pop("KERAS_BACKEND", None)
         else:
             os.environ["KERAS_BACKEND"] = previous
-
-
-def _str(path) -> str | None:
-    return None if path is None else str(path)
 
 
 def import_ray():
@@ -187,12 +183,11 @@ class RayExecutor:
         task = task.options(runtime_env={"env_vars": env})
         # Absolute: a worker's working directory is not the driver's.
         output_dir = str(Path(output_dir).absolute())
-        data_path = None if data.path is None else str(Path(data.path).absolute())
-        externals = [(str(Path(folder).absolute()), suffix) for folder, suffix in data.externals]
+        data_spec = data.spec(absolute=True)
         running = {}
         for k, config in enumerate(configs, 1):
             announce(k, config)
-            ref = task.remote(config, data.kind, data_path, output_dir, verbose, distribute, data.mask_suffix, externals)
+            ref = task.remote(config, data_spec, output_dir, verbose, distribute)
             running[ref] = config
         while running:
             finished, _ = ray.wait(list(running), num_returns=1)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kseg import leaderboard, refine
 from kseg.config import KSEG_VERSION, RunConfig, device_description, resolve_jit_compile, resolve_precision
-from kseg.data import SegmentationDataset, Split, load_dataset, split_indices
+from kseg.data import SegmentationDataset, Split, concatenate, load_dataset, split_indices
 from kseg.evaluation import predict_logits, score_masks
 from kseg.refine import binarise
 from kseg.training import DivergedError, fit
@@ -35,27 +35,51 @@ class DataCache:
         externals: ``(folder, mask_suffix)`` of labelled sets (``images/`` + ``masks/``, or PH2)
             that every run is also scored on after training (``--external``): not part of a
             run's identity, since they change nothing it computes.
+        sources: ``(folder, mask_suffix)`` of labelled sets joined to the data (``--add-source``):
+            every part of the split then holds each source in proportion
+            (:func:`kseg.data.concatenate`); the joined data's name and fingerprint are the run's.
     """
 
     def __init__(self, kind: str, path: str | Path | None, mask_suffix: str = "",
-                 externals: Sequence[tuple[str, str]] = ()):
+                 externals: Sequence[tuple[str, str]] = (), sources: Sequence[tuple[str, str]] = ()):
         self.kind, self.path, self.mask_suffix = kind, path, mask_suffix
         self.externals = [(str(folder), suffix) for folder, suffix in externals]
+        self.sources = [(str(folder), suffix) for folder, suffix in sources]
         self._loaded: dict[tuple, SegmentationDataset] = {}
 
-    def resolve(self, size: int, synthetic_n: int = 200) -> str:
-        """Loads once to learn which dataset ``auto`` means here; returns its name."""
-        name = self.get(size, synthetic_n).name
-        if self.kind == "auto":
-            self.kind = name
-        return name
+    def spec(self, absolute: bool = False) -> dict:
+        """The arguments that rebuild this cache in another process (``DataCache(**spec)``);
+        ``absolute`` paths for a worker whose working directory differs."""
+        where = (lambda p: str(Path(p).absolute())) if absolute else str
+        return dict(kind=self.kind, path=None if self.path is None else where(self.path), mask_suffix=self.mask_suffix,
+                    externals=[(where(f), s) for f, s in self.externals],
+                    sources=[(where(f), s) for f, s in self.sources])
 
-    def get(self, size: int, synthetic_n: int = 200) -> SegmentationDataset:
-        key = (size, synthetic_n)
+    def resolve(self, size: int, synthetic_n: int = 200) -> str:
+        """Loads once to learn which dataset ``auto`` means here; returns the data's name."""
+        main = self._main(size, synthetic_n).name
+        if self.kind == "auto":
+            self.kind = main
+        return self.get(size, synthetic_n).name
+
+    def _main(self, size: int, synthetic_n: int) -> SegmentationDataset:
+        key = ("main", size, synthetic_n)
         if key not in self._loaded:
             self._loaded[key] = load_dataset(
                 self.kind, path=self.path, image_size=size, mask_suffix=self.mask_suffix, n=synthetic_n,
             )
+        return self._loaded[key]
+
+    def get(self, size: int, synthetic_n: int = 200) -> SegmentationDataset:
+        """The data at ``size``: the main set, joined with the added sources if any."""
+        main = self._main(size, synthetic_n)
+        if not self.sources:
+            return main
+        key = ("joined", size, synthetic_n)
+        if key not in self._loaded:
+            added = [self.external(folder, suffix, size) for folder, suffix in self.sources]
+            self._loaded[key] = concatenate(
+                [main, *added], names=[main.name, *(leaderboard.folder_label(f) for f, _ in self.sources)])
         return self._loaded[key]
 
     def external(self, folder: str, mask_suffix: str, size: int) -> SegmentationDataset:
@@ -82,7 +106,9 @@ class DataCache:
 def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
     """``config`` with what ``auto`` means here filled in (dataset, precision, jit) and the data's
     fingerprint, so that its hash names what actually runs."""
-    dataset = data.resolve(config.image_size, config.synthetic_n) if config.dataset == "auto" else config.dataset
+    dataset = config.dataset
+    if dataset == "auto" or data.sources:  # a joined dataset is named by its sources
+        dataset = data.resolve(config.image_size, config.synthetic_n)
     return config.replace(
         dataset=dataset, data_fingerprint=data.fingerprint(config),
         precision=resolve_precision(config.precision), jit_compile=resolve_jit_compile(config.jit_compile),
@@ -97,7 +123,7 @@ def _timestamp() -> str:
 ROW_FIELDS = (
     "model", "loss", "seed", "split_seed", "dataset", "data_fingerprint", "mask_suffix", "preset", "image_size",
     "eval_size", "base_filters", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay", "ema",
-    "augment", "illuminant", "colour_constancy", "val_every", "refine", "batch_norm", "precision", "jit_compile",
+    "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "precision", "jit_compile",
 )
 
 

@@ -7,7 +7,7 @@ masks that are exactly 0 or 1; :func:`split` makes seeded, stratified train/val/
 
 from kseg.data.augment import augment_pair
 from kseg.data.cache import cache_dir
-from kseg.data.dataset import SegmentationDataset
+from kseg.data.dataset import SegmentationDataset, concatenate
 from kseg.data.folder import load_folder
 from kseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
 from kseg.data.load import load_dataset
@@ -23,6 +23,7 @@ __all__ = [
     "Split",
     "augment_pair",
     "cache_dir",
+    "concatenate",
     "download_ph2",
     "find_ph2",
     "load_dataset",

@@ -21,6 +21,8 @@ class SegmentationDataset:
         diagnosis: clinical diagnosis per case (``"common_nevus"``, ``"atypical_nevus"``,
             ``"melanoma"``; ``None`` where unknown), or ``None`` when the dataset has none.
         name: short dataset name (``"ph2"``, ``"synthetic"``, ``"folder"``), recorded in results.
+        source: the set each case comes from, for a dataset joined from several
+            (:func:`concatenate`); ``None`` for a single set. Splits are stratified by it.
     """
 
     images: np.ndarray | list[np.ndarray]
@@ -28,6 +30,7 @@ class SegmentationDataset:
     ids: list[str]
     diagnosis: list[str | None] | None
     name: str
+    source: list[str] | None = None
 
     def __post_init__(self) -> None:
         # Catch mismatched lengths here rather than as an IndexError deep inside training.
@@ -37,10 +40,10 @@ class SegmentationDataset:
                 f"SegmentationDataset {self.name!r}: {len(self.images)} images, "
                 f"{len(self.masks)} masks and {n} ids; they must all have the same length."
             )
-        if self.diagnosis is not None and len(self.diagnosis) != n:
-            raise ValueError(
-                f"SegmentationDataset {self.name!r}: {len(self.diagnosis)} diagnoses for {n} cases."
-            )
+        for field in ("diagnosis", "source"):
+            values = getattr(self, field)
+            if values is not None and len(values) != n:
+                raise ValueError(f"SegmentationDataset {self.name!r}: {len(values)} {field} labels for {n} cases.")
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -95,6 +98,7 @@ class SegmentationDataset:
             ids=[self.ids[i] for i in idx],
             diagnosis=None if self.diagnosis is None else [self.diagnosis[i] for i in idx],
             name=self.name,
+            source=None if self.source is None else [self.source[i] for i in idx],
         )
 
     def select_ids(self, ids: Sequence[str]) -> "SegmentationDataset":
@@ -107,3 +111,36 @@ class SegmentationDataset:
                 + (" ..." if len(missing) > 10 else "")
             )
         return self.subset([position[case_id] for case_id in ids])
+
+
+def concatenate(datasets: Sequence[SegmentationDataset], names: Sequence[str] | None = None) -> SegmentationDataset:
+    """One dataset of the cases of several, each case labelled with its ``source``.
+
+    Ids become ``"<source>/<id>"`` (two sets may both have an ``IMG001``), diagnoses are kept
+    (``None`` for a set without them), and the name is the sources joined by ``+``, e.g.
+    ``"ph2+isic2018_dev"``. Images must share one size (load every set with the same
+    ``image_size``). :func:`kseg.data.split_indices` then stratifies by source, so every part
+    holds each set in proportion.
+
+    Args:
+        datasets: the sets, in order.
+        names: one source name per set (default: each set's ``name``); they must differ.
+
+    Example:
+    >>> both = concatenate([load_ph2(image_size=128), load_folder("isic/images", "isic/masks",
+    ...                     "_segmentation", 128)], names=["ph2", "isic"])
+    """
+    names = [d.name for d in datasets] if names is None else list(names)
+    if len(names) != len(datasets) or len(set(names)) != len(names):
+        raise ValueError(f"concatenate needs one distinct source name per dataset; got {names}")
+    sizes = {d.image_size for d in datasets}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(f"datasets {names} have image sizes {sorted(map(str, sizes))}; load them at one image_size")
+    return SegmentationDataset(
+        images=np.concatenate([np.asarray(d.images) for d in datasets]),
+        masks=np.concatenate([np.asarray(d.masks) for d in datasets]),
+        ids=[f"{name}/{case}" for name, d in zip(names, datasets) for case in d.ids],
+        diagnosis=[dx for d in datasets for dx in (d.diagnosis or [None] * len(d))],
+        name="+".join(names),
+        source=[name for name, d in zip(names, datasets) for _ in range(len(d))],
+    )

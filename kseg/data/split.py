@@ -78,7 +78,8 @@ def split_indices(
             float fractions summing to 1. Counts summing to more than ``len(dataset)`` raise
             ``ValueError``.
 
-    Stratified by ``dataset.diagnosis`` where known (unknown cases form their own group): each
+    Stratified by ``dataset.diagnosis`` where known (unknown cases form their own group), and
+    for a joined dataset by ``(source, diagnosis)``: each
     group's shuffled members are spread evenly over ``[0, 1)`` and the merged order is cut into
     the three parts, so every class lands in each part in proportion (to within one case).
     """
@@ -86,6 +87,8 @@ def split_indices(
     n_train, n_val, n_test = _counts(n, sizes)
     rng = np.random.default_rng(seed)
     labels = dataset.diagnosis if dataset.diagnosis is not None else [None] * n
+    if dataset.source is not None:
+        labels = list(zip(dataset.source, labels))
     position = np.empty(n, dtype=float)
     groups: dict[object, list[int]] = {}
     for i, label in enumerate(labels):
