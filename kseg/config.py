@@ -44,6 +44,9 @@ SCHEDULES = ("plateau", "cosine", "constant")
 AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
 BATCH_NORMS = ("keras", "fast")
+# Knobs added within kseg 0.3, with the value that computes what 0.3 did without them.
+NEUTRAL_KNOBS: dict[str, Any] = {"min_scale": 0.9}
+_ABSENT = object()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,8 @@ class RunConfig:
         augment: ``full`` (flips, 90-degree rotations, small affine warps, colour jitter),
             ``flips`` (flips and 90-degree rotations only) or ``none``.
         illuminant: strength of the random per-channel gains (0: off).
+        min_scale: the affine warp's smallest scale (``full`` augmentation; drawn from
+            ``Uniform(min_scale, 1.1)``): below 0.9 it also shows lesions smaller than they are.
         colour_constancy: Shades-of-Gray normalisation as the model's first layer.
         val_every: validate (and checkpoint) every this many epochs, and always at the last.
         refine: ``auto`` chooses test-time flips/rotations and post-processing on the validation
@@ -94,6 +99,7 @@ class RunConfig:
     ema: float = 0.0
     augment: str = "full"
     illuminant: float = 0.0
+    min_scale: float = 0.9
     colour_constancy: bool = False
     val_every: int = 1
     refine: str = "none"
@@ -114,6 +120,8 @@ class RunConfig:
                 raise ValueError(f"Unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be a momentum in [0, 1); got {self.ema}")
+        if not 0.0 < self.min_scale <= 1.1:
+            raise ValueError(f"min_scale must be in (0, 1.1]; got {self.min_scale}")
         if self.val_every < 1:
             raise ValueError(f"val_every must be at least 1; got {self.val_every}")
 
@@ -132,11 +140,13 @@ class RunConfig:
 
     def identity(self) -> dict[str, Any]:
         """Everything that decides what this run computes: every field, the Keras backend, the
-        kseg version and the device (a GPU's and a CPU's float results differ)."""
-        return {
-            **self.to_dict(), "backend": keras.backend.backend(), "kseg_version": KSEG_VERSION,
-            "device": device_description(),
-        }
+        kseg version and the device (a GPU's and a CPU's float results differ).
+
+        A knob added within a kseg version is left out while it has the value that computes what
+        the version did before it existed (:data:`NEUTRAL_KNOBS`), so adding it leaves the hashes
+        of the runs already made, and their resumption, as they were."""
+        fields = {k: v for k, v in self.to_dict().items() if NEUTRAL_KNOBS.get(k, _ABSENT) != v}
+        return {**fields, "backend": keras.backend.backend(), "kseg_version": KSEG_VERSION, "device": device_description()}
 
     @property
     def config_hash(self) -> str:

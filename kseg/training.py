@@ -259,4 +259,6 @@ def augment_options(config: RunConfig) -> dict:
         options["affine_probability"] = 0.0
     if config.illuminant:
         options["illuminant"] = config.illuminant
+    if config.min_scale != 0.9:
+        options["min_scale"] = config.min_scale
     return options

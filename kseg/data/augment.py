@@ -15,13 +15,16 @@ def augment_pair(
     geometric: bool = True,
     photometric: bool = True,
     affine_probability: float = 0.5,
+    min_scale: float = 0.9,
     illuminant: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Randomly augment one ``(H, W, 3)`` float32 image and its ``(H, W, 1)`` 0/1 mask.
 
     Geometric (same for both): horizontal/vertical flips, 90-degree rotations (180 only when
     H != W so the shape is kept) and, with ``affine_probability``, a small rotation/scale/shift
-    (image: bilinear, mask: nearest neighbour so it stays exactly 0/1; both reflect at the border).
+    (image: bilinear, mask: nearest neighbour so it stays exactly 0/1; both reflect at the border),
+    the scale drawn from ``Uniform(min_scale, 1.1)``: ``min_scale`` 0.5 shows lesions at down to
+    half their size, as in sets whose lesions fill less of the frame than PH2's.
     Photometric (image only): brightness, contrast, saturation and hue shift, clipped to [0, 1].
     Illuminant (image only, last, independent of ``photometric``): with ``illuminant = s > 0``
     each channel is multiplied by its own gain ``g_c = exp(u_c)``, ``u_c ~ Uniform(-s, s)`` (one
@@ -31,6 +34,8 @@ def augment_pair(
     All randomness comes from ``rng``, so a seeded generator reproduces the result.
     """
     illuminant = float(illuminant)
+    if not 0.0 < min_scale <= 1.1:
+        raise ValueError(f"`min_scale` must be in (0, 1.1]. Received: min_scale={min_scale}")
     if not illuminant >= 0.0:
         raise ValueError(f"`illuminant` must be >= 0. Received: illuminant={illuminant}")
     image = np.asarray(image, dtype=np.float32)
@@ -48,7 +53,7 @@ def augment_pair(
         if rng.random() < affine_probability:
             h, w = image.shape[:2]
             angle = rng.uniform(-15, 15)
-            scale = rng.uniform(0.9, 1.1)
+            scale = rng.uniform(min_scale, 1.1)
             matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
             matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
             image = cv2.warpAffine(
