@@ -90,6 +90,10 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data.add_argument("--external", action="append", type=_external, default=[], metavar="DIR[:SUFFIX]",
                       help="also score every run on this labelled set: a folder with images/ and masks/, or PH2 (repeatable), e.g. "
                            "../shared/data/isic2018-dev:_segmentation; columns ext_<name>_iou, _dice, _isic_score, _failure_fraction")
+    data.add_argument("--add-source", action="append", type=_external, default=[], metavar="DIR[:SUFFIX]",
+                      help="join this labelled set (images/ + masks/, or PH2) to the data: train, validate and test on both, "
+                           "the split stratified by source (repeatable); the row adds test_iou_source_<name> per source. "
+                           "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data")
     data.add_argument("--split", dest="split_sizes", type=_split_sizes, default=None,
                       help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50")
     recipe = p.add_argument_group("recipe (each overrides the preset's value and is part of the run's identity)")
@@ -104,6 +108,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     recipe.add_argument("--ema", type=float, help="EMA momentum of the weights (0: off)")
     recipe.add_argument("--augment", choices=AUGMENTATIONS, help="full, flips (no affine, no colour) or none")
     recipe.add_argument("--illuminant", type=float, help="random per-channel gains exp(U(-s, s)) (0: off)")
+    recipe.add_argument("--min-scale", type=float, help="full augmentation: smallest affine scale, Uniform(s, 1.1) (default 0.9)")
     recipe.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=None,
                         help="Shades-of-Gray normalisation as the model's first layer")
     recipe.add_argument("--val-every", type=_positive_int, help="validate every N epochs (and at the last)")
@@ -129,7 +134,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 RECIPE_FLAGS = ("epochs", "image_size", "base_filters", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-                "ema", "augment", "illuminant", "colour_constancy", "val_every", "refine", "batch_norm", "split_sizes", "mask_suffix")
+                "ema", "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "split_sizes", "mask_suffix")
 
 
 def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -161,11 +166,12 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
 
-    data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external)
-    for folder, _ in args.external:
-        if not Path(folder).is_dir():
-            print(f"error: --external {folder}: no such folder", file=sys.stderr)
-            return EXIT_BAD_ARGUMENTS
+    data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external, args.add_source)
+    for flag, folders in (("--external", args.external), ("--add-source", args.add_source)):
+        for folder, _ in folders:
+            if not Path(folder).is_dir():
+                print(f"error: {flag} {folder}: no such folder", file=sys.stderr)
+                return EXIT_BAD_ARGUMENTS
     overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     try:
         configs = grid.expand(model_names, loss_names, args.seeds, args.preset, data, split_seed=args.split_seed,
@@ -309,9 +315,11 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         print(f"error: no leaderboard at {args.results}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     table = leaderboard.read(args.results)
-    for column in ("dataset", "preset"):
+    for column in ("dataset", "preset", "kseg_version"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)]
+    if args.recipe:
+        table = table[leaderboard.with_groups(table)["recipe"] == args.recipe]
     if args.recipes:
         model, _, loss = args.recipes.partition("+")
         print(leaderboard.recipe_comparison(table, model, loss))
@@ -360,6 +368,8 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
+    p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
+    p.add_argument("--recipe", help="only rows of this recipe, as the table's recipe column writes it")
     p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
     p.add_argument("--transfer", metavar="CSV", help="join scores of the runs' models on another set "
                    "(`python -m kseg evaluate --model runs/*/model.keras --csv CSV`) and summarise them per group (Markdown)")

@@ -40,19 +40,28 @@ COLUMNS: tuple[str, ...] = (
     "refine", "tta", "postprocess", "val_iou_plain", "val_iou_refined", "test_iou_plain", "run_seconds",
     "test_isic_score", "test_failure_fraction",
     # Added with kseg 0.3:
-    "batch_norm",
+    "batch_norm", "min_scale",
 )
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
 
 
+# Test IoU per source of a dataset joined from several (``--add-source``).
+SOURCE_COLUMN = re.compile(r"^test_iou_source_[a-z0-9_]+$")
+
+
 def known_column(name: str) -> bool:
-    return name in COLUMNS or bool(EXTERNAL_COLUMN.match(name))
+    return name in COLUMNS or bool(EXTERNAL_COLUMN.match(name)) or bool(SOURCE_COLUMN.match(name))
+
+
+def folder_label(folder: str | Path) -> str:
+    """A folder's name as a column-safe label: lower-case, other characters as ``_``."""
+    return re.sub(r"[^a-z0-9]+", "_", Path(folder).name.lower()).strip("_")
 
 
 def external_prefix(folder: str | Path) -> str:
-    """``ext_<folder name>_``, lower-case, other characters as ``_``: the columns of one external set."""
-    return "ext_" + re.sub(r"[^a-z0-9]+", "_", Path(folder).name.lower()).strip("_") + "_"
+    """``ext_<folder label>_``: the columns of one external set."""
+    return f"ext_{folder_label(folder)}_"
 # Without these a CSV is not a leaderboard (it would be overwritten by mistake).
 REQUIRED = ("run_id", "model", "loss", "config_hash", "status")
 # Read as text: a hash or id made of digits must keep its leading zeros.
@@ -203,6 +212,8 @@ def recipe(row: Mapping[str, Any]) -> str:
         parts.append(f"aug={row['augment']}")
     if present("illuminant") and float(row["illuminant"]):
         parts.append(f"illum{float(row['illuminant']):g}")
+    if present("min_scale") and float(row["min_scale"]) != 0.9:
+        parts.append(f"zoom{float(row['min_scale']):g}")
     if present("colour_constancy") and str(row["colour_constancy"]) in ("True", "true", "1", "1.0"):
         parts.append("sog")
     if present("refine") and row["refine"] != "none":
