@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 # One worker process times every model of its list; "no_such_net" makes it fail after the first.
 CONFIG = dict(models=["unet", "no_such_net"], image_size=32, base=4, depth=4, batch=2,
-              precision="float32", jit_compile=False, steps=1, warmup=1)
+              precision="float32", jit_compile=False, steps=1, warmup=1, batch_norm="fast", onnx=True)
 
 
 def _load(name: str):
@@ -58,6 +58,13 @@ def test_worker_row_fields(row):
     assert row["train_steps_timed"] == row["infer_steps_timed"] == 1
     assert row["train_img_s"] == pytest.approx(2 / row["train_step_s"])
     assert row["train_gflop_s"] == pytest.approx(3 * row["gflops_fwd_per_image"] * row["train_img_s"])
+    assert row["batch_norm"] == "fast"
+    # The ONNX engine's inference, timed beside Keras's (TensorFlow exports with tf2onnx, a test
+    # dependency; elsewhere the row says why it could not export).
+    if keras.backend.backend() == "tensorflow":
+        assert row["onnx_infer_img_s"] > 0 and row["onnx_infer_img_s"] == pytest.approx(2 / row["onnx_infer_step_s"])
+    else:
+        assert row.get("onnx_infer_img_s", 0) > 0 or row["onnx_error"]
 
 
 def test_gflops_of_a_single_conv_by_hand():

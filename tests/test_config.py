@@ -37,6 +37,7 @@ RECIPE_CHANGES = {
     "augment": ("flips", "full"), "illuminant": (0.2, 0.0), "colour_constancy": (True, False), "val_every": (2, 1),
     "refine": ("auto", "none"), "batch_size": (4, 8), "lr": (3e-4, 1e-3), "image_size": (64, 128),
     "base_filters": (8, 16), "epochs": (3, 40), "batch_norm": ("fast", "keras"),
+    "min_scale": (0.5, 0.9),
 }
 
 
@@ -48,6 +49,13 @@ def test_every_recipe_knob_changes_the_hash_and_the_group(field, values):
     assert getattr(changed, field) != getattr(base, field)
     assert changed.config_hash != base.config_hash
     assert changed.group_hash != base.group_hash
+
+
+def test_a_knob_at_its_neutral_value_leaves_the_identity_as_before_it_existed():
+    config = RunConfig.from_preset("cpu", model="unet", loss="bce")
+    for knob, neutral in kconfig.NEUTRAL_KNOBS.items():
+        assert getattr(config, knob) == neutral and knob not in config.identity()
+        assert knob in config.replace(**{knob: 0.5}).identity()
 
 
 @pytest.mark.parametrize("change", [
@@ -107,7 +115,8 @@ def test_group_hash_ignores_the_seeds_and_nothing_else():
 
 
 @pytest.mark.parametrize("field, value", [("schedule", "linear"), ("augment", "rotate"), ("refine", "always"),
-                                          ("ema", 1.0), ("val_every", 0), ("batch_norm", "fused")])
+                                          ("ema", 1.0), ("val_every", 0), ("batch_norm", "fused"),
+                                          ("min_scale", 0.0)])
 def test_bad_recipe_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         RunConfig.from_preset("cpu", model="unet", loss="bce", **{field: value})

@@ -12,7 +12,7 @@ import pytest
 
 import kseg.data.io as kio
 from kseg.data import (
-    SegmentationDataset, SegmentationSequence, augment_pair, load_dataset, load_folder,
+    SegmentationDataset, SegmentationSequence, augment_pair, concatenate, load_dataset, load_folder,
     load_split, parse_split_sizes, save_split, split, split_indices, synthetic,
 )
 
@@ -283,6 +283,34 @@ def test_parse_split_sizes_rejects_junk(text):
         parse_split_sizes(text)
 
 
+def test_concatenate_labels_each_case_with_its_source():
+    a, b = synthetic(n=6, image_size=16, seed=0), synthetic(n=4, image_size=16, seed=1)
+    a.diagnosis = ["melanoma"] * 3 + ["common_nevus"] * 3  # as PH2; b has none, as a plain folder
+    joined = concatenate([a, b], names=["ph2", "isic"])
+    assert joined.name == "ph2+isic" and len(joined) == 10
+    assert joined.ids == [f"ph2/{i}" for i in a.ids] + [f"isic/{i}" for i in b.ids]
+    assert joined.source == ["ph2"] * 6 + ["isic"] * 4
+    assert joined.diagnosis == list(a.diagnosis) + [None] * 4
+    np.testing.assert_array_equal(joined.images[6:], b.images)
+    np.testing.assert_array_equal(joined.masks[:6], a.masks)
+    assert joined.subset([7, 0]).source == ["isic", "ph2"]
+    with pytest.raises(ValueError, match="distinct source name"):
+        concatenate([a, b], names=["x", "x"])
+    with pytest.raises(ValueError, match="one image_size"):
+        concatenate([a, synthetic(n=2, image_size=32)], names=["a", "b"])
+
+
+@pytest.mark.parametrize("sizes", [(0.5, 0.25, 0.25), (0.6, 0.2, 0.2)])
+def test_a_joined_split_holds_each_source_in_proportion(sizes):
+    big, small = synthetic(n=40, image_size=8, seed=0), synthetic(n=20, image_size=8, seed=1)
+    joined = concatenate([big, small], names=["big", "small"])
+    for seed in range(3):
+        for part, fraction in zip(split(joined, seed=seed, sizes=sizes), sizes):
+            counts = {name: part.source.count(name) for name in ("big", "small")}
+            # Each source's share of every part is its share of the whole, to within one case.
+            assert abs(counts["big"] - 40 * fraction) <= 1 and abs(counts["small"] - 20 * fraction) <= 1, counts
+
+
 def test_save_and_load_split(tmp_path):
     ds = _labelled()
     parts = split(ds, seed=1, sizes=(50, 25, 25))
@@ -317,6 +345,30 @@ def test_augment_geometry_keeps_image_and_mask_aligned():
         # After photometric jitter foreground is still brighter; only interpolated edges differ.
         fg = out_i.mean(-1) > (out_i[out_m[..., 0] == 1].mean() + out_i[out_m[..., 0] == 0].mean()) / 2
         assert (fg != (out_m[..., 0] == 1)).mean() < 0.03
+
+
+def test_min_scale_shrinks_lesions_within_its_range():
+    """A centred square lesion keeps its area times scale**2 under the affine warp: with the default
+    scales in [0.9, 1.1] it never drops below 0.81 of its area; with min_scale=0.5 it does, and
+    never below 0.25 (mask still exactly 0/1, geometry the same for image and mask)."""
+    mask = np.zeros((96, 96, 1), np.float32)
+    mask[33:63, 33:63] = 1
+    image = np.repeat(mask, 3, axis=-1)
+
+    def area_ratios(**options):
+        ratios = []
+        for seed in range(40):
+            out_i, out_m = augment_pair(image, mask, np.random.default_rng(seed), photometric=False,
+                                        affine_probability=1.0, **options)
+            assert set(np.unique(out_m)) <= {0.0, 1.0}
+            ratios.append(out_m.sum() / mask.sum())
+        return np.asarray(ratios)
+
+    default, zoomed = area_ratios(), area_ratios(min_scale=0.5)
+    assert default.min() > 0.81 - 0.05 and default.max() < 1.21 + 0.05
+    assert zoomed.min() < 0.6 and zoomed.min() > 0.25 - 0.05
+    with pytest.raises(ValueError, match="min_scale"):
+        augment_pair(image, mask, np.random.default_rng(0), min_scale=0.0)
 
 
 def test_augment_rectangular_keeps_shape_and_is_seeded():

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -163,6 +164,56 @@ def test_a_folder_dataset_with_a_mask_suffix(tmp_path):
     # Without the suffix no image finds its mask: a clear error, exit 2, nothing written.
     assert run_grid_command([*args, "--results", str(tmp_path / "other.csv")]) == 2
     assert not (tmp_path / "other.csv").exists()
+
+
+def test_external_sets_are_scored_and_match_numpy(tmp_path):
+    """--external over a folder with _segmentation masks: the row's ext_ columns are the mean,
+    ISIC score and failure fraction of per-image IoUs that numpy recomputes from the saved model."""
+    isic = write_synthetic_folder(tmp_path / "ISIC-dev", n=10, seed=5, mask_suffix="_segmentation")
+    results, runs = tmp_path / "lb.csv", tmp_path / "runs"
+    args = [*SMOKE, "--models", "unet", "--losses", "bce", "--results", str(results), "--output", str(runs),
+            "--external", f"{isic}:_segmentation"]
+    assert run_grid_command(args) == 0
+    row = leaderboard.read(results).iloc[0]
+    run_dir = runs / row["run_id"]
+    model = keras.saving.load_model(run_dir / "model.keras")
+    images = DataCache("auto", None).external(str(isic), "_segmentation", int(row["image_size"]))
+    truth = np.asarray(DataCache("auto", None).external(str(isic), "_segmentation", int(row["eval_size"])).masks) > 0.5
+    logits = refine.resize_logits(keras.ops.convert_to_numpy(model.predict(np.asarray(images.images), verbose=0)),
+                                  truth.shape[1:3])
+    predicted = logits > 0
+    intersection = (predicted & truth).sum(axis=(1, 2, 3))
+    union = (predicted | truth).sum(axis=(1, 2, 3))
+    iou = np.where(union > 0, intersection / np.maximum(union, 1), 1.0)
+    per_image = pd.read_csv(run_dir / "ext_isic_dev_scores.csv")
+    np.testing.assert_allclose(per_image["iou"], iou, atol=1e-5)
+    assert row["ext_isic_dev_iou"] == pytest.approx(iou.mean(), abs=1e-4)
+    assert row["ext_isic_dev_isic_score"] == pytest.approx(np.where(iou >= 0.65, iou, 0).mean(), abs=1e-4)
+    assert row["ext_isic_dev_failure_fraction"] == pytest.approx((iou < 0.5).mean(), abs=1e-4)
+    assert {"ext_isic_dev_dice", "ext_isic_dev_dataset_iou"} <= set(row.index)
+
+
+def test_an_added_source_joins_the_data_with_a_split_stratified_by_source(tmp_path):
+    isic = write_synthetic_folder(tmp_path / "ISIC-dev", n=12, seed=5, mask_suffix="_segmentation")
+    results, runs = tmp_path / "lb.csv", tmp_path / "runs"
+    args = [*SMOKE, "--models", "unet", "--losses", "bce", "--results", str(results), "--output", str(runs),
+            "--add-source", f"{isic}:_segmentation", "--split", "0.5,0.25,0.25"]
+    assert run_grid_command(args) == 0
+    row = leaderboard.read(results).iloc[0]
+    assert row["status"] == "ok" and row["dataset"] == "synthetic+isic_dev"
+    split = json.loads((runs / row["run_id"] / "split.json").read_text())
+    # 24 synthetic + 12 folder cases, each source halved/quartered alike.
+    for part, n_synthetic, n_folder in (("train", 12, 6), ("val", 6, 3), ("test", 6, 3)):
+        assert sum(i.startswith("synthetic/") for i in split[part]) == n_synthetic
+        assert sum(i.startswith("isic_dev/") for i in split[part]) == n_folder
+    per_image = pd.read_csv(runs / row["run_id"] / "test_scores.csv")
+    for source in ("synthetic", "isic_dev"):
+        assert row[f"test_iou_source_{source}"] == pytest.approx(
+            per_image.loc[per_image["source"] == source, "iou"].mean(), abs=1e-4)
+    # The added source is part of the identity: without it, another hash.
+    plain = grid.expand(["unet"], ["bce"], [0], "smoke", DataCache("synthetic", None), precision="float32",
+                        split_sizes=(0.5, 0.25, 0.25))[0]
+    assert plain.config_hash != row["config_hash"] and plain.dataset == "synthetic"
 
 
 def _split_files(runs: Path, table: pd.DataFrame) -> list[dict]:

@@ -139,6 +139,21 @@ def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
     assert main(["leaderboard", "--results", str(tmp_path / "none.csv")]) == 2
 
 
+def test_leaderboard_filters_by_version_and_recipe(tmp_path, capsys):
+    from kseg.cli import main
+
+    path = tmp_path / "lb.csv"
+    leaderboard.append_row(path, _row(0, kseg_version="0.2.0", test_iou=0.81))
+    leaderboard.append_row(path, _row(1, kseg_version="0.3.0", test_iou=0.82, config_hash="b"))
+    leaderboard.append_row(path, _row(2, kseg_version="0.3.0", test_iou=0.83, config_hash="c", epochs=3))
+    assert main(["leaderboard", "--results", str(path), "--markdown", "--kseg-version", "0.3.0"]) == 0
+    out = capsys.readouterr().out
+    assert "0.820" in out and "0.830" in out and "0.810" not in out
+    assert main(["leaderboard", "--results", str(path), "--markdown", "--recipe", "32px w4 3ep plateau"]) == 0
+    out = capsys.readouterr().out
+    assert "0.830" in out and "0.820" not in out and "0.810" not in out
+
+
 # ----- the schema grows; older and foreign files ------------------------------------------------
 
 def _head_header() -> list[str]:

@@ -104,6 +104,7 @@ def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     assert "No per-diagnosis scores" in text  # synthetic cases have no diagnosis
     assert "missing" not in text and "no gallery" not in text.lower()
     assert "IoU" in text and "test cases" in text
+    assert "lesion covers" in text and "cases fail" in text  # IoU by lesion size
     assert images_in(notebook) >= 3  # bar chart, learning curves, gallery
 
 
