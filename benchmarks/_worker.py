@@ -16,19 +16,21 @@ import json
 import os
 import platform
 import resource
-import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Quiet TensorFlow's C++ start-up chatter; it would drown the JSON line in the logs.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-# Runnable from a source checkout without installation.
+# Runnable from a source checkout without installation, and loadable by path (its siblings too).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _timing import median_seconds  # noqa: E402
 
 
 def forward_gflops(model) -> float:
@@ -61,25 +63,6 @@ def _all_layers(model) -> list:
     for layer in model.layers:
         found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
     return found
-
-
-def _median_seconds(
-    step: Callable[[], Any], warmup: int, steps: int, budget_s: float = float("inf")
-) -> tuple[float, list[float]]:
-    """Median wall time of up to ``steps`` calls after up to ``warmup`` untimed ones (compilation,
-    caches). ``budget_s`` caps each phase's wall time (at least 1 warm-up and 3 timed calls, or
-    ``steps`` if fewer), so one very slow config cannot blow the whole grid's time."""
-    start = time.perf_counter()
-    for i in range(warmup):
-        step()
-        if time.perf_counter() - start > budget_s / 2:
-            break
-    times: list[float] = []
-    while len(times) < steps and (sum(times) < budget_s or len(times) < min(3, steps)):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), times
 
 
 def _reset_peak_rss() -> None:
@@ -126,7 +109,8 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     size, batch = config["image_size"], config["batch"]
     build_start = time.perf_counter()
     model = models.build(
-        config["model"], input_shape=(size, size, 3), base_filters=config["base"], depth=config["depth"]
+        config["model"], input_shape=(size, size, 3), base_filters=config["base"], depth=config["depth"],
+        batch_norm=config.get("batch_norm", "keras"),
     )
     model.compile(
         optimizer=keras.optimizers.Adam(1e-4),  # 1e-4: torch_twin's learning rate
@@ -145,20 +129,23 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     # The first call counts as one of the ``warmup`` untimed calls, as in torch_twin.
     more_warmup = max(config["warmup"] - 1, 0)
     budget = float(config.get("budget_s") or float("inf"))
-    train_s, train_times = _median_seconds(lambda: model.train_on_batch(x, y), more_warmup, config["steps"], budget)
+    train_s, train_times = median_seconds(lambda: model.train_on_batch(x, y), more_warmup, config["steps"], budget)
 
     first = time.perf_counter()
     model.predict_on_batch(x)
     first_infer_s = time.perf_counter() - first
-    infer_s, infer_times = _median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"], budget)
+    infer_s, infer_times = median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"], budget)
 
+    onnx = _onnx_inference(model, x, more_warmup, config, budget) if config.get("onnx") else {}
     peak_mb = _peak_rss_mb()
     return {
+        **onnx,
         "backend": backend,
         "keras": keras.__version__,
         "model": config["model"],
         "precision": config["precision"],
         "jit": jit,
+        "batch_norm": config.get("batch_norm", "keras"),
         "image_size": size,
         "base": config["base"],
         "depth": config["depth"],
@@ -182,6 +169,28 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
         "train_gflop_s": 3 * gflops * batch / train_s,  # fwd + ~2x fwd for backward
         "peak_rss_mb": peak_mb,
     }
+
+
+def _onnx_inference(model, x, warmup: int, config: dict[str, Any], budget: float) -> dict[str, Any]:
+    """Inference of ``model`` exported to ONNX (``kseg.export``, float32) and run by ONNX Runtime,
+    timed like ``predict_on_batch``: the inference engine ``python -m kseg predict --engine onnx``
+    uses. Empty where this backend or machine cannot export (the reason goes in ``onnx_error``)."""
+    import tempfile
+
+    from kseg import export
+
+    reason = export.unsupported_reason("onnx")
+    if reason:
+        return {"onnx_error": reason}
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = export.export_model(model, Path(folder) / "model.onnx", batch_size=len(x))
+            engine = export.OnnxEngine(path, providers=["CPUExecutionProvider"])
+        except Exception as error:  # an exporter failure is a row note, not a lost benchmark
+            return {"onnx_error": f"{type(error).__name__}: {error}"[:300]}
+        engine.predict(x, batch_size=len(x))
+        onnx_s, onnx_times = median_seconds(lambda: engine.predict(x, batch_size=len(x)), warmup, config["steps"], budget)
+    return {"onnx_infer_step_s": onnx_s, "onnx_infer_times_s": onnx_times, "onnx_infer_img_s": len(x) / onnx_s}
 
 
 def main(argv: list[str]) -> None:

@@ -276,11 +276,12 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 
     df["torch_best_train_img_s"] = df.apply(lambda r: ref(r, "best_train_img_s"), axis=1)
     df["torch_best_infer_img_s"] = df.apply(lambda r: ref(r, "best_infer_img_s"), axis=1)
-    for col in ("train_img_s", "infer_img_s", "train_gflop_s", "peak_rss_mb"):
+    for col in ("train_img_s", "infer_img_s", "onnx_infer_img_s", "train_gflop_s", "peak_rss_mb"):
         if col not in df:
             df[col] = float("nan")
     df["train_vs_torch"] = df["train_img_s"] / df["torch_best_train_img_s"]
     df["infer_vs_torch"] = df["infer_img_s"] / df["torch_best_infer_img_s"]
+    df["onnx_infer_vs_torch"] = df["onnx_infer_img_s"] / df["torch_best_infer_img_s"]
     df["pct_bf16_peak"] = 100 * df["train_gflop_s"] / peak.get("bf16_peak_gflop_s", float("nan"))
     df["pct_fp32_peak"] = 100 * df["train_gflop_s"] / peak["fp32_peak_gflop_s"]
     if second:
@@ -297,20 +298,27 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 def markdown_rows(df: pd.DataFrame) -> str:
     """The BENCHMARKS.md result table (GitHub markdown), one line per config."""
     header = ("| size | batch | model | backend | precision | jit | train img/s | infer img/s | "
-              "train x torch best | infer x torch best | train GFLOP/s | % bf16 peak | peak MB |")
+              "train x torch best | infer x torch best | ONNX infer img/s | ONNX infer x torch best | "
+              "train GFLOP/s | % bf16 peak | peak MB |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, r in df.iterrows():
         if isinstance(r.get("error"), str) and r["error"]:
             lines.append(f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | "
-                         f"{r['precision']} | {r['jit']} | failed: {r['error'][:60]} | | | | | | |")
+                         f"{r['precision']} | {r['jit']} | failed: {r['error'][:60]} | | | | | | | | |")
             continue
         lines.append(
             f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | {r['precision']} | "
             f"{'on' if r['jit'] else 'off'} | {r['train_img_s']:.2f} | {r['infer_img_s']:.2f} | "
-            f"{r['train_vs_torch']:.2f} | {r['infer_vs_torch']:.2f} | {r['train_gflop_s']:.1f} | "
+            f"{r['train_vs_torch']:.2f} | {r['infer_vs_torch']:.2f} | {_number(r['onnx_infer_img_s'])} | "
+            f"{_number(r['onnx_infer_vs_torch'])} | {r['train_gflop_s']:.1f} | "
             f"{r['pct_bf16_peak']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    """Two decimals, or "-" where nothing was measured (NaN)."""
+    return "-" if pd.isna(value) else f"{value:.2f}"
 
 
 def scaling_table(df: pd.DataFrame) -> str:
@@ -332,7 +340,7 @@ def scaling_table(df: pd.DataFrame) -> str:
 def report(row: dict, ref: dict, expected_gflops: float | None, expected_params: int | None = None) -> None:
     """Prints one Keras row, after checking that it counts the same network as the twin (its
     analytic FLOPs and parameters) and as the native run it is compared with."""
-    tag = (f"[{row['backend']} {row['precision']} jit={'on' if row['jit'] else 'off'}] "
+    tag = (f"[{row['backend']} {row['precision']} jit={'on' if row['jit'] else 'off'} bn={row.get('batch_norm', 'keras')}] "
            f"{row['model']} {row['image_size']}px b{row['batch']}")
     if "error" in row:
         print(f"{tag}: FAILED {row['error']}", flush=True)
@@ -347,7 +355,9 @@ def report(row: dict, ref: dict, expected_gflops: float | None, expected_params:
         assert row["params"] == expected_params, f"{tag}: params {row['params']} != torch_twin {expected_params}"
     if "params" in ref:
         assert row["params"] == ref["params"], f"{tag}: params {row['params']} != torch {ref['params']}"
-    print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s, "
+    onnx = (f", ONNX infer {row['onnx_infer_img_s']:.2f} img/s" if "onnx_infer_img_s" in row
+            else f", ONNX: {row['onnx_error']}" if "onnx_error" in row else "")
+    print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s{onnx}, "
           f"{row['train_gflop_s']:.1f} GFLOP/s, peak {row['peak_rss_mb']:.0f} MB, "
           f"first step {row['first_train_step_s']:.1f} s", flush=True)
 
@@ -378,6 +388,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="native PyTorch modes; the best of them is the ratio's denominator")
     p.add_argument("--force-bf16", action="store_true",
                    help="run bf16 precisions and modes even on a CPU without bf16 hardware")
+    p.add_argument("--batch-norm", default="fast", choices=["keras", "fast"],
+                   help="the models' normalisation layer: fast (kseg's FastBatchNormalization, what the cpu preset "
+                        "trains with) or keras (keras.layers.BatchNormalization)")
+    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
+                   help="also time inference of each TensorFlow model exported to ONNX and run by ONNX Runtime "
+                        "(the engine of predict --engine onnx)")
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
@@ -473,6 +489,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for backend in args.backends:
             for precision, jit in itertools.product(args.precisions, jit_options(backend, args.jit)):
                 config = dict(models=list(args.models), image_size=size, base=args.base, depth=args.depth,
+                              batch_norm=args.batch_norm, onnx=args.onnx and backend == "tensorflow",
                               batch=batch, precision=precision, jit_compile=jit, steps=args.steps,
                               warmup=args.warmup, budget_s=args.budget or None)
                 timeout = deadline.timeout(args.timeout)

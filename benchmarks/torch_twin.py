@@ -37,13 +37,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
-from typing import Callable, Iterator, NamedTuple
+import sys
+from pathlib import Path
+from typing import Iterator, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # _timing, also when loaded by path
+from _timing import median_seconds  # noqa: E402
 
 MODELS = ("segnet", "unet", "unet2")
 MODES = ("fp32", "fp32-cl", "bf16", "bf16-cl")
@@ -229,23 +232,6 @@ def measured_forward_flops(model: nn.Module, size: int, batch: int = 1) -> int:
     return counter.get_total_flops()
 
 
-def _median_seconds(step: Callable[[], None], warmup: int, steps: int, budget_s: float) -> tuple[float, int]:
-    """Median seconds of up to ``steps`` timed calls after up to ``warmup`` untimed ones; the same
-    rule as benchmarks/_worker.py: warm-up stops after budget/2 s (1 call at least), timing after
-    budget s once it has min(3, steps) calls."""
-    start = time.perf_counter()
-    for _ in range(warmup):
-        step()
-        if time.perf_counter() - start > budget_s / 2:
-            break
-    times: list[float] = []
-    while len(times) < steps and (sum(times) < budget_s or len(times) < min(3, steps)):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), len(times)
-
-
 def time_mode(args: argparse.Namespace, mode: str) -> dict:
     """Trains and infers ``args.model`` in one mode; the JSON row."""
     if mode not in MODES:
@@ -275,15 +261,15 @@ def time_mode(args: argparse.Namespace, mode: str) -> dict:
             model(x)
 
     model.train()
-    train_s, train_n = _median_seconds(train_step, args.warmup, args.steps, budget)
+    train_s, train_times = median_seconds(train_step, args.warmup, args.steps, budget)
     model.eval()
-    infer_s, infer_n = _median_seconds(infer_step, args.warmup, args.steps, budget)
+    infer_s, infer_times = median_seconds(infer_step, args.warmup, args.steps, budget)
     return {
         "framework": f"torch-twin {torch.__version__}", "model": args.model, "mode": mode,
         "image_size": args.image_size, "base": args.base, "depth": args.depth, "batch": args.batch,
         "threads": torch.get_num_threads(), "params": param_count(model),
         "gflops_fwd_per_image": gflops,
-        "train_steps_timed": train_n, "infer_steps_timed": infer_n,
+        "train_steps_timed": len(train_times), "infer_steps_timed": len(infer_times),
         "train_img_s": args.batch / train_s, "infer_img_s": args.batch / infer_s,
         "train_gflop_s": 3 * gflops * args.batch / train_s,  # backward counted as 2x forward
     }
