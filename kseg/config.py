@@ -26,8 +26,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         image_size=32, eval_size=64, base_filters=4, depth=2, epochs=2, batch_size=4, lr=1e-3,
         patience=2, synthetic_n=24, split_sizes=(12, 6, 6), schedule="plateau",
     ),
-    # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 cores (README,
-    # "The cpu preset", gives the ablation on the validation split that chose these numbers).
+    # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 cores. README, "The
+    # cpu preset's ablation", measures each setting alone and what this budget costs in IoU.
     "cpu": dict(
         image_size=128, eval_size=256, base_filters=16, depth=4, epochs=32, batch_size=8, lr=1e-3,
         patience=12, schedule="cosine", warmup_epochs=2, refine="auto", batch_norm="fast", val_every=2,
