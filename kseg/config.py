@@ -18,6 +18,7 @@ from typing import Any
 import keras
 
 from kseg import __version__ as KSEG_VERSION
+from kseg.layers import BATCH_NORMALIZATIONS
 
 # Each preset is a complete set of RunConfig defaults; flags override single fields.
 PRESETS: dict[str, dict[str, Any]] = {
@@ -43,10 +44,9 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("plateau", "cosine", "constant")
 AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
-BATCH_NORMS = ("keras", "fast")
-# Knobs added within kseg 0.3, with the value that computes what 0.3 did without them.
-NEUTRAL_KNOBS: dict[str, Any] = {"min_scale": 0.9}
-_ABSENT = object()
+BATCH_NORMS = tuple(BATCH_NORMALIZATIONS)
+# Knobs added within kseg 0.3: at their field default they compute what 0.3 did without them.
+NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,9 +143,10 @@ class RunConfig:
         kseg version and the device (a GPU's and a CPU's float results differ).
 
         A knob added within a kseg version is left out while it has the value that computes what
-        the version did before it existed (:data:`NEUTRAL_KNOBS`), so adding it leaves the hashes
+        the version did before it existed (:data:`NEUTRAL_KNOBS`, at their field defaults), so adding it leaves the hashes
         of the runs already made, and their resumption, as they were."""
-        fields = {k: v for k, v in self.to_dict().items() if NEUTRAL_KNOBS.get(k, _ABSENT) != v}
+        defaults = {field.name: field.default for field in dataclasses.fields(self)}
+        fields = {k: v for k, v in self.to_dict().items() if not (k in NEUTRAL_KNOBS and v == defaults[k])}
         return {**fields, "backend": keras.backend.backend(), "kseg_version": KSEG_VERSION, "device": device_description()}
 
     @property

@@ -145,9 +145,9 @@ def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9, batch_norm:
     ``keras.layers.BatchNormalization``; "fast" is :class:`FastBatchNormalization`, the same
     function and weights in fewer passes.
     """
-    if batch_norm not in ("keras", "fast"):
-        raise ValueError(f"Unknown batch_norm {batch_norm!r}; choose keras or fast.")
-    norm = layers.BatchNormalization if batch_norm == "keras" else FastBatchNormalization
+    if batch_norm not in BATCH_NORMALIZATIONS:
+        raise ValueError(f"Unknown batch_norm {batch_norm!r}; choose one of {', '.join(BATCH_NORMALIZATIONS)}.")
+    norm = BATCH_NORMALIZATIONS[batch_norm]
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
     return norm(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_bn")(x)
@@ -570,3 +570,10 @@ class FastBatchNormalization(layers.Layer):
             "renorm_clipping": self.renorm_clipping,
             "renorm_momentum": self.renorm_momentum,
         }
+
+
+# conv_block's ``batch_norm`` names (also RunConfig's and the CLI's choices).
+BATCH_NORMALIZATIONS: dict[str, type[layers.Layer]] = {
+    "keras": layers.BatchNormalization,
+    "fast": FastBatchNormalization,
+}

@@ -131,8 +131,8 @@ def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Mod
             input_shape=(config.image_size, config.image_size, 3),
             base_filters=config.base_filters,
             depth=config.depth,
-            **({"colour_constancy": True} if config.colour_constancy else {}),
-            **({"batch_norm": config.batch_norm} if config.batch_norm != "keras" else {}),
+            colour_constancy=config.colour_constancy,
+            batch_norm=config.batch_norm,
         )
     model.compile(
         optimizer=optimizer_for(config, n_train),
@@ -254,11 +254,9 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
 
 def augment_options(config: RunConfig) -> dict:
     """Keyword arguments of :func:`kseg.data.augment_pair` for the config's augmentation."""
-    options = {"geometric": True, "photometric": config.augment == "full"}
+    options = {"geometric": True, "photometric": config.augment == "full", "min_scale": config.min_scale}
     if config.augment == "flips":
         options["affine_probability"] = 0.0
     if config.illuminant:
         options["illuminant"] = config.illuminant
-    if config.min_scale != 0.9:
-        options["min_scale"] = config.min_scale
     return options
