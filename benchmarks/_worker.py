@@ -136,10 +136,10 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     first_infer_s = time.perf_counter() - first
     infer_s, infer_times = median_seconds(lambda: model.predict_on_batch(x), more_warmup, config["steps"], budget)
 
-    onnx = _onnx_inference(model, x, more_warmup, config, budget) if config.get("onnx") else {}
+    exported = _exported_inference(model, x, more_warmup, config, budget) if config.get("onnx") else {}
     peak_mb = _peak_rss_mb()
     return {
-        **onnx,
+        **exported,
         "backend": backend,
         "keras": keras.__version__,
         "model": config["model"],
@@ -171,26 +171,34 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _onnx_inference(model, x, warmup: int, config: dict[str, Any], budget: float) -> dict[str, Any]:
-    """Inference of ``model`` exported to ONNX (``kseg.export``, float32) and run by ONNX Runtime,
-    timed like ``predict_on_batch``: the inference engine ``python -m kseg predict --engine onnx``
-    uses. Empty where this backend or machine cannot export (the reason goes in ``onnx_error``)."""
+def _exported_inference(model, x, warmup: int, config: dict[str, Any], budget: float) -> dict[str, Any]:
+    """Inference of ``model`` exported to ONNX (``kseg.export``, float32), run by ONNX Runtime and by
+    OpenVINO in a process of their own (``_engines.py``), timed by the same rule as
+    ``predict_on_batch``: the engines of ``python -m kseg predict --engine onnx|openvino``. Without
+    the row's figures where this backend cannot export or a runtime fails (``<engine>_error``)."""
+    import subprocess
     import tempfile
 
     from kseg import export
 
     reason = export.unsupported_reason("onnx")
     if reason:
-        return {"onnx_error": reason}
+        return {"onnx_error": reason, "openvino_error": reason}
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = export.export_model(model, Path(folder) / "model.onnx", batch_size=len(x))
-            engine = export.OnnxEngine(path, providers=["CPUExecutionProvider"])
         except Exception as error:  # an exporter failure is a row note, not a lost benchmark
-            return {"onnx_error": f"{type(error).__name__}: {error}"[:300]}
-        engine.predict(x, batch_size=len(x))
-        onnx_s, onnx_times = median_seconds(lambda: engine.predict(x, batch_size=len(x)), warmup, config["steps"], budget)
-    return {"onnx_infer_step_s": onnx_s, "onnx_infer_times_s": onnx_times, "onnx_infer_img_s": len(x) / onnx_s}
+            message = f"{type(error).__name__}: {error}"[:300]
+            return {"onnx_error": message, "openvino_error": message}
+        engine_config = {"path": str(path), "image_size": x.shape[1], "batch": len(x), "steps": config["steps"],
+                         "warmup": warmup, "budget_s": budget if budget != float("inf") else None}
+        done = subprocess.run([sys.executable, str(Path(__file__).with_name("_engines.py")), json.dumps(engine_config)],
+                              capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        message = f"_engines.py exited {done.returncode}: {done.stderr.strip()[-300:]}"
+        return {"onnx_error": message, "openvino_error": message}
+    return json.loads(lines[-1])
 
 
 def main(argv: list[str]) -> None:

@@ -53,6 +53,8 @@ TORCH_IMPLS = ("twin", "reference", "both")
 BACKENDS = ("tensorflow", "jax", "torch")
 PRECISIONS = ("float32", "mixed_bfloat16")
 MODELS = ("segnet", "unet", "unet2")
+#: The runtimes that time the ONNX export (``_engines.py``), as their row fields are named.
+EXPORTED_ENGINES = ("onnx", "openvino")
 JIT_NOTE = "torch: eager only (torch.compile costs minutes per model on this CPU; not run)"
 
 # How the default grid fits in 15 minutes on a 2-core CPU. Each worker imports its backend
@@ -276,12 +278,13 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 
     df["torch_best_train_img_s"] = df.apply(lambda r: ref(r, "best_train_img_s"), axis=1)
     df["torch_best_infer_img_s"] = df.apply(lambda r: ref(r, "best_infer_img_s"), axis=1)
-    for col in ("train_img_s", "infer_img_s", "onnx_infer_img_s", "train_gflop_s", "peak_rss_mb"):
+    for col in ("train_img_s", "infer_img_s", *(f"{e}_infer_img_s" for e in EXPORTED_ENGINES), "train_gflop_s", "peak_rss_mb"):
         if col not in df:
             df[col] = float("nan")
     df["train_vs_torch"] = df["train_img_s"] / df["torch_best_train_img_s"]
     df["infer_vs_torch"] = df["infer_img_s"] / df["torch_best_infer_img_s"]
-    df["onnx_infer_vs_torch"] = df["onnx_infer_img_s"] / df["torch_best_infer_img_s"]
+    for engine in EXPORTED_ENGINES:
+        df[f"{engine}_infer_vs_torch"] = df[f"{engine}_infer_img_s"] / df["torch_best_infer_img_s"]
     df["pct_bf16_peak"] = 100 * df["train_gflop_s"] / peak.get("bf16_peak_gflop_s", float("nan"))
     df["pct_fp32_peak"] = 100 * df["train_gflop_s"] / peak["fp32_peak_gflop_s"]
     if second:
@@ -298,19 +301,20 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 def markdown_rows(df: pd.DataFrame) -> str:
     """The BENCHMARKS.md result table (GitHub markdown), one line per config."""
     header = ("| size | batch | model | backend | precision | jit | train img/s | infer img/s | "
-              "train x torch best | infer x torch best | ONNX infer img/s | ONNX infer x torch best | "
-              "train GFLOP/s | % bf16 peak | peak MB |")
+              "train x torch best | infer x torch best | ONNX Runtime infer img/s | x torch best | "
+              "OpenVINO infer img/s | x torch best | train GFLOP/s | % bf16 peak | peak MB |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, r in df.iterrows():
         if isinstance(r.get("error"), str) and r["error"]:
             lines.append(f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | "
-                         f"{r['precision']} | {r['jit']} | failed: {r['error'][:60]} | | | | | | | | |")
+                         f"{r['precision']} | {r['jit']} | failed: {r['error'][:60]} |" + " |" * 10)
             continue
         lines.append(
             f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | {r['precision']} | "
             f"{'on' if r['jit'] else 'off'} | {r['train_img_s']:.2f} | {r['infer_img_s']:.2f} | "
-            f"{r['train_vs_torch']:.2f} | {r['infer_vs_torch']:.2f} | {_number(r['onnx_infer_img_s'])} | "
-            f"{_number(r['onnx_infer_vs_torch'])} | {r['train_gflop_s']:.1f} | "
+            f"{r['train_vs_torch']:.2f} | {r['infer_vs_torch']:.2f} | "
+            + "".join(f"{_number(r[f'{e}_infer_img_s'])} | {_number(r[f'{e}_infer_vs_torch'])} | " for e in EXPORTED_ENGINES)
+            + f"{r['train_gflop_s']:.1f} | "
             f"{r['pct_bf16_peak']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
     return "\n".join(lines)
@@ -355,9 +359,14 @@ def report(row: dict, ref: dict, expected_gflops: float | None, expected_params:
         assert row["params"] == expected_params, f"{tag}: params {row['params']} != torch_twin {expected_params}"
     if "params" in ref:
         assert row["params"] == ref["params"], f"{tag}: params {row['params']} != torch {ref['params']}"
-    onnx = (f", ONNX infer {row['onnx_infer_img_s']:.2f} img/s" if "onnx_infer_img_s" in row
-            else f", ONNX: {row['onnx_error']}" if "onnx_error" in row else "")
-    print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s{onnx}, "
+    exported = "".join(
+        f", {engine} infer {row[f'{engine}_infer_img_s']:.2f} img/s" if f"{engine}_infer_img_s" in row
+        else f", {engine}: {row[f'{engine}_error']}" if f"{engine}_error" in row else ""
+        for engine in EXPORTED_ENGINES
+    )
+    if "openvino_precision" in row:
+        exported += f" ({row['openvino_precision']})"
+    print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s{exported}, "
           f"{row['train_gflop_s']:.1f} GFLOP/s, peak {row['peak_rss_mb']:.0f} MB, "
           f"first step {row['first_train_step_s']:.1f} s", flush=True)
 
@@ -392,8 +401,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the models' normalisation layer: fast (kseg's FastBatchNormalization, what the cpu preset "
                         "trains with) or keras (keras.layers.BatchNormalization)")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time inference of each TensorFlow model exported to ONNX and run by ONNX Runtime "
-                        "(the engine of predict --engine onnx)")
+                   help="also time inference of each TensorFlow model exported to ONNX and run, in a process "
+                        "without TensorFlow, by ONNX Runtime and by OpenVINO (the engines of predict --engine onnx|openvino)")
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)

@@ -107,7 +107,7 @@ def torch_kind(frames: list[str]) -> tuple[str, str]:
 
 
 def profile_keras(model_name: str, size: int, base: int, depth: int, batch: int, steps: int,
-                  warmup: int, precision: str) -> dict:
+                  warmup: int, precision: str, batch_norm: str = "fast") -> dict:
     import keras
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -116,7 +116,7 @@ def profile_keras(model_name: str, size: int, base: int, depth: int, batch: int,
 
     keras.utils.set_random_seed(0)
     keras.config.set_dtype_policy(precision)
-    model = models.build(model_name, input_shape=(size, size, 3), base_filters=base, depth=depth)
+    model = models.build(model_name, input_shape=(size, size, 3), base_filters=base, depth=depth, batch_norm=batch_norm)
     model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses.BCE(), jit_compile=False)
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 3), dtype=np.float32)
@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"],
                    help="Keras' policy; PyTorch autocasts to bf16 with mixed_bfloat16")
+    p.add_argument("--batch-norm", default="fast", choices=["keras", "fast"],
+                   help="the Keras models' normalisation layer (fast: what the cpu preset trains with)")
     p.add_argument("--torch-impl", default="twin", choices=["twin", "reference"],
                    help="native network: benchmarks/torch_twin.py or ../shared/bench/torch_reference.py")
     p.add_argument("--force-bf16", action="store_true", help="bf16 even on a CPU without bf16 hardware")
@@ -248,10 +250,10 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["KERAS_BACKEND"] = "tensorflow"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     shape = (args.model, args.image_size, args.base, args.depth, args.batch, args.steps, args.warmup)
-    keras_prof = profile_keras(*shape, args.precision)
+    keras_prof = profile_keras(*shape, args.precision, args.batch_norm)
     torch_prof = profile_torch(*shape, impl=args.torch_impl, bf16=bf16)
     print(f"{args.model}, {args.image_size} px, base {args.base}, batch {args.batch}: Keras/TensorFlow "
-          f"{args.precision} XLA off vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
+          f"{args.precision} XLA off, {args.batch_norm} batch norm, vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
           f"channels-last; ms per training step "
           f"(mean of {args.steps} profiled steps after {args.warmup} warm-up)\n")
     print(table(keras_prof, torch_prof))

@@ -214,7 +214,7 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
     try:
         files = predict.find_images(args.input)
-        model = predict.load_engine(args.model, args.engine)  # export (issue 14): --engine keras|onnx
+        model = predict.load_engine(args.model, args.engine, args.openvino_precision)
         refinement = _refinement(args, args.model)
     except (FileNotFoundError, ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -350,11 +350,18 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
         parsers[name] = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                                        parents=parents, formatter_class=_formatter)
     add_grid_arguments(parsers["grid"])
+    from kseg.export import OPENVINO_PRECISIONS
+    from kseg.predict import ENGINES
+
     p = parsers["predict"]
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
-    p.add_argument("--engine", default="keras", choices=["keras", "onnx"],  # export (issue 14)
-                   help="keras: a .keras file; onnx: an .onnx file from `kseg export`, run by ONNX Runtime (pip install 'kseg[onnx]')")
+    p.add_argument("--engine", default="keras", choices=ENGINES,
+                   help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
+                        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU")
+    p.add_argument("--openvino-precision", default="auto", choices=OPENVINO_PRECISIONS,
+                   help="the openvino engine's arithmetic: auto (bfloat16 on a CPU with bf16 hardware, else float32), "
+                        "float32 (equal to the Keras model within float32 rounding) or bfloat16")
     p = parsers["evaluate"]
     p.add_argument("--model", required=True, nargs="+", help="saved model(s), e.g. runs/*/model.keras: one summary row each")
     p.add_argument("--images", required=True, help="folder of images; without --masks, a PH2 folder or a folder with images/ and masks/")

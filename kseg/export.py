@@ -5,8 +5,8 @@
 active backend (``KERAS_BACKEND``) and writes the run's refinement (test-time augmentation and
 post-processing, stored inside the ``.keras`` zip) beside the artifact as ``PATH.refinement.json``.
 
-``python -m kseg predict --engine onnx --model PATH.onnx`` runs the artifact with ONNX Runtime
-through :class:`OnnxEngine`, which offers the two things :mod:`kseg.predict` and
+``python -m kseg predict --engine onnx|openvino --model PATH.onnx`` runs the artifact with ONNX
+Runtime (:class:`OnnxEngine`) or OpenVINO (:class:`OpenVinoEngine`), which offer the two things :mod:`kseg.predict` and
 :mod:`kseg.evaluation` ask of a model (``input_shape`` and ``predict(x, batch_size=...)``), so the
 pre- and post-processing (resize in, :func:`kseg.refine.resize_logits` out, threshold, refinement)
 is the very code the Keras engine runs.
@@ -50,7 +50,9 @@ from kseg import refine
 __all__ = [
     "FORMATS",
     "JAX_ONNX_BATCH",
+    "OPENVINO_PRECISIONS",
     "OnnxEngine",
+    "OpenVinoEngine",
     "as_float32",
     "default_output",
     "export_model",
@@ -250,41 +252,33 @@ def repair_nd_max_pool(path: str | os.PathLike) -> int:
     return rewritten
 
 
-class OnnxEngine:
-    """An exported ``.onnx`` kseg model run by ONNX Runtime, usable wherever kseg takes a model
-    for inference (``kseg.predict``, ``kseg.evaluation``, ``kseg.refine``): it has
-    ``input_shape`` and ``predict(x, batch_size=..., verbose=0) -> logits``.
+class _ExportedEngine:
+    """What every engine that runs an exported ``.onnx`` file shares: the ``input_shape`` and
+    ``predict(x, batch_size=..., verbose=0) -> logits`` that :mod:`kseg.predict`,
+    :mod:`kseg.evaluation` and :mod:`kseg.refine` ask of a model, batching (zero-padding the last
+    batch of a fixed-batch artifact) and input checks. A subclass loads the file, sets
+    ``input_shape`` (``(batch or None, H, W, C)``) and runs one batch in ``_run``."""
 
-    Example:
+    path: Path
+    input_shape: tuple
 
-    >>> engine = OnnxEngine("runs/X/model.onnx")
-    >>> kseg.predict.predict_masks(engine, image, refinement=load_saved_refinement("runs/X/model.onnx"))
-    """
+    def _check_file(self, path: str | os.PathLike) -> Path:
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: ONNX model file not found")
+        return path
 
-    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None):
-        try:
-            import onnxruntime
-        except ImportError as error:
-            raise ImportError("the onnx engine needs ONNX Runtime: pip install 'kseg[onnx]'") from error
-        self.path = Path(path).expanduser()
-        if not self.path.is_file():
-            raise FileNotFoundError(f"{self.path}: ONNX model file not found")
-        try:
-            self.session = onnxruntime.InferenceSession(
-                str(self.path), providers=list(providers or onnxruntime.get_available_providers())
-            )
-        except Exception as error:  # onnxruntime raises its own types for a bad file
-            raise ValueError(f"{self.path}: cannot load the ONNX model ({type(error).__name__}: {error})") from error
-        (model_input,) = self.session.get_inputs()
-        self.input_name = model_input.name
-        self.output_name = self.session.get_outputs()[0].name
-        batch, *rest = model_input.shape
+    def _set_input_shape(self, shape: Sequence) -> None:
+        batch, *rest = shape
         if len(rest) != 3 or not all(isinstance(d, int) for d in rest):
-            raise ValueError(f"{self.path}: expected a fixed (H, W, C) input; got {model_input.shape}")
+            raise ValueError(f"{self.path}: expected a fixed (H, W, C) input; got {list(shape)}")
         #: The batch size the artifact was exported with, or ``None`` when it takes any.
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.input_shape = (self.fixed_batch, *rest)
         self.name = self.path.stem
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
@@ -302,10 +296,110 @@ class OnnxEngine:
             count = len(chunk)
             if self.fixed_batch and count < self.fixed_batch:
                 chunk = np.concatenate([chunk, np.zeros((self.fixed_batch - count, *chunk.shape[1:]), np.float32)])
-            outputs.append(self.session.run([self.output_name], {self.input_name: chunk})[0][:count])
+            outputs.append(self._run(chunk)[:count])
         if not outputs:
             return np.zeros((0, *self.input_shape[1:3], 1), np.float32)
         return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+class OnnxEngine(_ExportedEngine):
+    """An exported ``.onnx`` kseg model run by ONNX Runtime (``predict --engine onnx``), usable
+    wherever kseg takes a model for inference.
+
+    Args:
+        path: the ``.onnx`` file from :func:`export_model`.
+        providers: ONNX Runtime execution providers (default: all available).
+
+    Example:
+
+    >>> engine = OnnxEngine("runs/X/model.onnx")
+    >>> kseg.predict.predict_masks(engine, image, refinement=load_saved_refinement("runs/X/model.onnx"))
+    """
+
+    def __init__(self, path: str | os.PathLike, providers: Sequence[str] | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError("the onnx engine needs ONNX Runtime: pip install 'kseg[onnx]'") from error
+        self.path = self._check_file(path)
+        try:
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), providers=list(providers or onnxruntime.get_available_providers())
+            )
+        except Exception as error:  # onnxruntime raises its own types for a bad file
+            raise ValueError(f"{self.path}: cannot load the ONNX model ({type(error).__name__}: {error})") from error
+        (model_input,) = self.session.get_inputs()
+        self.input_name = model_input.name
+        self.output_name = self.session.get_outputs()[0].name
+        self._set_input_shape(model_input.shape)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+#: ``OpenVinoEngine``'s precisions -> OpenVINO's ``INFERENCE_PRECISION_HINT`` (``auto``: none given).
+OPENVINO_PRECISIONS = {"auto": None, "float32": "f32", "bfloat16": "bf16"}
+
+
+class OpenVinoEngine(_ExportedEngine):
+    """An exported ``.onnx`` kseg model run by OpenVINO on the CPU (``predict --engine openvino``),
+    usable wherever kseg takes a model for inference.
+
+    OpenVINO reads the ONNX file itself and compiles it once per batch size it is given (static
+    shapes ran 1.0-1.3x faster than the dynamic-batch graph here, BENCHMARKS.md), for latency
+    (one stream on all cores; its throughput mode, several streams, halved a batch's speed).
+
+    Args:
+        path: the ``.onnx`` file from :func:`export_model`.
+        precision: ``auto`` (OpenVINO's choice: bfloat16 on a CPU with bf16 hardware, float32
+            elsewhere), ``float32`` (the export's own arithmetic: equal to the Keras model within
+            float32 rounding) or ``bfloat16``.
+
+    Example:
+
+    >>> engine = OpenVinoEngine("runs/X/model.onnx")
+    >>> logits = engine.predict(images)  # (N, H, W, 1)
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str = "auto"):
+        try:
+            import openvino
+        except ImportError as error:
+            raise ImportError("the openvino engine needs OpenVINO: pip install 'kseg[openvino]'") from error
+        if precision not in OPENVINO_PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(OPENVINO_PRECISIONS)}")
+        self.path = self._check_file(path)
+        self.precision = precision
+        self.core = openvino.Core()
+        try:
+            self.model = self.core.read_model(str(self.path))
+        except Exception as error:  # OpenVINO raises RuntimeError and its own types for a bad file
+            raise ValueError(f"{self.path}: cannot load the ONNX model ({type(error).__name__}: {error})") from error
+        (model_input,) = self.model.inputs
+        self._set_input_shape([None if d.is_dynamic else d.get_length() for d in model_input.get_partial_shape()])
+        self._requests: dict[int, object] = {}
+
+    def _request(self, batch_size: int):
+        """The infer request of the model compiled for ``batch_size`` images (compiled on first use)."""
+        if batch_size not in self._requests:
+            model = self.model.clone()
+            model.reshape([batch_size, *self.input_shape[1:]])
+            config = {"PERFORMANCE_HINT": "LATENCY"}
+            if OPENVINO_PRECISIONS[self.precision]:
+                config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISIONS[self.precision]
+            if self.precision == "float32":
+                config["EXECUTION_MODE_HINT"] = "ACCURACY"  # no lossy rewrites either
+            self._requests[batch_size] = self.core.compile_model(model, "CPU", config).create_infer_request()
+        return self._requests[batch_size]
+
+    def inference_precision(self, batch_size: int = 1) -> str:
+        """The arithmetic OpenVINO compiled the model to run in (``bf16``, ``f32``), for ``batch_size``."""
+        return self._request(batch_size).get_compiled_model().get_property("INFERENCE_PRECISION_HINT").to_string()
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        request = self._request(len(batch))
+        request.infer({0: batch})
+        return np.array(request.get_output_tensor(0).data, dtype=np.float32)
 
 
 def time_engines(engines: dict[str, object], batch: np.ndarray, repeats: int = 5, warmup: int = 1) -> dict[str, float]:

@@ -123,7 +123,7 @@ class MaxUnpooling2D(layers.Layer):
         p = self.pool_size
         _, height, width, channels = values.shape
         window = (-1, height, 1, width, 1, channels)
-        offsets = ops.reshape(ops.arange(p * p, dtype=positions.dtype), (1, 1, p, 1, p, 1))
+        offsets = ops.reshape(ops.arange(0, p * p, dtype=positions.dtype), (1, 1, p, 1, p, 1))
         unpooled = ops.where(
             ops.equal(ops.reshape(positions, window), offsets),
             ops.reshape(values, window),

@@ -187,22 +187,29 @@ def load_trained_model(path: str | os.PathLike) -> keras.Model:
         raise ValueError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from error
 
 
-# ----- inference engines (issue 14: ``predict --engine keras|onnx``) -----
-#: What ``load_engine`` runs: keras (a ``.keras`` file) or onnx (an ``.onnx`` file from ``python -m kseg export``).
-ENGINES = ("keras", "onnx")
+# ----- inference engines (issue 14: ``predict --engine keras|onnx|openvino``) -----
+#: What ``load_engine`` runs: keras (a ``.keras`` file); onnx and openvino (an ``.onnx`` file from
+#: ``python -m kseg export``, run by ONNX Runtime or by OpenVINO).
+ENGINES = ("keras", "onnx", "openvino")
 
 
-def load_engine(path: str | os.PathLike, engine: str = "keras"):
+def load_engine(path: str | os.PathLike, engine: str = "keras", precision: str = "auto"):
     """The model at ``path`` as something every function here takes as ``model``: ``keras``, a
-    Keras model (:func:`load_trained_model`); ``onnx``, a :class:`kseg.export.OnnxEngine` (ONNX
-    Runtime) with the same ``input_shape`` and ``predict(x, batch_size=...)``, so both engines
-    share the resizing, logit resizing, threshold and refinement code above."""
+    Keras model (:func:`load_trained_model`); ``onnx`` / ``openvino``, a
+    :class:`kseg.export.OnnxEngine` / :class:`kseg.export.OpenVinoEngine` with the same
+    ``input_shape`` and ``predict(x, batch_size=...)``, so every engine shares the resizing,
+    logit resizing, threshold and refinement code above. ``precision`` is OpenVINO's
+    (``auto``, ``float32`` or ``bfloat16``); the other engines run the file as it is."""
     if engine == "keras":
         return load_trained_model(path)
     if engine == "onnx":
         from kseg.export import OnnxEngine
 
         return OnnxEngine(path)
+    if engine == "openvino":
+        from kseg.export import OpenVinoEngine
+
+        return OpenVinoEngine(path, precision=precision)
     raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
 
 
