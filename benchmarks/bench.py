@@ -401,8 +401,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the models' normalisation layer: fast (kseg's FastBatchNormalization, what the cpu preset "
                         "trains with) or keras (keras.layers.BatchNormalization)")
     p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time inference of each TensorFlow model exported to ONNX and run, in a process "
-                        "without TensorFlow, by ONNX Runtime and by OpenVINO (the engines of predict --engine onnx|openvino)")
+                   help="also time inference of each model exported to ONNX (from the first TensorFlow configuration: "
+                        "all export the same float32 model) and run, in a process without TensorFlow, by ONNX Runtime "
+                        "and by OpenVINO (the engines of predict --engine onnx|openvino)")
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
@@ -483,6 +484,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
 
     rows, natives, seconds = [], {}, {}
     for size, batch in itertools.product(args.sizes, args.batches):
+        # Every configuration exports the same float32 model, so the exported engines are timed
+        # once per shape, in its first TensorFlow configuration.
+        time_exported = args.onnx
         for model in args.models:
             if run_primary and args.torch_modes:
                 ref = run_torch_native(primary[0], model, size, args, batch, deadline)
@@ -498,7 +502,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         for backend in args.backends:
             for precision, jit in itertools.product(args.precisions, jit_options(backend, args.jit)):
                 config = dict(models=list(args.models), image_size=size, base=args.base, depth=args.depth,
-                              batch_norm=args.batch_norm, onnx=args.onnx and backend == "tensorflow",
+                              batch_norm=args.batch_norm, onnx=time_exported and backend == "tensorflow",
                               batch=batch, precision=precision, jit_compile=jit, steps=args.steps,
                               warmup=args.warmup, budget_s=args.budget or None)
                 timeout = deadline.timeout(args.timeout)
@@ -508,6 +512,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                                 for m in args.models]
                 else:
                     new_rows = run_worker(backend, config, timeout)
+                    time_exported = time_exported and not config["onnx"]
                 for row in new_rows:
                     rows.append(row)
                     report(row, natives.get((row["model"], size, batch), {}),
