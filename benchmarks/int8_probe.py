@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--calibration", type=int, default=32, help="random images NNCF calibrates on")
+    p.add_argument("--calibration", type=int, default=32, help="random images NNCF calibrates on (in batches of --batch)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args(argv)
@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     size, batch = args.image_size, args.batch
     rng = np.random.default_rng(0)
     x = rng.random((batch, size, size, 3), dtype=np.float32)
-    calibration = nncf.Dataset([rng.random((1, size, size, 3), dtype=np.float32) for _ in range(args.calibration)])
+    # Calibration batches of the compiled batch size: the model is reshaped to it before quantising.
+    batches = max(1, args.calibration // batch)
+    calibration = nncf.Dataset([rng.random((batch, size, size, 3), dtype=np.float32) for _ in range(batches)])
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True)
             model = core.read_model(str(path))
             model.reshape([batch, size, size, 3])
-            quantised = nncf.quantize(model, calibration, subset_size=args.calibration,
+            quantised = nncf.quantize(model, calibration, subset_size=batches,
                                       preset=nncf.QuantizationPreset.MIXED)
             row = {"model": name, "base": args.base, "batch": batch, "image_size": size}
             for label, graph in (("float", model), ("int8", quantised)):
