@@ -345,9 +345,11 @@ class OpenVinoEngine(_ExportedEngine):
     """An exported ``.onnx`` kseg model run by OpenVINO on the CPU (``predict --engine openvino``),
     usable wherever kseg takes a model for inference.
 
-    OpenVINO reads the ONNX file itself and compiles it once per batch size it is given (static
-    shapes ran 1.0-1.3x faster than the dynamic-batch graph here, BENCHMARKS.md), for latency
-    (one stream on all cores; its throughput mode, several streams, halved a batch's speed).
+    OpenVINO reads the ONNX file itself and compiles it once per batch size it is given: a
+    static shape lets it plan every layer for that shape (the dynamic-batch graph was slower in
+    a trial on the CPU of BENCHMARKS.md). It compiles for latency, one stream on all cores,
+    since a call predicts one batch (its throughput mode splits the cores into streams that each
+    want a batch of their own).
 
     Args:
         path: the ``.onnx`` file from :func:`export_model`.

@@ -114,21 +114,25 @@ class MaxUnpooling2D(layers.Layer):
         super().__init__(**kwargs)
         self.pool_size = int(pool_size)
 
-    def call(self, inputs):
-        # Each value and its position broadcast over its window, (B, h, 1, w, 1, C) against the
-        # offsets (1, 1, p, 1, p, C); the (B, h, p, w, p, C) result is the output image by a free
-        # reshape. No one-hot and no 6-D transpose: half the forward time of that on TensorFlow
-        # (BENCHMARKS.md), and an Equal/Where/Reshape in an exported graph.
+    def call(self, inputs, training=None):
+        # Two formulations of the same values (BENCHMARKS.md, benchmarks/unpool_step.py), both
+        # comparing each window's position, (B, h, 1, w, 1, C), with the offsets (1, 1, p, 1, p, 1)
+        # so that the (B, h, p, w, p, C) result is the output image by a free reshape, with no
+        # one-hot and no 6-D transpose. Training repeats the values over their windows, whose
+        # gradient is a cheap window sum (forward + backward 0.6-0.8x the broadcast's on
+        # TensorFlow); inference and export broadcast them, the cheaper forward at the larger
+        # shapes (0.5-0.7x) and an Equal/Where/Reshape in an exported graph.
         values, positions = inputs
         p = self.pool_size
         _, height, width, channels = values.shape
         window = (-1, height, 1, width, 1, channels)
         offsets = ops.reshape(ops.arange(0, p * p, dtype=positions.dtype), (1, 1, p, 1, p, 1))
-        unpooled = ops.where(
-            ops.equal(ops.reshape(positions, window), offsets),
-            ops.reshape(values, window),
-            ops.zeros((), dtype=values.dtype),
-        )
+        is_position = ops.equal(ops.reshape(positions, window), offsets)
+        zero = ops.zeros((), dtype=values.dtype)
+        if training:
+            is_position = ops.reshape(is_position, (-1, height * p, width * p, channels))
+            return ops.where(is_position, ops.repeat(ops.repeat(values, p, axis=1), p, axis=2), zero)
+        unpooled = ops.where(is_position, ops.reshape(values, window), zero)
         return ops.reshape(unpooled, (-1, height * p, width * p, channels))
 
     def compute_output_shape(self, input_shape):

@@ -27,34 +27,41 @@ def _numpy_pool_unpool(x, p=2):
     return out
 
 
-def _pool_unpool(x, p=2):
+def _pool_unpool(x, p=2, training=False):
     pooled, positions = MaxPoolingWithArgmax2D(p)(x)
-    return MaxUnpooling2D(p)([pooled, positions])
+    return MaxUnpooling2D(p)([pooled, positions], training=training)
 
 
+# MaxUnpooling2D computes the same values two ways, one for training and one for inference.
+TRAINING = pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
+
+
+@TRAINING
 @pytest.mark.parametrize("pool_size", [2, 3])
-def test_pool_unpool_matches_numpy_reference(pool_size):
+def test_pool_unpool_matches_numpy_reference(pool_size, training):
     x = _distinct_values((2, 6, 6, 3))
     pooled, positions = MaxPoolingWithArgmax2D(pool_size)(x)
     expected_pooled = x.reshape(2, 6 // pool_size, pool_size, 6 // pool_size, pool_size, 3).max(axis=(2, 4))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(pooled), expected_pooled)
     assert keras.ops.convert_to_numpy(positions).dtype == np.int32
-    unpooled = MaxUnpooling2D(pool_size)([pooled, positions])
+    unpooled = MaxUnpooling2D(pool_size)([pooled, positions], training=training)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(unpooled), _numpy_pool_unpool(x, pool_size))
 
 
-def test_pool_unpool_matches_pytorch_maxunpool2d():
+@TRAINING
+def test_pool_unpool_matches_pytorch_maxunpool2d(training):
     torch = pytest.importorskip("torch", reason="torch not installed: PyTorch reference unavailable")
     x = _distinct_values((2, 8, 12, 5), seed=1)
     x_nchw = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     pooled, indices = torch.nn.MaxPool2d(2, return_indices=True)(x_nchw)
     expected = torch.nn.MaxUnpool2d(2)(pooled, indices).numpy().transpose(0, 2, 3, 1)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(_pool_unpool(x)), expected)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(_pool_unpool(x, training=training)), expected)
 
 
-def test_ties_give_the_value_to_exactly_one_position():
+@TRAINING
+def test_ties_give_the_value_to_exactly_one_position(training):
     x = np.ones((1, 4, 4, 2), "float32")
-    out = keras.ops.convert_to_numpy(_pool_unpool(x))
+    out = keras.ops.convert_to_numpy(_pool_unpool(x, training=training))
     per_window = out.reshape(1, 2, 2, 2, 2, 2).sum(axis=(2, 4))
     np.testing.assert_array_equal(per_window, np.ones((1, 2, 2, 2)))
     assert np.count_nonzero(out) == 2 * 2 * 2
@@ -76,9 +83,10 @@ def test_a_nan_window_still_gets_a_valid_position():
     assert 0 <= int(keras.ops.convert_to_numpy(positions).item()) < 4
 
 
-def test_gradient_reaches_only_the_max_positions():
+@TRAINING
+def test_gradient_reaches_only_the_max_positions(training):
     x = _distinct_values((1, 4, 4, 2), seed=2)
-    _, grad = value_and_grad(_pool_unpool, x)
+    _, grad = value_and_grad(lambda t: _pool_unpool(t, training=training), x)
     expected = (_numpy_pool_unpool(x) != 0).astype("float32")
     np.testing.assert_array_equal(grad, expected)
 
