@@ -57,6 +57,20 @@ def _model_flag(required: bool = True) -> argparse.ArgumentParser:
     return p
 
 
+def _engine_flags() -> argparse.ArgumentParser:
+    from kseg.export import OPENVINO_PRECISIONS
+    from kseg.predict import ENGINES
+
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--engine", default="keras", choices=ENGINES,
+                   help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
+                        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU")
+    p.add_argument("--openvino-precision", default="auto", choices=OPENVINO_PRECISIONS,
+                   help="the openvino engine's arithmetic: auto (bfloat16 on a CPU with bf16 hardware, else float32), "
+                        "float32 (equal to the Keras model within float32 rounding) or bfloat16")
+    return p
+
+
 def _scoring_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--threshold", type=_probability, default=0.5, help="probability threshold")
@@ -239,13 +253,13 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     failed = []
     for model_path in args.model:
         try:
-            model = predict.load_trained_model(model_path)
+            model = predict.load_engine(model_path, args.engine, args.openvino_precision)
             refinement = _refinement(args, model_path)
             scores = predict.evaluate_folder(
                 model, args.images, args.masks, args.mask_suffix, args.eval_size, args.threshold, args.batch_size,
                 refinement=refinement,
             )
-        except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
             print(f"error: {error}", file=sys.stderr)
             failed.append(model_path)
             continue
@@ -260,7 +274,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         row = pd.DataFrame([predict.summary_row(
             scores, model=str(model_path), run_id=Path(model_path).parent.name, images=str(args.images),
             image_size=predict.model_input_size(model)[0], eval_size=args.eval_size, threshold=args.threshold,
-            tta=refinement.tta, postprocess=refinement.postprocess,
+            tta=refinement.tta, postprocess=refinement.postprocess, engine=args.engine,
         )])
         # Appended, never overwritten: rows already written stay (a model scored twice: both rows).
         row.to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
@@ -346,24 +360,17 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, (_, text) in COMMANDS.items():
-        parents = {"predict": [_model_flag(), _scoring_flags()], "evaluate": [_scoring_flags()]}.get(name, [])
+        parents = {"predict": [_model_flag(), _engine_flags(), _scoring_flags()],
+                   "evaluate": [_engine_flags(), _scoring_flags()]}.get(name, [])
         parsers[name] = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
                                        parents=parents, formatter_class=_formatter)
     add_grid_arguments(parsers["grid"])
-    from kseg.export import OPENVINO_PRECISIONS
-    from kseg.predict import ENGINES
-
     p = parsers["predict"]
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
-    p.add_argument("--engine", default="keras", choices=ENGINES,
-                   help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
-                        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU")
-    p.add_argument("--openvino-precision", default="auto", choices=OPENVINO_PRECISIONS,
-                   help="the openvino engine's arithmetic: auto (bfloat16 on a CPU with bf16 hardware, else float32), "
-                        "float32 (equal to the Keras model within float32 rounding) or bfloat16")
     p = parsers["evaluate"]
-    p.add_argument("--model", required=True, nargs="+", help="saved model(s), e.g. runs/*/model.keras: one summary row each")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="saved model(s), e.g. runs/*/model.keras, or .onnx files with --engine onnx|openvino: one summary row each")
     p.add_argument("--images", required=True, help="folder of images; without --masks, a PH2 folder or a folder with images/ and masks/")
     p.add_argument("--masks", default=None, help="folder of binary masks, matched to images by file stem")
     p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")

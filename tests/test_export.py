@@ -230,6 +230,34 @@ def test_cli_export_then_predict_with_each_engine(saved_model, tmp_path, capsys)
             np.testing.assert_array_equal(exported_mask, keras_mask, err_msg=engine)
 
 
+def test_cli_evaluate_scores_each_engine_alike(saved_model, tmp_path):
+    """``evaluate --engine``: the same folder scored through the Keras model and its float32
+    export on each runtime gives the same IoU, and each CSV row names its engine."""
+    _skip_unless_exportable("onnx")
+    import pandas as pd
+
+    _, path, _ = saved_model("unet")
+    onnx_path = export.export_model(keras.saving.load_model(path, compile=False), tmp_path / "model.onnx",
+                                    refinement=refine.load_refinement(path))
+    for folder in ("images", "masks"):
+        (tmp_path / folder).mkdir()
+    for seed, hw in enumerate([(48, 64), (40, 40), (64, 50)]):
+        image = (_images(1, seed=seed, size=hw)[0] * 255).round().astype(np.uint8)
+        cv2.imwrite(str(tmp_path / "images" / f"case{seed}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        mask = (image.mean(axis=-1) > 127).astype(np.uint8) * 255  # any non-trivial labelling will do
+        cv2.imwrite(str(tmp_path / "masks" / f"case{seed}.png"), mask)
+    engines = ["keras"] + [kind for kind, package in RUNTIMES.items() if importlib.util.find_spec(package)]
+    csv = tmp_path / "scores.csv"
+    for engine in engines:
+        argv = ["evaluate", "--engine", engine, "--model", str(path if engine == "keras" else onnx_path),
+                "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--eval-size", "64",
+                "--csv", str(csv), "--openvino-precision", "float32"]
+        assert main(argv) == 0
+    rows = pd.read_csv(csv)
+    assert list(rows["engine"]) == engines
+    np.testing.assert_allclose(rows["test_iou"], rows["test_iou"].iloc[0], atol=1e-3)
+
+
 def test_cli_export_errors(tmp_path, capsys):
     assert main(["export", "--model", str(tmp_path / "missing.keras"), "--output", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
