@@ -45,6 +45,11 @@ def _skip_unless_exportable(format: str) -> None:
 RUNTIMES = {"onnx": "onnxruntime", "openvino": "openvino"}
 
 
+def _installed_runtimes() -> list[str]:
+    """The exported-file engines whose runtime is installed here."""
+    return [kind for kind, package in RUNTIMES.items() if importlib.util.find_spec(package)]
+
+
 def _engine(kind: str, path: Path):
     """The exported file at ``path`` run by ``kind``, in float32 (skipped where its runtime is missing)."""
     if importlib.util.find_spec(RUNTIMES[kind]) is None:
@@ -207,7 +212,7 @@ def test_exported_engine_runs_the_same_pre_and_post_processing(saved, runtime, t
 
 def test_cli_export_then_predict_with_each_engine(saved_model, tmp_path, capsys):
     _skip_unless_exportable("onnx")
-    engines = ["keras"] + [kind for kind, package in RUNTIMES.items() if importlib.util.find_spec(package)]
+    engines = ["keras", *_installed_runtimes()]
     _, path, _ = saved_model("segnet")
     onnx_path = tmp_path / "exported" / "model.onnx"
     assert main(["export", "--model", str(path), "--format", "onnx", "--output", str(onnx_path)]) == 0
@@ -246,7 +251,7 @@ def test_cli_evaluate_scores_each_engine_alike(saved_model, tmp_path):
         cv2.imwrite(str(tmp_path / "images" / f"case{seed}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         mask = (image.mean(axis=-1) > 127).astype(np.uint8) * 255  # any non-trivial labelling will do
         cv2.imwrite(str(tmp_path / "masks" / f"case{seed}.png"), mask)
-    engines = ["keras"] + [kind for kind, package in RUNTIMES.items() if importlib.util.find_spec(package)]
+    engines = ["keras", *_installed_runtimes()]
     csv = tmp_path / "scores.csv"
     for engine in engines:
         argv = ["evaluate", "--engine", engine, "--model", str(path if engine == "keras" else onnx_path),
