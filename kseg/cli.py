@@ -110,6 +110,14 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                            "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data")
     data.add_argument("--split", dest="split_sizes", type=_split_sizes, default=None,
                       help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50")
+    start = p.add_argument_group("start from another dataset (README, \"Start from another dataset\")")
+    start.add_argument("--init-from", default=None, metavar="PATH",
+                       help="start every run from this run folder's (or .keras file's) weights, matched by layer name and "
+                            "shape; the source's hash is part of each run's identity")
+    start.add_argument("--pretrain-on", type=_external, default=None, metavar="DIR[:SUFFIX]",
+                       help="first train each architecture once on this labelled set (loss bce, seed 0, 95%% of it; a row of its "
+                            "own), then start every run from it, e.g. ../shared/data/isic2018-train:_segmentation")
+    start.add_argument("--pretrain-epochs", type=_positive_int, default=8, help="with --pretrain-on: the pretraining's epochs")
     recipe = p.add_argument_group("recipe (each overrides the preset's value and is part of the run's identity)")
     recipe.add_argument("--epochs", type=_positive_int)
     recipe.add_argument("--image-size", type=_positive_int, help="training image size")
@@ -148,7 +156,8 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 RECIPE_FLAGS = ("epochs", "image_size", "base_filters", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-                "ema", "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "split_sizes", "mask_suffix")
+                "ema", "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "split_sizes", "mask_suffix",
+                "init_from")
 
 
 def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -180,31 +189,89 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
 
+    if args.init_from and args.pretrain_on:
+        parser.error("--init-from and --pretrain-on both choose the starting weights: pass one of them")
     data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external, args.add_source)
-    for flag, folders in (("--external", args.external), ("--add-source", args.add_source)):
+    for flag, folders in (("--external", args.external), ("--add-source", args.add_source),
+                          ("--pretrain-on", [args.pretrain_on] if args.pretrain_on else [])):
         for folder, _ in folders:
             if not Path(folder).is_dir():
-                print(f"error: {flag} {folder}: no such folder", file=sys.stderr)
+                print(f"error: {flag} expects a folder. Received: {folder}, which does not exist", file=sys.stderr)
                 return EXIT_BAD_ARGUMENTS
     overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     try:
         configs = grid.expand(model_names, loss_names, args.seeds, args.preset, data, split_seed=args.split_seed,
                               precision=args.precision, jit_compile=args.jit_compile, **overrides)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"error: could not load the {args.dataset} dataset: {error}", file=sys.stderr)
+        what = "the --init-from source" if args.init_from and "init-from" in str(error) else f"the {args.dataset} dataset"
+        print(f"error: could not load {what}: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     if configs and configs[0].dataset != "ph2":
         name = configs[0].dataset
         print(f"[grid] dataset: {name} (results are labelled {name!r}, never mixed with PH2)")
+    options = dict(verbose=not args.quiet, executor=executor, distribute=args.distribute)
+    try:
+        if args.init_from:
+            _check_init_from(configs, data)
+        elif args.pretrain_on:
+            configs = _pretrain(configs, data, args, options)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
 
-    rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, verbose=not args.quiet,
-                         executor=executor, distribute=args.distribute)
+    rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, **options)
     summary = leaderboard.summarise(leaderboard.read(args.results))
     print(leaderboard.format_summary(summary))
     if not summary.empty:
         chart = leaderboard.plot(summary, Path(args.results).with_suffix(".png"))
         print(f"[grid] chart: {chart}")
     return EXIT_OK if all(r["status"] == "ok" for r in rows) else EXIT_SOME_FAILED
+
+
+def _scored_sets(configs, data) -> dict[str, list[str]]:
+    """Case ids of every set the grid's runs are scored on: each split's test part and each
+    ``--external`` set."""
+    scored = {f"the test split of seed {c.split_seed}": list(data.parts(c)[0].test.ids)
+              for c in {c.split_seed: c for c in configs}.values()}
+    for folder, suffix in data.externals:
+        scored[f"--external {folder}"] = list(data.external(folder, suffix, configs[0].image_size).ids)
+    return scored
+
+
+def _check_init_from(configs, data) -> None:
+    """Before any run: every architecture loads the source, and no scored set holds a case the
+    source trained or validated on (where its split.json says)."""
+    from kseg import training, transfer
+
+    for config in {(c.model, c.image_size, c.base_filters, c.depth, c.batch_norm): c for c in configs}.values():
+        report = training.check_init(config)
+        print(f"[grid] --init-from {config.init_from}: {config.model} loads {report.loaded} weight tensors, "
+              f"{report.fresh} fresh" + (f" ({', '.join(report.unmatched_layers[:3])}, ...)" if report.fresh else ""))
+    seen = transfer.source_case_ids(configs[0].init_from)
+    if not seen:
+        print(f"[grid] --init-from {configs[0].init_from}: no split.json beside it, so kseg cannot check that the "
+              "source never saw the sets these runs are scored on")
+    transfer.check_no_overlap(seen, _scored_sets(configs, data), f"--init-from {configs[0].init_from}")
+
+
+def _pretrain(configs, data, args, options) -> list:
+    """Pretrains each architecture once on ``--pretrain-on`` (skipping those already done) and
+    returns the configs that start from a usable pretraining run."""
+    from kseg import grid, transfer
+    from kseg.run import DataCache
+
+    folder, suffix = args.pretrain_on
+    source = DataCache("folder" if (Path(folder) / "images").is_dir() else "auto", folder, suffix,
+                       externals=data.externals)
+    ids = source.get(configs[0].image_size).ids
+    transfer.check_no_overlap(ids, {"the data these runs train and test on": list(data.get(configs[0].image_size).ids),
+                                    **_scored_sets(configs, data)}, f"--pretrain-on {folder}")
+    pretraining, fine_tuned = grid.pretraining_configs(configs, source, args.output, args.pretrain_epochs)
+    usable = grid.run_pretraining(pretraining, source, args.results, args.output, **options)
+    failed = {c.config_hash for c in pretraining} - usable
+    if failed:
+        print(f"[pretrain] {len(failed)} pretraining run(s) failed; their architectures' runs are skipped", file=sys.stderr)
+    return [c for c in fine_tuned if c.init_source.rsplit(":", 1)[1] in usable]
 
 
 # ----- predict / evaluate -----

@@ -46,7 +46,9 @@ AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
 BATCH_NORMS = tuple(BATCH_NORMALIZATIONS)
 # Knobs added within kseg 0.3: at their field default they compute what 0.3 did without them.
-NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale",)
+NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale", "init_source")
+# Where a source's weights are on this machine: its identity is ``init_source``, not its path.
+NOT_IDENTITY: tuple[str, ...] = ("init_from",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +77,10 @@ class RunConfig:
             split after training; ``none`` keeps the plain thresholded output.
         batch_norm: ``keras`` (``keras.layers.BatchNormalization``) or ``fast``
             (``kseg.layers.FastBatchNormalization``: the same function in fewer passes).
+        init_from: a run folder or ``.keras`` file whose weights the run starts from, matched by
+            layer name and shape (:mod:`kseg.transfer`); empty: fresh weights. The path is not
+            part of the identity; ``init_source`` (the source's label and hash, filled in by
+            :func:`kseg.run.resolve_config`) is.
     """
 
     model: str
@@ -108,6 +114,8 @@ class RunConfig:
     jit_compile: str | bool = "auto"
     split_sizes: tuple = (100, 50, 50)
     synthetic_n: int = 200
+    init_from: str = ""
+    init_source: str = ""
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs hash equally: a list and a tuple of sizes are one split.
@@ -146,7 +154,11 @@ class RunConfig:
         the version did before it existed (:data:`NEUTRAL_KNOBS`, at their field defaults), so adding it leaves the hashes
         of the runs already made, and their resumption, as they were."""
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
-        fields = {k: v for k, v in self.to_dict().items() if not (k in NEUTRAL_KNOBS and v == defaults[k])}
+        if self.init_from and not self.init_source:
+            raise ValueError(f"{self.model}: init_from {self.init_from!r} needs its init_source resolved "
+                             "(kseg.run.resolve_config) before the config is hashed.")
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k not in NOT_IDENTITY and not (k in NEUTRAL_KNOBS and v == defaults[k])}
         return {**fields, "backend": keras.backend.backend(), "kseg_version": KSEG_VERSION, "device": device_description()}
 
     @property

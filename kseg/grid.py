@@ -11,10 +11,15 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kseg import leaderboard
+from kseg import leaderboard, transfer
 from kseg.config import RunConfig
 from kseg.executors import Executor, LocalExecutor
 from kseg.run import DataCache, resolve_config
+
+# What makes two fine-tuned runs share one pretraining run: the architecture at its size and
+# width, and how it computes. Everything else of the pretraining recipe is its preset's.
+ARCHITECTURE_FIELDS = ("model", "image_size", "eval_size", "base_filters", "depth", "batch_size", "batch_norm",
+                       "colour_constancy", "precision", "jit_compile")
 
 
 def expand(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int], preset: str, data: DataCache,
@@ -77,3 +82,46 @@ def run_grid(
         print_fn(f"[grid] {config.run_id}: {row['status']}" + (f", test IoU {row['test_iou']:.4f}" if row.get("test_iou") is not None else ""))
     print_fn(f"[grid] {len(rows)} runs in {_duration(time.perf_counter() - start)}")
     return rows
+
+
+def pretraining_configs(configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path,
+                        epochs: int) -> tuple[list[RunConfig], list[RunConfig]]:
+    """The pretraining runs ``configs`` need on the labelled set ``source`` (one per
+    :data:`ARCHITECTURE_FIELDS`, with :data:`kseg.transfer.PRETRAIN_LOSS`, seed and split, its
+    preset's recipe and ``epochs``; the row's dataset is the source's folder name), and
+    ``configs`` made to start from them. A fine-tuned run's identity holds its source's hash, so
+    a resumed or extended grid finds the same pretraining run again."""
+    label = leaderboard.folder_label(source.path)
+    by_architecture: dict[tuple, RunConfig] = {}
+    for config in configs:
+        key = tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)
+        if key not in by_architecture:
+            by_architecture[key] = resolve_config(RunConfig.from_preset(
+                config.preset, **{f: getattr(config, f) for f in ARCHITECTURE_FIELDS}, loss=transfer.PRETRAIN_LOSS,
+                seed=transfer.PRETRAIN_SEED, dataset=label, mask_suffix=source.mask_suffix, epochs=epochs,
+                split_sizes=transfer.PRETRAIN_SPLIT, refine="none"), source)
+    fine_tuned = []
+    for config in configs:
+        pretrained = by_architecture[tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)]
+        fine_tuned.append(config.replace(init_from=str(Path(output_dir) / pretrained.run_id / transfer.MODEL_FILE),
+                                         init_source=f"{label}:{pretrained.config_hash}"))
+    return list(by_architecture.values()), fine_tuned
+
+
+def run_pretraining(configs: Sequence[RunConfig], source: DataCache, results: str | Path, output_dir: str | Path,
+                    print_fn: Callable[[str], None] = print, **grid_options) -> set[str]:
+    """Runs each pretraining config that has no ok row with its model still in ``output_dir``
+    (:func:`run_grid`'s options), so no architecture pretrains twice. Returns the hashes of the
+    pretraining runs now usable."""
+    done = leaderboard.completed_hashes(results)
+    model_of = {c.config_hash: Path(output_dir) / c.run_id / transfer.MODEL_FILE for c in configs}
+    todo = [c for c in configs if not (c.config_hash in done and model_of[c.config_hash].is_file())]
+    for config in configs:
+        if config.config_hash in done and config not in todo:
+            print_fn(f"[pretrain] {config.run_id}: pretrained already ({model_of[config.config_hash]})")
+        elif config.config_hash in done:
+            print_fn(f"[pretrain] {config.run_id}: has an ok row but no {model_of[config.config_hash]}; pretraining again")
+    if todo:
+        print_fn(f"[pretrain] {len(todo)} pretraining run(s) on {source.path}, loss {transfer.PRETRAIN_LOSS}")
+        run_grid(todo, source, results, output_dir, force=True, print_fn=print_fn, **grid_options)
+    return {h for h, path in model_of.items() if path.is_file() and h in leaderboard.completed_hashes(results)}

@@ -41,6 +41,8 @@ COLUMNS: tuple[str, ...] = (
     "test_isic_score", "test_failure_fraction",
     # Added with kseg 0.3:
     "batch_norm", "min_scale",
+    # Added with transfer (--init-from, --pretrain-on): the source's label:hash, weights loaded / fresh.
+    "init_source", "init_loaded", "init_fresh",
 )
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
@@ -67,7 +69,8 @@ REQUIRED = ("run_id", "model", "loss", "config_hash", "status")
 # Read as text: a hash or id made of digits must keep its leading zeros.
 TEXT_COLUMNS = ("timestamp", "run_id", "model", "loss", "dataset", "device", "backend", "keras_version",
                 "precision", "preset", "config_hash", "group_hash", "status", "error", "kseg_version",
-                "data_fingerprint", "mask_suffix", "split_sizes", "schedule", "augment", "refine", "tta", "postprocess", "batch_norm")
+                "data_fingerprint", "mask_suffix", "split_sizes", "schedule", "augment", "refine", "tta", "postprocess", "batch_norm",
+                "init_source")
 STATUSES = ("ok", "failed", "nan")
 
 
@@ -222,6 +225,8 @@ def recipe(row: Mapping[str, Any]) -> str:
         parts.append(f"val/{int(row['val_every'])}")
     if present("batch_norm") and row["batch_norm"] == "fast":
         parts.append("fastbn")
+    if present("init_source"):
+        parts.append(f"init={str(row['init_source']).split(':')[0]}")
     return " ".join(parts)
 
 

@@ -16,7 +16,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from kseg import leaderboard, refine
+from kseg import leaderboard, refine, transfer
 from kseg.config import KSEG_VERSION, RunConfig, device_description, resolve_jit_compile, resolve_precision
 from kseg.data import SegmentationDataset, Split, concatenate, load_dataset, split_indices
 from kseg.evaluation import predict_logits, score_masks
@@ -104,13 +104,17 @@ class DataCache:
 
 
 def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
-    """``config`` with what ``auto`` means here filled in (dataset, precision, jit) and the data's
-    fingerprint, so that its hash names what actually runs."""
+    """``config`` with what ``auto`` means here filled in (dataset, precision, jit), the data's
+    fingerprint and the identity of the weights it starts from, so that its hash names what
+    actually runs. A source that does not exist raises here, before any run starts."""
     dataset = config.dataset
     if dataset == "auto" or data.sources:  # a joined dataset is named by its sources
         dataset = data.resolve(config.image_size, config.synthetic_n)
+    init_source = config.init_source
+    if config.init_from and not init_source:
+        init_source = transfer.source_identity(config.init_from)
     return config.replace(
-        dataset=dataset, data_fingerprint=data.fingerprint(config),
+        dataset=dataset, data_fingerprint=data.fingerprint(config), init_source=init_source,
         precision=resolve_precision(config.precision), jit_compile=resolve_jit_compile(config.jit_compile),
     )
 
@@ -124,6 +128,7 @@ ROW_FIELDS = (
     "model", "loss", "seed", "split_seed", "dataset", "data_fingerprint", "mask_suffix", "preset", "image_size",
     "eval_size", "base_filters", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay", "ema",
     "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "precision", "jit_compile",
+    "init_source",
 )
 
 
@@ -189,6 +194,7 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
         test_iou_plain=plain.iou, val_iou_plain=result.val_iou,
         val_iou_refined=candidates.get(chosen.describe(), result.val_iou), tta=chosen.tta, postprocess=chosen.postprocess,
         epochs_run=result.epochs_run, best_epoch=result.best_epoch, val_iou=result.val_iou,
+        init_loaded=result.init.loaded if result.init else None, init_fresh=result.init.fresh if result.init else None,
         params=result.model.count_params(), train_seconds=result.train_seconds,
         run_seconds=time.perf_counter() - start, status="nan" if result.diverged else "ok",
         error="loss became NaN; scores are of the best finite epoch before it" if result.diverged else "",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from kseg import losses, metrics, models
+from kseg import losses, metrics, models, transfer
 from kseg.config import RunConfig, resolve_jit_compile
 from kseg.data import SegmentationSequence, Split
 
@@ -26,6 +26,7 @@ class FitResult:
     val_iou: float
     train_seconds: float
     diverged: bool
+    init: transfer.InitReport | None = None
 
 
 @contextlib.contextmanager
@@ -123,10 +124,10 @@ def optimizer_for(config: RunConfig, n_train: int) -> keras.optimizers.Optimizer
     return keras.optimizers.Adam(lr, **ema)
 
 
-def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Model:
-    """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``."""
+def build_architecture(config: RunConfig, policy: str) -> keras.Model:
+    """The config's architecture under ``policy``, uncompiled and freshly initialised."""
     with dtype_policy(policy):
-        model = models.build(
+        return models.build(
             config.model,
             input_shape=(config.image_size, config.image_size, 3),
             base_filters=config.base_filters,
@@ -134,6 +135,17 @@ def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Mod
             colour_constancy=config.colour_constancy,
             batch_norm=config.batch_norm,
         )
+
+
+def check_init(config: RunConfig) -> transfer.InitReport:
+    """Builds the config's architecture and loads its ``init_from`` source into it, so that a
+    source that is missing, not a kseg model or matching nothing raises before any run starts."""
+    return transfer.load_matching_weights(build_architecture(config, "float32"), config.init_from)
+
+
+def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Model:
+    """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``."""
+    model = build_architecture(config, policy)
     model.compile(
         optimizer=optimizer_for(config, n_train),
         loss=losses.get(config.loss),
@@ -211,7 +223,9 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
 
     One seed drives the initial weights, the batch order and the augmentation stream.
     ``distribute="data-parallel"`` trains on every local device (JAX backend only); batch sizes
-    must divide evenly over them. Raises :class:`DivergedError` when no finite epoch was kept.
+    must divide evenly over them. With ``config.init_from`` the model starts from that source's
+    weights where layer names and shapes match (:func:`kseg.transfer.load_matching_weights`;
+    ``FitResult.init`` counts them). Raises :class:`DivergedError` when no finite epoch was kept.
     """
     run_dir = Path(run_dir)
     scope = distribution_scope(distribute, config.batch_size, (len(data.train), len(data.val)))
@@ -225,6 +239,7 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
 
     with scope:
         model = build_model(config, policy, len(data.train))
+        init = transfer.load_matching_weights(model, config.init_from) if config.init_from else None
         checkpoint, callbacks = callbacks_for(config, run_dir, verbose)
         start = time.perf_counter()
         history = model.fit(
@@ -249,6 +264,7 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
         val_iou=checkpoint.best,
         train_seconds=train_seconds,
         diverged=checkpoint.diverged,
+        init=init,
     )
 
 
