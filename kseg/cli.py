@@ -404,6 +404,8 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     if args.recipes:
         model, _, loss = args.recipes.partition("+")
         print(leaderboard.recipe_comparison(table, model, loss))
+    elif args.paired:
+        print(leaderboard.paired_comparison(table, *args.paired, metric=args.metric))
     elif args.transfer:
         print(leaderboard.transfer_report(table, args.transfer))
     else:
@@ -454,6 +456,9 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
     p.add_argument("--transfer", metavar="CSV", help="join scores of the runs' models on another set "
                    "(`python -m kseg evaluate --model runs/*/model.keras --csv CSV`) and summarise them per group (Markdown)")
+    p.add_argument("--paired", nargs=2, metavar=("BASE", "NEW"), help="compare two recipes (as the recipe column writes "
+                   "them) run on the same splits, paired by model, loss and seed (Markdown): the gain per pair and how many runs gained")
+    p.add_argument("--metric", default="test_iou", help="with --paired: the column compared, e.g. ext_isic2018_dev_iou")
     p.add_argument("--recipes", metavar="MODEL+LOSS", help="compare every recipe of one pair (Markdown): val and test IoU "
                    "before and after refinement, minutes per run, e.g. segnet+bce")
     p = parsers["export"]  # export (issue 14)

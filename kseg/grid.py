@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from kseg import leaderboard, transfer
 from kseg.config import RunConfig
 from kseg.executors import Executor, LocalExecutor
-from kseg.run import DataCache, resolve_config
+from kseg.run import PER_IMAGE_KEY, DataCache, resolve_config
 
 # What makes two fine-tuned runs share one pretraining run: the architecture at its size and
 # width, and how it computes. Everything else of the pretraining recipe is its preset's.
@@ -71,10 +71,13 @@ def run_grid(
                  f"({config.run_id}); elapsed {_duration(elapsed)}{eta}")
 
     for config, row in executor.run(todo, data, output_dir, verbose=verbose, distribute=distribute, announce=announce):
+        per_image = row.pop(PER_IMAGE_KEY, None)
         already_ok = ok_here | (set() if force else leaderboard.completed_hashes(results))
         if row["config_hash"] in already_ok:
             print_fn(f"[grid] {config.run_id}: already has an ok row in {results}; not appended again")
             continue
+        if per_image:  # before the row: a kill in between leaves scores whose run reruns (their last copy counts)
+            leaderboard.append_per_image(results, per_image)
         leaderboard.append_row(results, row)
         rows.append(row)
         if row["status"] == "ok":

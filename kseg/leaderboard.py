@@ -106,6 +106,21 @@ def _widened(old: str, header: list[str], new_header: list[str]) -> str:
     return _csv_line(dict(zip(new_header, new_header)), new_header) + "".join(_csv_line(r, new_header) for r in rows)
 
 
+def _replace_atomically(path: Path, text: str) -> None:
+    """Writes ``text`` to a temporary file beside ``path`` and renames it over ``path``: a crash
+    at any moment leaves the old file or the new one. The caller holds the file's lock."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
     """Appends ``row`` (keys from ``COLUMNS``; missing ones are left empty) to the CSV at ``path``,
     creating it with a header if needed, and adding the row's columns that the file lacks. Safe
@@ -131,16 +146,44 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
         else:
             header = list(COLUMNS) + [c for c in row if c not in COLUMNS]
             old = ",".join(header) + "\n"
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", newline="") as f:
-                f.write(old + _csv_line(row, header))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _replace_atomically(path, old + _csv_line(row, header))
+
+
+# The companion file of per-image scores: one row per (run, scored image), before and after the
+# run's refinement, for paired comparisons. ``set`` is ``test`` or an external set's prefix.
+PER_IMAGE_COLUMNS = ("run_id", "config_hash", "set", "case_id", "iou", "dice", "iou_plain", "dice_plain")
+
+
+def per_image_path(results: str | Path) -> Path:
+    """``experiments_per_image.csv`` beside ``experiments.csv``."""
+    results = Path(results)
+    return results.with_name(f"{results.stem}_per_image.csv")
+
+
+def append_per_image(results: str | Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    """Appends per-image rows (keys :data:`PER_IMAGE_COLUMNS`) to the companion file of the
+    leaderboard ``results``, with the leaderboard's lock-and-rename, so a kill leaves it whole."""
+    path = per_image_path(results)
+    header = list(PER_IMAGE_COLUMNS)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path):
+        old = path.read_text() if path.exists() else ",".join(header) + "\n"
+        if _header_of(old) != header:
+            raise ValueError(f"{path} expects the columns {header}. Received: {_header_of(old)}")
+        if not old.endswith("\n"):
+            old += "\n"
+        _replace_atomically(path, old + "".join(_csv_line(r, header) for r in rows))
+
+
+def read_per_image(results: str | Path) -> pd.DataFrame:
+    """The per-image scores of the leaderboard ``results`` (empty where a leaderboard written before
+    them has no companion file); of a run written twice (a resumed kill), its last rows."""
+    path = per_image_path(results)
+    if not path.exists():
+        return pd.DataFrame(columns=list(PER_IMAGE_COLUMNS))
+    with _lock(path):
+        table = pd.read_csv(path, dtype={"run_id": "string", "config_hash": "string", "set": "string", "case_id": "string"})
+    return table.drop_duplicates(["config_hash", "set", "case_id"], keep="last")
 
 
 def merge(source: str | Path, target: str | Path) -> int:
@@ -325,6 +368,36 @@ def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | 
         cells = [r.recipe, r.device, r.precision, str(r.n)] + [
             _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics[:-1]] + [f"{r.minutes:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_comparison(table: pd.DataFrame, base_recipe: str, new_recipe: str, metric: str = "test_iou") -> str:
+    """A Markdown table of two recipes run on the same splits, paired by (dataset, model, loss,
+    seed, split seed): per pair of model and loss, each recipe's mean +- std of ``metric`` over
+    its runs, the mean +- std of the per-run difference (new - base) and how many runs gained,
+    then one line over all pairs. Runs without a partner are left out and counted."""
+    rows = with_groups(latest_ok_rows(table))
+    key = ["dataset", "model", "loss", "seed", "split_seed"]
+    base = rows[rows["recipe"] == base_recipe].drop_duplicates(key, keep="last")
+    new = rows[rows["recipe"] == new_recipe].drop_duplicates(key, keep="last")
+    if base.empty or new.empty:
+        missing = base_recipe if base.empty else new_recipe
+        return f"No ok rows of the recipe {missing!r}."
+    joined = base[key + [metric]].merge(new[key + [metric]], on=key, suffixes=("_base", "_new"))
+    joined["gain"] = joined[f"{metric}_new"] - joined[f"{metric}_base"]
+    header = ["model", "loss", "n", f"base {metric}", f"new {metric}", "gain", "runs gained"]
+    lines = [f"base: `{base_recipe}`; new: `{new_recipe}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    grouped = joined.groupby(["model", "loss"], sort=False)
+    order = grouped[f"{metric}_new"].mean().sort_values(ascending=False).index
+    for model, loss in order:
+        g = grouped.get_group((model, loss))
+        lines.append("| " + " | ".join([
+            model, loss, str(len(g)), _spread(g[f"{metric}_base"].mean(), g[f"{metric}_base"].std()),
+            _spread(g[f"{metric}_new"].mean(), g[f"{metric}_new"].std()), f"{g['gain'].mean():+.3f} +- {g['gain'].std():.3f}",
+            f"{int((g['gain'] > 0).sum())} of {len(g)}"]) + " |")
+    unpaired = len(base) + len(new) - 2 * len(joined)
+    lines += ["", f"All pairs: gain {joined['gain'].mean():+.4f} on average; {int((joined['gain'] > 0).sum())} of "
+              f"{len(joined)} runs gained" + (f"; {unpaired} run(s) without a partner left out" if unpaired else "") + "."]
     return "\n".join(lines)
 
 

@@ -188,8 +188,11 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
     _save_predictions(targets.test, predicted, run_dir / "predictions.png")
 
     row.update(scores.as_row())
+    per_image = [_per_image_rows(config, "test", scores.per_image, plain.per_image)]
     for folder, suffix in data.externals:
-        row.update(score_external(result.model, data, folder, suffix, config, chosen, run_dir))
+        external = score_external(result.model, data, folder, suffix, config, chosen, run_dir)
+        row.update(external.as_row(leaderboard.external_prefix(folder)))
+        per_image.append(_per_image_rows(config, leaderboard.external_prefix(folder).rstrip("_"), external.per_image))
     row.update(
         test_iou_plain=plain.iou, val_iou_plain=result.val_iou,
         val_iou_refined=candidates.get(chosen.describe(), result.val_iou), tta=chosen.tta, postprocess=chosen.postprocess,
@@ -199,20 +202,35 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
         run_seconds=time.perf_counter() - start, status="nan" if result.diverged else "ok",
         error="loss became NaN; scores are of the best finite epoch before it" if result.diverged else "",
     )
-    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items() if leaderboard.known_column(k)}
+    row = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items() if leaderboard.known_column(k)}
+    # Not a column: the grid writes these to the leaderboard's per-image companion file.
+    return {**row, PER_IMAGE_KEY: [r for rows in per_image for r in rows]}
+
+
+# The key under which a run's row carries its per-image scores to the grid.
+PER_IMAGE_KEY = "per_image"
+
+
+def _per_image_rows(config: RunConfig, part: str, refined, plain=None) -> list[dict]:
+    """The per-image scores of one scored set as rows of the companion file."""
+    plain = refined if plain is None else plain
+    return [dict(run_id=config.run_id, config_hash=config.config_hash, set=part, case_id=case, iou=round(float(iou), 5),
+                 dice=round(float(dice), 5), iou_plain=round(float(iou_plain), 5), dice_plain=round(float(dice_plain), 5))
+            for case, iou, dice, iou_plain, dice_plain in zip(
+                refined["id"], refined["iou"], refined["dice"], plain["iou"], plain["dice"])]
 
 
 def score_external(model: keras.Model, data: DataCache, folder: str, mask_suffix: str, config: RunConfig,
-                   refinement: refine.Refinement, run_dir: Path) -> dict:
-    """The run's scores on one external set, with its refinement, as ``ext_<name>_*`` columns;
-    per-image scores go to ``run_dir/<prefix>scores.csv`` (for a worst-case gallery)."""
+                   refinement: refine.Refinement, run_dir: Path):
+    """The run's :class:`kseg.evaluation.Evaluation` on one external set, with its refinement;
+    per-image scores also go to ``run_dir/<prefix>scores.csv`` (for a worst-case gallery)."""
     inputs = data.external(folder, mask_suffix, config.image_size)
     targets = data.external(folder, mask_suffix, config.eval_size)
     logits = predict_logits(model, inputs.images, targets.masks.shape[1:3], config.batch_size, refinement.tta)
     scores = score_masks(targets, binarise(logits, postprocess_mode=refinement.postprocess))
     prefix = leaderboard.external_prefix(folder)
     scores.per_image.to_csv(run_dir / f"{prefix}scores.csv", index=False)
-    return scores.as_row(prefix)
+    return scores
 
 
 def failed_row(config: RunConfig, error: BaseException) -> dict:

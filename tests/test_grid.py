@@ -120,6 +120,10 @@ def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
     assert "1 of 2 runs already in" in finished.stdout
     table = pd.read_csv(results)
     assert list(table["model"]) == ["unet", "segnet"] and set(table["status"]) == {"ok"}
+    # The per-image companion file is as whole: each ok run's 6 test images, once each.
+    per_image = leaderboard.read_per_image(results)
+    assert per_image.groupby("run_id").size().to_dict() == {run_id: 6 for run_id in table["run_id"]}
+    assert per_image["iou"].between(0, 1).all() and set(per_image["set"]) == {"test"}
 
 
 @pytest.mark.parametrize(

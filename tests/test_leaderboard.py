@@ -324,3 +324,31 @@ def test_a_leaderboard_without_ok_rows_summarises_to_nothing(tmp_path):
     assert leaderboard.format_summary(leaderboard.summarise(table)) == "No completed runs yet."
     assert leaderboard.markdown_report(table) == "No completed runs yet."
     assert leaderboard.summarise(leaderboard.read(tmp_path / "absent.csv")).empty
+
+
+def test_paired_comparison_pairs_by_seed_and_counts_the_runs_that_gained(tmp_path, capsys):
+    rows = []
+    base_scores = {("unet", 0): 0.80, ("unet", 1): 0.90, ("segnet", 0): 0.70, ("segnet", 1): 0.75}
+    gains = {("unet", 0): 0.04, ("unet", 1): -0.01, ("segnet", 0): 0.02, ("segnet", 1): 0.03}
+    for i, ((model, seed), score) in enumerate(base_scores.items()):
+        rows.append(_row(i, model=model, seed=seed, split_seed=seed, test_iou=score, config_hash=f"b{i}"))
+        rows.append(_row(i, model=model, seed=seed, split_seed=seed, test_iou=score + gains[model, seed],
+                         config_hash=f"n{i}", init_source="isic:abc"))
+    rows.append(_row(9, model="unet", seed=2, split_seed=2, config_hash="n9", init_source="isic:abc"))  # no partner
+    table = pd.DataFrame(rows)
+    base, new = "32px w4 2ep plateau", "32px w4 2ep plateau init=isic"
+    report = leaderboard.paired_comparison(table, base, new)
+    lines = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    # unet: gains +0.04 and -0.01 -> mean +0.015, std 0.0354; segnet: +0.02, +0.03 -> +0.025, 0.0071.
+    assert "| 2 | 0.850 +- 0.071 | 0.865 +- 0.035 | +0.015 +- 0.035 | 1 of 2 |" in lines["unet"]
+    assert "| 0.725 +- 0.035 | 0.750 +- 0.042 | +0.025 +- 0.007 | 2 of 2 |" in lines["segnet"]
+    assert "gain +0.0200 on average; 3 of 4 runs gained; 1 run(s) without a partner left out." in report
+    assert "No ok rows of the recipe 'nothing'" in leaderboard.paired_comparison(table, "nothing", new)
+
+    path = tmp_path / "lb.csv"
+    for row in rows:
+        leaderboard.append_row(path, row)
+    from kseg.cli import main
+
+    assert main(["leaderboard", "--results", str(path), "--paired", base, new]) == 0
+    assert "3 of 4 runs gained" in capsys.readouterr().out
