@@ -220,7 +220,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return EXIT_BAD_ARGUMENTS
 
     rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, **options)
-    summary = leaderboard.summarise(leaderboard.read(args.results))
+    summary = leaderboard.summarise(leaderboard.read(args.results), per_image=leaderboard.read_per_image(args.results))
     print(leaderboard.format_summary(summary))
     if not summary.empty:
         chart = leaderboard.plot(summary, Path(args.results).with_suffix(".png"))
@@ -409,7 +409,9 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     elif args.transfer:
         print(leaderboard.transfer_report(table, args.transfer))
     else:
-        print(leaderboard.markdown_report(table) if args.markdown else leaderboard.format_summary(leaderboard.summarise(table)))
+        per_image = leaderboard.read_per_image(args.results)
+        print(leaderboard.markdown_report(table, per_image) if args.markdown
+              else leaderboard.format_summary(leaderboard.summarise(table, per_image=per_image)))
     return EXIT_OK
 
 

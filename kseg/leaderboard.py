@@ -289,9 +289,65 @@ def latest_ok_rows(table: pd.DataFrame) -> pd.DataFrame:
     return table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
 
 
-def summarise(table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str] = ()) -> pd.DataFrame:
+def _split_key(rows: pd.DataFrame) -> pd.Series:
+    """Which test split a run scored: its split seed, and its fold where it has one."""
+    fold = rows["fold"].fillna(0).astype(int).astype(str) if "fold" in rows else "0"
+    return rows["split_seed"].astype("Int64").astype(str) + "/" + fold
+
+
+def compare_groups(table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "iou", level: float = 0.05) -> pd.DataFrame:
+    """Per group with per-image test scores: the pooled mean of ``metric`` over every (split,
+    image) it scored, its 95% bootstrap interval (:func:`kseg.stats.bootstrap_interval`, images
+    resampled within splits) and whether it is tied with the best group of its dataset.
+
+    Each group is compared with its dataset's best (highest pooled mean) on the images both scored
+    in the same split, by a paired bootstrap of the mean difference within splits
+    (:func:`kseg.stats.paired_bootstrap`); the p-values of a dataset's comparisons are Holm-adjusted
+    (:func:`kseg.stats.holm`), and ``tied`` is True where the adjusted p-value is >= ``level``.
+    Groups that share no image with the best get ``tied`` NA and a ``note`` saying so.
+    Folds pool: a 5-fold group scores each image once, by the fold model that never saw it.
+    """
+    from kseg import stats
+
+    columns = ["group", "pooled", "ci_lo", "ci_hi", "images", "p_holm", "tied", "note"]
+    ok = with_groups(latest_ok_rows(table))
+    test = per_image[per_image["set"] == "test"] if not per_image.empty else per_image
+    if ok.empty or test.empty:
+        return pd.DataFrame(columns=columns)
+    ok = ok.assign(split=_split_key(ok))
+    scores = test.merge(ok[["config_hash", "group", "dataset", "split"]], on="config_hash")
+    scores["key"] = scores["split"] + ":" + scores["case_id"].astype(str)
+    out = []
+    for _, scored in scores.groupby("dataset", sort=False):
+        by_group = {g: frame.drop_duplicates("key", keep="last").set_index("key") for g, frame in scored.groupby("group", sort=False)}
+        means = {g: float(frame[metric].mean()) for g, frame in by_group.items()}
+        best = max(means, key=means.get)
+        results, compared = {}, []
+        for group, frame in by_group.items():
+            lo, hi = stats.bootstrap_interval(frame[metric], frame["split"])
+            results[group] = dict(group=group, pooled=means[group], ci_lo=lo, ci_hi=hi, images=len(frame),
+                                  p_holm=pd.NA, tied=pd.NA, note="")
+            if group == best:
+                results[group].update(tied=True, note="best")
+                continue
+            shared = frame.index.intersection(by_group[best].index)
+            if not len(shared):
+                results[group]["note"] = "no test image in common with the best: not compared"
+                continue
+            diff = by_group[best].loc[shared, metric] - frame.loc[shared, metric]
+            compared.append((group, stats.paired_bootstrap(diff, frame.loc[shared, "split"])[2]))
+        for (group, _), adjusted in zip(compared, stats.holm([p for _, p in compared]) if compared else []):
+            results[group].update(p_holm=float(adjusted), tied=bool(adjusted >= level))
+        out += results.values()
+    return pd.DataFrame(out, columns=columns)
+
+
+def summarise(table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str] = (),
+              per_image: pd.DataFrame | None = None) -> pd.DataFrame:
     """Mean, standard deviation and count of ``metric`` over seeds per group, best first, with
-    the group's :data:`SHOWN` columns and the mean of each ``extra`` column.
+    the group's :data:`SHOWN` columns and the mean of each ``extra`` column. With ``per_image``
+    scores (:func:`read_per_image`), also each group's pooled per-image mean, its 95% interval
+    and whether it is tied with the best (:func:`compare_groups`).
 
     Only ok rows count; where a config ran twice (``--force``) its latest row counts.
     """
@@ -304,7 +360,12 @@ def summarise(table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str
     summary = grouped[list(SHOWN)].first().join(summary)
     for column in extra:
         summary[column] = grouped[column].mean()
-    return summary.reset_index().sort_values("mean", ascending=False, ignore_index=True)
+    summary = summary.reset_index().sort_values("mean", ascending=False, ignore_index=True)
+    if per_image is not None and metric == "test_iou":
+        comparison = compare_groups(table, per_image)
+        if not comparison.empty:
+            summary = summary.merge(comparison, on="group", how="left")
+    return summary
 
 
 def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
@@ -316,28 +377,48 @@ def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
     for rank, r in enumerate(summary.itertuples(index=False), 1):
         spread = "" if pd.isna(r.std) else f" +- {r.std:.3f}"
         cells = " ".join(f"{getattr(r, c)!s:<{w}}" for c, w in widths.items())
-        lines.append(f"{rank:>4}  {cells} {r.mean:.3f}{spread} (n={r.n})")
+        lines.append(f"{rank:>4}  {cells} {r.mean:.3f}{spread} (n={r.n}){_interval_text(r)}")
+    if "tied" in summary:
+        lines.append("pooled: mean per-image IoU over every (split, image) scored, with its 95% bootstrap interval; "
+                     "'tied': not distinguishable from its dataset's best (paired bootstrap, Holm-adjusted, 5%)")
     return "\n".join(lines)
+
+
+def _interval_text(r) -> str:
+    """`` pooled 0.871 [0.861, 0.880] tied`` for a group with per-image scores, else nothing."""
+    if pd.isna(getattr(r, "pooled", pd.NA)):
+        return ""
+    verdict = {True: " tied with best", False: ""}.get(None if pd.isna(r.tied) else bool(r.tied), " (not compared)")
+    return f"  pooled {r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]{' (best)' if r.note == 'best' else verdict}"
 
 
 def _spread(mean: float, std: float) -> str:
     return f"{mean:.3f}" + ("" if pd.isna(std) else f" +- {std:.3f}")
 
 
-def markdown_report(table: pd.DataFrame) -> str:
+def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) -> str:
     """A Markdown table per group of ok rows: test IoU and Dice mean +- std over seeds, dataset
-    IoU, n, mean training seconds and mean epochs run, ranked by mean test IoU."""
-    summary = summarise(table, extra=("test_dataset_iou", "train_seconds", "epochs_run"))
+    IoU, n, mean training seconds and mean epochs run, ranked by mean test IoU; with
+    ``per_image`` scores also the pooled per-image IoU, its 95% interval and "tied with best"
+    (:func:`compare_groups`)."""
+    summary = summarise(table, extra=("test_dataset_iou", "train_seconds", "epochs_run"), per_image=per_image)
     if summary.empty:
         return "No completed runs yet."
     dice = summarise(table, metric="test_dice").set_index("group")
+    compared = "pooled" in summary
     header = [*SHOWN, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
+    header += ["pooled IoU [95% CI]", "tied with best"] if compared else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.itertuples(index=False):
         cells = [str(getattr(r, c)) for c in SHOWN] + [
             _spread(r.mean, r.std), _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
             f"{r.test_dataset_iou:.3f}", str(r.n), f"{r.train_seconds:.0f}", f"{r.epochs_run:.0f}",
         ]
+        if compared:
+            known = not pd.isna(r.pooled)
+            cells += [f"{r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]" if known else "-",
+                      ("best" if r.note == "best" else "yes" if r.tied is True else "no" if r.tied is False
+                       else "not compared") if known else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -438,8 +519,20 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU ov
               for r in summary.itertuples()]
     fig = Figure(figsize=(13, 0.4 * len(summary) + 1.2))
     ax = fig.add_subplot()
-    ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
-    ax.set_xlabel("test IoU (mean +- std over seeds)")
+    if "pooled" in summary and summary["pooled"].notna().any():
+        # Pooled per-image means with their 95% intervals; groups tied with the best in orange.
+        value = summary["pooled"].fillna(summary["mean"])
+        error = [(value - summary["ci_lo"].fillna(value)).to_numpy(), (summary["ci_hi"].fillna(value) - value).to_numpy()]
+        colours = ["#dd8452" if t is True else "#4c72b0" for t in summary["tied"]]
+        ax.barh(labels[::-1], value[::-1], xerr=[e[::-1] for e in error], capsize=3, color=colours[::-1])
+        best = summary.loc[summary["note"] == "best"].iloc[0]
+        ax.axvspan(best["ci_lo"], best["ci_hi"], color="#dd8452", alpha=0.15, label="best group's 95% interval")
+        ax.legend(loc="lower right", fontsize=7, title="orange: tied with best (paired bootstrap, Holm, 5%)",
+                  title_fontsize=7)
+        ax.set_xlabel("test IoU (pooled over every scored image, 95% bootstrap interval)")
+    else:
+        ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
+        ax.set_xlabel("test IoU (mean +- std over seeds)")
     ax.set_xlim(max(0.0, float(summary["mean"].min()) - 0.15), 1.0)
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title(title)
