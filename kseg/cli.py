@@ -9,6 +9,7 @@ TensorFlow's C++ start-up logging is off unless ``TF_CPP_MIN_LOG_LEVEL`` asks fo
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -96,6 +97,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", default=list(models.available()), help="model names")
     p.add_argument("--losses", nargs="+", default=["bce", "dice", "focal"], help="loss names, e.g. bce, dice, focal, bce+dice")
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (each drives weights and augmentation, and the split unless --split-seed)")
+    p.add_argument("--folds", type=int, default=0, metavar="K",
+                   help="K-fold cross-validation (K >= 2): each seed trains K runs per pair, each testing on one fold, so "
+                        "every case is tested once; train:val split the rest in --split's proportion")
     p.add_argument("--split-seed", type=int, default=None, help="one split for every seed (default: each run's split seed is its seed)")
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
@@ -175,6 +179,12 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             losses.get(name)
         except ValueError as error:
             parser.error(str(error))
+    if args.folds == 1 or args.folds < 0:
+        parser.error(f"--folds expects 0 (no cross-validation) or K >= 2. Received: {args.folds}")
+    if any(seed < 0 for seed in args.seeds):
+        parser.error(f"--seeds expects non-negative integers. Received: {' '.join(map(str, args.seeds))}")
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        parser.error(f"--lr expects a finite learning rate > 0. Received: {args.lr}")
     if args.executor == "ray" and args.jobs != 1:
         parser.error("--jobs is for --executor local; Ray runs as many tasks at once as the cluster has room for")
     if args.jobs > 1 and args.distribute != "none":
@@ -201,7 +211,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     try:
         configs = grid.expand(model_names, loss_names, args.seeds, args.preset, data, split_seed=args.split_seed,
-                              precision=args.precision, jit_compile=args.jit_compile, **overrides)
+                              folds=args.folds, precision=args.precision, jit_compile=args.jit_compile, **overrides)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         what = "the --init-from source" if args.init_from and "init-from" in str(error) else f"the {args.dataset} dataset"
         print(f"error: could not load {what}: {error}", file=sys.stderr)
@@ -231,8 +241,8 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 def _scored_sets(configs, data) -> dict[str, list[str]]:
     """Case ids of every set the grid's runs are scored on: each split's test part and each
     ``--external`` set."""
-    scored = {f"the test split of seed {c.split_seed}": list(data.parts(c)[0].test.ids)
-              for c in {c.split_seed: c for c in configs}.values()}
+    scored = {f"the test split of seed {c.split_seed}" + (f", fold {c.fold}" if c.folds else ""): list(data.parts(c)[0].test.ids)
+              for c in {(c.split_seed, c.fold): c for c in configs}.values()}
     for folder, suffix in data.externals:
         scored[f"--external {folder}"] = list(data.external(folder, suffix, configs[0].image_size).ids)
     return scored

@@ -46,7 +46,7 @@ AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
 BATCH_NORMS = tuple(BATCH_NORMALIZATIONS)
 # Knobs added within kseg 0.3: at their field default they compute what 0.3 did without them.
-NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale", "init_source")
+NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale", "init_source", "folds", "fold")
 # Where a source's weights are on this machine: its identity is ``init_source``, not its path.
 NOT_IDENTITY: tuple[str, ...] = ("init_from",)
 
@@ -81,6 +81,9 @@ class RunConfig:
             layer name and shape (:mod:`kseg.transfer`); empty: fresh weights. The path is not
             part of the identity; ``init_source`` (the source's label and hash, filled in by
             :func:`kseg.run.resolve_config`) is.
+        folds, fold: K-fold cross-validation (``folds`` >= 2): the run tests on fold ``fold``
+            of the split seed's stratified order and trains and validates on the rest
+            (:func:`kseg.data.fold_indices`); 0: the ``split_sizes`` split.
     """
 
     model: str
@@ -116,6 +119,8 @@ class RunConfig:
     synthetic_n: int = 200
     init_from: str = ""
     init_source: str = ""
+    folds: int = 0
+    fold: int = 0
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs hash equally: a list and a tuple of sizes are one split.
@@ -130,6 +135,9 @@ class RunConfig:
             raise ValueError(f"ema must be a momentum in [0, 1); got {self.ema}")
         if not 0.0 < self.min_scale <= 1.1:
             raise ValueError(f"min_scale must be in (0, 1.1]; got {self.min_scale}")
+        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
+            raise ValueError(f"folds expects 0 (no cross-validation) or >= 2 with 0 <= fold < folds. "
+                             f"Received: folds={self.folds}, fold={self.fold}")
         if self.val_every < 1:
             raise ValueError(f"val_every must be at least 1; got {self.val_every}")
 
@@ -174,6 +182,7 @@ class RunConfig:
         the seed (the default) leaves the group with it; a fixed ``--split-seed`` stays in it, so
         runs on one split never mix with runs over several."""
         identity = self.identity()
+        identity.pop("fold", None)  # a group pools its folds: each image is scored once
         seed, split_seed = identity.pop("seed"), identity.pop("split_seed")
         if split_seed != seed:
             identity["fixed_split_seed"] = split_seed
@@ -181,7 +190,8 @@ class RunConfig:
 
     @property
     def run_id(self) -> str:
-        return f"{self.model}-{self.loss}-seed{self.seed}-{self.config_hash}"
+        fold = f"-fold{self.fold}" if self.folds else ""
+        return f"{self.model}-{self.loss}-seed{self.seed}{fold}-{self.config_hash}"
 
 
 def _hash(payload: dict[str, Any]) -> str:

@@ -23,13 +23,15 @@ ARCHITECTURE_FIELDS = ("model", "image_size", "eval_size", "base_filters", "dept
 
 
 def expand(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int], preset: str, data: DataCache,
-           split_seed: int | None = None, **overrides) -> list[RunConfig]:
-    """Every model x loss x seed as a resolved RunConfig of ``preset`` with ``overrides``
-    (:func:`kseg.run.resolve_config`), seeds outermost, so a grid interrupted early has compared
-    every pair at least once. ``split_seed`` None: each run's split seed is its seed."""
+           split_seed: int | None = None, folds: int = 0, **overrides) -> list[RunConfig]:
+    """Every model x loss x seed (x fold, with ``folds`` >= 2) as a resolved RunConfig of
+    ``preset`` with ``overrides`` (:func:`kseg.run.resolve_config`), seeds then folds outermost,
+    so a grid interrupted early has compared every pair at least once. ``split_seed`` None: each
+    run's split seed is its seed."""
     return [
-        resolve_config(RunConfig.from_preset(preset, model=m, loss=l, seed=s, split_seed=split_seed, **overrides), data)
-        for s in seeds for m in models for l in losses
+        resolve_config(RunConfig.from_preset(preset, model=m, loss=l, seed=s, split_seed=split_seed, folds=folds, fold=f,
+                                             **overrides), data)
+        for s in seeds for f in range(max(folds, 1)) for m in models for l in losses
     ]
 
 

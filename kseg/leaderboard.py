@@ -43,6 +43,8 @@ COLUMNS: tuple[str, ...] = (
     "batch_norm", "min_scale",
     # Added with transfer (--init-from, --pretrain-on): the source's label:hash, weights loaded / fresh.
     "init_source", "init_loaded", "init_fresh",
+    # Added with cross-validation (--folds K): K, and which fold a run tests on.
+    "folds", "fold",
 )
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
@@ -268,6 +270,8 @@ def recipe(row: Mapping[str, Any]) -> str:
         parts.append(f"val/{int(row['val_every'])}")
     if present("batch_norm") and row["batch_norm"] == "fast":
         parts.append("fastbn")
+    if present("folds") and int(row["folds"]):
+        parts.append(f"cv{int(row['folds'])}")
     if present("init_source"):
         parts.append(f"init={str(row['init_source']).split(':')[0]}")
     return " ".join(parts)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kseg import leaderboard, refine, transfer
 from kseg.config import KSEG_VERSION, RunConfig, device_description, resolve_jit_compile, resolve_precision
-from kseg.data import SegmentationDataset, Split, concatenate, load_dataset, split_indices
+from kseg.data import SegmentationDataset, Split, concatenate, fold_indices, load_dataset, split_indices
 from kseg.evaluation import predict_logits, score_masks
 from kseg.refine import binarise
 from kseg.training import DivergedError, fit
@@ -99,7 +99,10 @@ class DataCache:
         ``split_seed``), applied to the data loaded at both sizes."""
         train_size = self.get(config.image_size, config.synthetic_n)
         eval_size = self.get(config.eval_size, config.synthetic_n)
-        indices = split_indices(train_size, seed=config.split_seed, sizes=config.split_sizes)
+        if config.folds:
+            indices = fold_indices(train_size, config.split_seed, config.folds, config.fold, config.split_sizes)
+        else:
+            indices = split_indices(train_size, seed=config.split_seed, sizes=config.split_sizes)
         return (Split(*(train_size.subset(i) for i in indices)), Split(*(eval_size.subset(i) for i in indices)))
 
 
@@ -128,7 +131,7 @@ ROW_FIELDS = (
     "model", "loss", "seed", "split_seed", "dataset", "data_fingerprint", "mask_suffix", "preset", "image_size",
     "eval_size", "base_filters", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay", "ema",
     "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "precision", "jit_compile",
-    "init_source",
+    "init_source", "folds", "fold",
 )
 
 

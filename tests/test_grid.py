@@ -289,3 +289,55 @@ def test_refine_none_records_the_plain_choice(tmp_path):
     with zipfile.ZipFile(run_dir / "model.keras") as archive:
         assert refine.REFINEMENT_MEMBER in archive.namelist()
     assert refine.load_refinement(run_dir / "model.keras") == refine.Refinement()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--folds", "1"], "--folds expects 0 (no cross-validation) or K >= 2. Received: 1"),
+    (["--seeds", "0", "-1"], "--seeds expects non-negative integers. Received: 0 -1"),
+    (["--lr", "nan"], "--lr expects a finite learning rate > 0. Received: nan"),
+    (["--lr", "0"], "--lr expects a finite learning rate > 0. Received: 0.0"),
+])
+def test_bad_recipe_values_are_refused_before_any_run(tmp_path, args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_grid_command([*SMOKE, *args, "--results", str(tmp_path / "lb.csv")])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "lb.csv").exists()
+
+
+def test_folds_partition_the_cases_and_stay_stratified():
+    from kseg.data import fold_indices, load_dataset
+
+    data = load_dataset("synthetic", n=60, image_size=16)
+    data.diagnosis = ["melanoma" if i % 3 == 0 else "common_nevus" for i in range(60)]
+    tests = []
+    for fold in range(5):
+        train, val, test = fold_indices(data, seed=3, folds=5, fold=fold, sizes=(100, 50, 50))
+        assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+        assert len(train) + len(val) + len(test) == 60 and len(test) == 12 and len(val) == 16
+        # 20 of 60 are melanoma: 4 of each fold's 12 test cases, and a third of validation (to one case).
+        assert sum(data.diagnosis[i] == "melanoma" for i in test) == 4
+        assert abs(sum(data.diagnosis[i] == "melanoma" for i in val) - 16 / 3) <= 1
+        tests += list(test)
+    assert sorted(tests) == list(range(60))  # every case tested exactly once
+
+
+def test_the_fold_changes_the_hash_but_not_the_group(tmp_path):
+    from kseg.config import RunConfig
+
+    plain = RunConfig(model="unet", loss="bce")
+    fold0, fold1 = plain.replace(folds=5, fold=0), plain.replace(folds=5, fold=1)
+    assert len({plain.config_hash, fold0.config_hash, fold1.config_hash}) == 3
+    assert fold0.group_hash == fold1.group_hash != plain.group_hash
+    assert "fold1" in fold1.run_id and "folds" not in plain.identity()
+    with pytest.raises(ValueError, match="folds expects"):
+        plain.replace(folds=5, fold=5)
+
+
+def test_a_cross_validated_grid_scores_every_case_once(tmp_path):
+    results = tmp_path / "lb.csv"
+    assert run_grid_command([*SMOKE, "--models", "unet", "--losses", "bce", "--folds", "3", "--split", "12,6,6",
+                             "--results", str(results), "--output", str(tmp_path / "runs")]) == 0
+    table = leaderboard.read(results)
+    assert list(table["fold"]) == [0, 1, 2] and table["group_hash"].nunique() == 1
+    per_image = leaderboard.read_per_image(results)
+    assert per_image["case_id"].is_unique and len(per_image) == 24  # the smoke set's 24 cases, once each

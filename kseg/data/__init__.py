@@ -13,7 +13,7 @@ from kseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
 from kseg.data.load import load_dataset
 from kseg.data.ph2 import download_ph2, find_ph2, load_ph2
 from kseg.data.sequence import SegmentationSequence
-from kseg.data.split import Split, load_split, parse_split_sizes, save_split, split, split_indices
+from kseg.data.split import Split, fold_indices, load_split, parse_split_sizes, save_split, split, split_indices
 from kseg.data.synthetic import synthetic
 
 __all__ = [
@@ -36,5 +36,6 @@ __all__ = [
     "parse_split_sizes",
     "split",
     "split_indices",
+    "fold_indices",
     "synthetic",
 ]

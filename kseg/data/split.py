@@ -83,8 +83,18 @@ def split_indices(
     group's shuffled members are spread evenly over ``[0, 1)`` and the merged order is cut into
     the three parts, so every class lands in each part in proportion (to within one case).
     """
+    n_train, n_val, n_test = _counts(len(dataset), sizes)
+    order = _stratified_order(dataset, seed)
+    bounds = np.cumsum([n_train, n_val, n_test])
+    parts = (order[: bounds[0]], order[bounds[0] : bounds[1]], order[bounds[1] : bounds[2]])
+    return tuple(np.sort(p) for p in parts)
+
+
+def _stratified_order(dataset: SegmentationDataset, seed: int) -> np.ndarray:
+    """Every case index once, in an order where each stratum (diagnosis, and source for a joined
+    dataset) is spread evenly: each group's shuffled members sit at evenly spaced positions in
+    ``[0, 1)``, and the merged order is sorted by position (ties broken at random)."""
     n = len(dataset)
-    n_train, n_val, n_test = _counts(n, sizes)
     rng = np.random.default_rng(seed)
     labels = dataset.diagnosis if dataset.diagnosis is not None else [None] * n
     if dataset.source is not None:
@@ -98,10 +108,30 @@ def split_indices(
         order = rng.permutation(len(members))
         position[members[order]] = (np.arange(len(members)) + 0.5) / len(members)
     tie_break = rng.random(n)
-    order = np.lexsort((tie_break, position))
-    bounds = np.cumsum([n_train, n_val, n_test])
-    parts = (order[: bounds[0]], order[bounds[0] : bounds[1]], order[bounds[1] : bounds[2]])
-    return tuple(np.sort(p) for p in parts)
+    return np.lexsort((tie_break, position))
+
+
+def fold_indices(
+    dataset: SegmentationDataset, seed: int, folds: int, fold: int, sizes: Sequence[float] = (100, 50, 50)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Train, validation and test indices of fold ``fold`` of ``folds``-fold cross-validation.
+
+    The stratified order of :func:`split_indices` (same ``seed``) is dealt out to the folds in
+    turn, so every case is in the test part of exactly one fold and each stratum spreads over the
+    folds in proportion. The rest is cut into train and validation in the proportion of
+    ``sizes``' first two entries (100:50 keeps a third for validation) by :func:`split_indices`
+    of the rest, so validation is stratified too.
+    """
+    if folds < 2 or not 0 <= fold < folds:
+        raise ValueError(f"fold_indices expects folds >= 2 and 0 <= fold < folds. Received: folds={folds}, fold={fold}")
+    if len(sizes) != 3 or sizes[0] <= 0 or sizes[1] < 0:
+        raise ValueError(f"sizes expects (train, val, test) with train > 0. Received: {sizes!r}")
+    order = _stratified_order(dataset, seed)
+    test = np.sort(order[fold::folds])
+    rest = np.setdiff1d(np.arange(len(dataset)), test)
+    n_val = int(round(len(rest) * sizes[1] / (sizes[0] + sizes[1])))
+    train, val, _ = split_indices(dataset.subset(rest), seed=seed, sizes=(len(rest) - n_val, n_val, 0))
+    return rest[train], rest[val], test
 
 
 def split(
