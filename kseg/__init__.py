@@ -43,11 +43,11 @@ with _quiet_native_start_up():
     pass
 
 from kseg import (  # noqa: E402
-    cli, config, data, evaluation, executors, export, grid, layers, leaderboard, losses, metrics, models, predict, refine,
-    run, training, visualize,
+    cli, config, data, ensemble, evaluation, executors, export, grid, layers, leaderboard, losses, metrics, models, predict,
+    refine, run, stats, training, transfer, visualize,
 )
 
 __all__ = [
-    "cli", "config", "data", "evaluation", "executors", "export", "grid", "layers", "leaderboard", "losses", "metrics", "models",
-    "predict", "refine", "run", "training", "visualize", "__version__",
+    "cli", "config", "data", "ensemble", "evaluation", "executors", "export", "grid", "layers", "leaderboard", "losses", "metrics", "models",
+    "predict", "refine", "run", "stats", "training", "transfer", "visualize", "__version__",
 ]

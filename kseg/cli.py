@@ -391,7 +391,28 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     return EXIT_OK
 
 
-# ----- end of export -----
+def ensemble_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Writes one model that averages the logits of the saved models (each under its own TTA),
+    with post-processing chosen on ``--val`` or shared by the members. Exit code 0, or 2 for a
+    missing model or set, or members of different input sizes."""
+    from kseg import ensemble, predict
+    from kseg.data import load_dataset
+
+    try:
+        val_images = val_masks = None
+        if args.val:
+            folder, suffix = args.val
+            size = predict.model_input_size(predict.load_trained_model(args.model[0]))
+            inputs = load_dataset("auto", path=folder, image_size=size, mask_suffix=suffix)
+            val_images, val_masks = inputs.images, load_dataset("auto", path=folder, image_size=args.eval_size,
+                                                                mask_suffix=suffix).masks
+        _, chosen = ensemble.ensemble_files(args.model, args.output, val_images, val_masks)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    print(f"[ensemble] {len(args.model)} model(s) -> {args.output} (post-processing {chosen.postprocess}, "
+          f"{'chosen on ' + args.val[0] if args.val else 'shared by the members' if chosen.postprocess != 'none' else 'none shared'})")
+    return EXIT_OK
 
 
 # ----- leaderboard -----
@@ -432,6 +453,7 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "predict": (predict_command, "write a binary mask (0/255 PNG, at each image's own size) and an overlay per image"),
     "evaluate": (evaluate_command, "score a saved model on an images/masks folder with the leaderboard's metrics"),
     "leaderboard": (leaderboard_command, "print the leaderboard: mean +- std over seeds per group"),
+    "ensemble": (ensemble_command, "write one model that averages the logits of saved models, each under its own TTA"),
     "export": (export_command, "export a saved model for inference (ONNX or TensorFlow SavedModel) with Keras's model.export"),
 }
 
@@ -473,6 +495,13 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--metric", default="test_iou", help="with --paired: the column compared, e.g. ext_isic2018_dev_iou")
     p.add_argument("--recipes", metavar="MODEL+LOSS", help="compare every recipe of one pair (Markdown): val and test IoU "
                    "before and after refinement, minutes per run, e.g. segnet+bce")
+    p = parsers["ensemble"]
+    p.add_argument("--model", required=True, nargs="+", help="saved models of one input size, e.g. runs/*-fold*/model.keras")
+    p.add_argument("--output", required=True, help="the ensemble's .keras file")
+    p.add_argument("--val", type=_external, default=None, metavar="DIR[:SUFFIX]",
+                   help="choose the post-processing on this labelled set (images/ + masks/, or PH2); default: the members' "
+                        "shared choice. Never a set the ensemble is then scored on")
+    p.add_argument("--eval-size", type=_positive_int, default=256, help="with --val: masks and logits are compared at this size")
     p = parsers["export"]  # export (issue 14)
     p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
     p.add_argument("--format", default="onnx", choices=["onnx", "saved_model"], help="onnx: one .onnx file; saved_model: a TensorFlow SavedModel folder")
