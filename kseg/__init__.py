@@ -30,17 +30,28 @@ def _quiet_native_start_up():
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                import keras  # noqa: F401
+                yield  # the body imports Keras, and with it the backend
             finally:
                 os.dup2(saved, 2)
     finally:
         os.close(saved)
         del os.environ["TF_CPP_MIN_LOG_LEVEL"]
-    yield
+
+
+def _check_backend() -> None:
+    """Keras imports its backend on first import; without one installed, say which extra brings it."""
+    try:
+        import keras  # noqa: F401
+    except ImportError as error:
+        backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+        raise ImportError(
+            f"kseg expects the Keras backend KERAS_BACKEND names to be installed. Received: KERAS_BACKEND={backend}, "
+            f"which cannot be imported ({error}); install one with pip install 'kseg[tensorflow]', 'kseg[jax]' or "
+            "'kseg[torch]' and set KERAS_BACKEND to match") from None
 
 
 with _quiet_native_start_up():
-    pass
+    _check_backend()
 
 from kseg import (  # noqa: E402
     cli, config, data, ensemble, evaluation, executors, export, grid, layers, leaderboard, losses, metrics, models, predict,

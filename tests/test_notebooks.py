@@ -101,6 +101,7 @@ def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     assert "dataset: synthetic" in text and "4 ok" in text
     assert "unet + bce" in text and "unet + dice" in text
     assert "mean difference" in text and "seed-to-seed spread" in text
+    assert "pooled" in text and "groups are not distinguishable from the best" in text  # per-image intervals
     assert "No per-diagnosis scores" in text  # synthetic cases have no diagnosis
     assert "missing" not in text and "no gallery" not in text.lower()
     assert "IoU" in text and "test cases" in text

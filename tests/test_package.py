@@ -62,3 +62,21 @@ def test_every_public_module_is_reachable_after_import_kseg():
     assert result["missing"] == []
     top_level = {name.split(".")[1] for name in names if name.count(".") >= 1}
     assert top_level <= set(result["all"]), "kseg.__all__ should list every public module"
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_import_without_the_backend_installed_names_the_extras(backend):
+    # sys.modules[name] = None makes `import name` fail as if the package were not installed.
+    code = f"import sys; sys.modules[{backend!r}] = None; import kseg"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "KERAS_BACKEND": backend},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: kseg expects the Keras backend") and f"KERAS_BACKEND={backend}" in last
+    assert "'kseg[tensorflow]', 'kseg[jax]' or 'kseg[torch]'" in last
+
+
+def test_the_version_is_declared_once_and_the_package_is_typed():
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert 'version = { attr = "kseg.__version__" }' in pyproject and not (REPO / "setup.cfg").exists()
+    assert (REPO / "kseg" / "py.typed").exists()
