@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Train every model x loss (x seed) and append one row per run to experiments.csv.
 
-    python run_all.py                       # cpu preset, all models, bce/dice/focal, seed 0
-    python run_all.py --seeds 0 1 2         # three seeds
-    python run_all.py --preset smoke        # seconds, synthetic data unless PH2 is found
-    python run_all.py --help                # every flag
+python run_all.py                       # cpu preset, all models, bce/dice/focal, seed 0
+python run_all.py --seeds 0 1 2         # three seeds
+python run_all.py --preset smoke        # seconds, synthetic data unless PH2 is found
+python run_all.py --help                # every flag
 """
 
 import sys

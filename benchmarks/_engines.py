@@ -33,8 +33,10 @@ def main(argv: list[str]) -> None:
     size, batch = config["image_size"], config["batch"]
     x = np.random.default_rng(0).random((batch, size, size, 3), dtype=np.float32)
     budget = float(config.get("budget_s") or float("inf"))
-    engines = {"onnx": lambda: export.OnnxEngine(config["path"], providers=["CPUExecutionProvider"]),
-               "openvino": lambda: export.OpenVinoEngine(config["path"])}
+    engines = {
+        "onnx": lambda: export.OnnxEngine(config["path"], providers=["CPUExecutionProvider"]),
+        "openvino": lambda: export.OpenVinoEngine(config["path"]),
+    }
     result = {}
     for name, load in engines.items():
         try:
@@ -45,7 +47,9 @@ def main(argv: list[str]) -> None:
             continue
         if name == "openvino":
             result["openvino_precision"] = engine.inference_precision(batch)
-        seconds, times = median_seconds(lambda: engine.predict(x, batch_size=batch), config["warmup"], config["steps"], budget)
+        seconds, times = median_seconds(
+            lambda: engine.predict(x, batch_size=batch), config["warmup"], config["steps"], budget
+        )
         result[f"{name}_infer_img_s"] = batch / seconds
         result[f"{name}_infer_times_s"] = times
     print(json.dumps(result), flush=True)

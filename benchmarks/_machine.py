@@ -42,10 +42,12 @@ def cpu_model() -> str:
     /proc/cpuinfo's "model name"; else the platform's processor string."""
     if shutil.which("lscpu"):
         try:
-            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                                 env={**os.environ, "LC_ALL": "C"}).stdout
-            names = [line.partition(":")[2].strip() for line in out.splitlines()
-                     if line.strip().startswith("Model name:")]
+            out = subprocess.run(
+                ["lscpu"], capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"}
+            ).stdout
+            names = [
+                line.partition(":")[2].strip() for line in out.splitlines() if line.strip().startswith("Model name:")
+            ]
             if names:
                 return " / ".join(dict.fromkeys(names))
         except (OSError, subprocess.SubprocessError):

@@ -109,7 +109,10 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     size, batch = config["image_size"], config["batch"]
     build_start = time.perf_counter()
     model = models.build(
-        config["model"], input_shape=(size, size, 3), base_filters=config["base"], depth=config["depth"],
+        config["model"],
+        input_shape=(size, size, 3),
+        base_filters=config["base"],
+        depth=config["depth"],
         batch_norm=config.get("batch_norm", "keras"),
     )
     model.compile(
@@ -192,14 +195,37 @@ def _exported_inference(model, x, warmup: int, config: dict[str, Any], budget: f
     with tempfile.TemporaryDirectory() as folder:
         keras_file, onnx_file = Path(folder) / "model.keras", Path(folder) / "model.onnx"
         model.save(keras_file)
-        done = subprocess.run([sys.executable, "-m", "kseg", "export", "--model", str(keras_file), "--format", "onnx",
-                               "--output", str(onnx_file)], capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kseg",
+                "export",
+                "--model",
+                str(keras_file),
+                "--format",
+                "onnx",
+                "--output",
+                str(onnx_file),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             return failed(f"kseg export exited {done.returncode}: {done.stderr.strip()[-300:]}")
-        engine_config = {"path": str(onnx_file), "image_size": x.shape[1], "batch": len(x), "steps": config["steps"],
-                         "warmup": warmup, "budget_s": budget if budget != float("inf") else None}
-        done = subprocess.run([sys.executable, str(Path(__file__).with_name("_engines.py")), json.dumps(engine_config)],
-                              capture_output=True, text=True)
+        engine_config = {
+            "path": str(onnx_file),
+            "image_size": x.shape[1],
+            "batch": len(x),
+            "steps": config["steps"],
+            "warmup": warmup,
+            "budget_s": budget if budget != float("inf") else None,
+        }
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("_engines.py")), json.dumps(engine_config)],
+            capture_output=True,
+            text=True,
+        )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         return failed(f"_engines.py exited {done.returncode}: {done.stderr.strip()[-300:]}")

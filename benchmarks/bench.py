@@ -80,8 +80,7 @@ def jit_options(backend: str, choice: str = "both") -> tuple[bool, ...]:
     return tuple(j for j in available if j in wanted) or available
 
 
-def measure_peak(seconds: float = 3.0, bf16: bool = True, start_n: int = 512,
-                 max_n: int = 4096) -> dict[str, float]:
+def measure_peak(seconds: float = 3.0, bf16: bool = True, start_n: int = 512, max_n: int = 4096) -> dict[str, float]:
     """GFLOP/s of square matrix products: numpy fp32 (the BLAS), torch fp32 and, where ``bf16``,
     torch bf16 (oneDNN; AMX where present). The achievable ceiling for dense convolutions.
 
@@ -133,8 +132,9 @@ def measure_peak(seconds: float = 3.0, bf16: bool = True, start_n: int = 512,
     return peak
 
 
-def plan_bf16(precisions: list[str], torch_modes: list[str], flags: set[str] | None = None,
-              force: bool = False) -> tuple[list[str], list[str], list[str]]:
+def plan_bf16(
+    precisions: list[str], torch_modes: list[str], flags: set[str] | None = None, force: bool = False
+) -> tuple[list[str], list[str], list[str]]:
     """The Keras precisions and torch modes to run, and one SKIP line per thing left out: bf16
     ones are dropped where the CPU has no bf16 hardware (``_machine.bf16_support``) unless
     ``force``."""
@@ -160,8 +160,10 @@ def twin_gflops(model: str, size: int, base: int, depth: int) -> float | None:
 def reference_skip_line(path: Path | None = None) -> str:
     """The one line printed where the outside reference is asked for but absent."""
     path = path or TORCH_REFERENCE
-    return (f"SKIP torch reference: {path} not found (a plain clone has no ../shared/bench); "
-            "the twin (benchmarks/torch_twin.py) is what runs anywhere")
+    return (
+        f"SKIP torch reference: {path} not found (a plain clone has no ../shared/bench); "
+        "the twin (benchmarks/torch_twin.py) is what runs anywhere"
+    )
 
 
 class Deadline:
@@ -202,8 +204,9 @@ def run_json_process(cmd: list[str], env: dict[str, str], timeout: float) -> tup
     return rows, error
 
 
-def run_torch_native(script: Path, model: str, size: int, args: argparse.Namespace, batch: int,
-                     deadline: Deadline | None = None) -> dict[str, Any]:
+def run_torch_native(
+    script: Path, model: str, size: int, args: argparse.Namespace, batch: int, deadline: Deadline | None = None
+) -> dict[str, Any]:
     """torch_twin.py or torch_reference.py (``script``) with the same settings; its rows and best
     train/inference img/s.
 
@@ -214,8 +217,10 @@ def run_torch_native(script: Path, model: str, size: int, args: argparse.Namespa
         return {"error": f"{script} not found"}
     deadline = deadline or Deadline(None)
     requested = [m for m in args.torch_modes.split(",") if m]
-    groups = [([m for m in requested if m.startswith("bf16")], args.steps, args.warmup),
-              ([m for m in requested if not m.startswith("bf16")], min(args.steps, 3), 1)]
+    groups = [
+        ([m for m in requested if m.startswith("bf16")], args.steps, args.warmup),
+        ([m for m in requested if not m.startswith("bf16")], min(args.steps, 3), 1),
+    ]
     rows, errors = [], []
     for modes, steps, warmup in groups:
         if not modes:
@@ -225,9 +230,24 @@ def run_torch_native(script: Path, model: str, size: int, args: argparse.Namespa
             errors.append(f"skipped {','.join(modes)}: --time-limit reached")
             continue
         cmd = [
-            sys.executable, str(script), "--model", model, "--image-size", str(size),
-            "--base", str(args.base), "--depth", str(args.depth), "--batch", str(batch),
-            "--steps", str(steps), "--warmup", str(warmup), "--modes", ",".join(modes),
+            sys.executable,
+            str(script),
+            "--model",
+            model,
+            "--image-size",
+            str(size),
+            "--base",
+            str(args.base),
+            "--depth",
+            str(args.depth),
+            "--batch",
+            str(batch),
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--modes",
+            ",".join(modes),
         ]
         if script == TORCH_TWIN and args.budget:
             cmd += ["--budget", str(args.budget)]
@@ -257,9 +277,17 @@ def run_worker(backend: str, config: dict[str, Any], timeout: float) -> list[dic
     rows, error = run_json_process([sys.executable, str(WORKER), json.dumps(config)], env, timeout)
     reported = {r.get("model") for r in rows}
     return rows + [
-        {"backend": backend, "model": model, "precision": config["precision"], "jit": config["jit_compile"],
-         "image_size": config["image_size"], "batch": config["batch"], "error": error or "no output"}
-        for model in config["models"] if model not in reported
+        {
+            "backend": backend,
+            "model": model,
+            "precision": config["precision"],
+            "jit": config["jit_compile"],
+            "image_size": config["image_size"],
+            "batch": config["batch"],
+            "error": error or "no output",
+        }
+        for model in config["models"]
+        if model not in reported
     ]
 
 
@@ -278,7 +306,13 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 
     df["torch_best_train_img_s"] = df.apply(lambda r: ref(r, "best_train_img_s"), axis=1)
     df["torch_best_infer_img_s"] = df.apply(lambda r: ref(r, "best_infer_img_s"), axis=1)
-    for col in ("train_img_s", "infer_img_s", *(f"{e}_infer_img_s" for e in EXPORTED_ENGINES), "train_gflop_s", "peak_rss_mb"):
+    for col in (
+        "train_img_s",
+        "infer_img_s",
+        *(f"{e}_infer_img_s" for e in EXPORTED_ENGINES),
+        "train_gflop_s",
+        "peak_rss_mb",
+    ):
         if col not in df:
             df[col] = float("nan")
     df["train_vs_torch"] = df["train_img_s"] / df["torch_best_train_img_s"]
@@ -288,6 +322,7 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
     df["pct_bf16_peak"] = 100 * df["train_gflop_s"] / peak.get("bf16_peak_gflop_s", float("nan"))
     df["pct_fp32_peak"] = 100 * df["train_gflop_s"] / peak["fp32_peak_gflop_s"]
     if second:
+
         def second_ref(row, key):
             return second.get((row["model"], row["image_size"], row["batch"]), {}).get(key, float("nan"))
 
@@ -300,20 +335,26 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 
 def markdown_rows(df: pd.DataFrame) -> str:
     """The BENCHMARKS.md result table (GitHub markdown), one line per config."""
-    header = ("| size | batch | model | backend | precision | jit | train img/s | infer img/s | "
-              "train x torch best | infer x torch best | ONNX Runtime infer img/s | x torch best | "
-              "OpenVINO infer img/s | x torch best | train GFLOP/s | % bf16 peak | peak MB |")
+    header = (
+        "| size | batch | model | backend | precision | jit | train img/s | infer img/s | "
+        "train x torch best | infer x torch best | ONNX Runtime infer img/s | x torch best | "
+        "OpenVINO infer img/s | x torch best | train GFLOP/s | % bf16 peak | peak MB |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, r in df.iterrows():
         if isinstance(r.get("error"), str) and r["error"]:
-            lines.append(f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | "
-                         f"{r['precision']} | {r['jit']} | failed: {r['error'][:60]} |" + " |" * 10)
+            lines.append(
+                f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | "
+                f"{r['precision']} | {r['jit']} | failed: {r['error'][:60]} |" + " |" * 10
+            )
             continue
         lines.append(
             f"| {r['image_size']} | {r['batch']} | {r['model']} | {r['backend']} | {r['precision']} | "
             f"{'on' if r['jit'] else 'off'} | {r['train_img_s']:.2f} | {r['infer_img_s']:.2f} | "
             f"{r['train_vs_torch']:.2f} | {r['infer_vs_torch']:.2f} | "
-            + "".join(f"{_number(r[f'{e}_infer_img_s'])} | {_number(r[f'{e}_infer_vs_torch'])} | " for e in EXPORTED_ENGINES)
+            + "".join(
+                f"{_number(r[f'{e}_infer_img_s'])} | {_number(r[f'{e}_infer_vs_torch'])} | " for e in EXPORTED_ENGINES
+            )
             + f"{r['train_gflop_s']:.1f} | "
             f"{r['pct_bf16_peak']:.1f} | {r['peak_rss_mb']:.0f} |"
         )
@@ -328,8 +369,10 @@ def _number(value: float) -> str:
 def scaling_table(df: pd.DataFrame) -> str:
     """Markdown: training ms per image for each (size, batch), Keras next to native PyTorch's best.
     The last column rescales ms/img to a 128 x 128 image: constant where cost is linear in pixels."""
-    header = ("| model | backend | precision | jit | size | batch | train ms/img | torch best ms/img | "
-              "train x torch best | ms/img at 128-px equivalent |")
+    header = (
+        "| model | backend | precision | jit | size | batch | train ms/img | torch best ms/img | "
+        "train x torch best | ms/img at 128-px equivalent |"
+    )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for _, r in df.sort_values(["model", "backend", "precision", "jit", "image_size", "batch"]).iterrows():
         ms = 1000 / r["train_img_s"]
@@ -344,15 +387,19 @@ def scaling_table(df: pd.DataFrame) -> str:
 def report(row: dict, ref: dict, expected_gflops: float | None, expected_params: int | None = None) -> None:
     """Prints one Keras row, after checking that it counts the same network as the twin (its
     analytic FLOPs and parameters) and as the native run it is compared with."""
-    tag = (f"[{row['backend']} {row['precision']} jit={'on' if row['jit'] else 'off'} bn={row.get('batch_norm', 'keras')}] "
-           f"{row['model']} {row['image_size']}px b{row['batch']}")
+    tag = (
+        f"[{row['backend']} {row['precision']} jit={'on' if row['jit'] else 'off'} "
+        f"bn={row.get('batch_norm', 'keras')}] "
+        f"{row['model']} {row['image_size']}px b{row['batch']}"
+    )
     if "error" in row:
         print(f"{tag}: FAILED {row['error']}", flush=True)
         return
     # The FLOP count must be torch's, or GFLOP/s are not comparable.
     if expected_gflops is not None:
         assert abs(row["gflops_fwd_per_image"] - expected_gflops) <= 1e-9 * max(expected_gflops, 1), (
-            f"{tag}: Keras counts {row['gflops_fwd_per_image']} GFLOPs, torch_twin {expected_gflops}")
+            f"{tag}: Keras counts {row['gflops_fwd_per_image']} GFLOPs, torch_twin {expected_gflops}"
+        )
     if "gflops_fwd_per_image" in ref:  # torch_reference rounds to 3 decimals
         assert abs(row["gflops_fwd_per_image"] - ref["gflops_fwd_per_image"]) < 6e-4
     if expected_params is not None:
@@ -360,15 +407,21 @@ def report(row: dict, ref: dict, expected_gflops: float | None, expected_params:
     if "params" in ref:
         assert row["params"] == ref["params"], f"{tag}: params {row['params']} != torch {ref['params']}"
     exported = "".join(
-        f", {engine} infer {row[f'{engine}_infer_img_s']:.2f} img/s" if f"{engine}_infer_img_s" in row
-        else f", {engine}: {row[f'{engine}_error']}" if f"{engine}_error" in row else ""
+        f", {engine} infer {row[f'{engine}_infer_img_s']:.2f} img/s"
+        if f"{engine}_infer_img_s" in row
+        else f", {engine}: {row[f'{engine}_error']}"
+        if f"{engine}_error" in row
+        else ""
         for engine in EXPORTED_ENGINES
     )
     if "openvino_precision" in row:
         exported += f" ({row['openvino_precision']})"
-    print(f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s{exported}, "
-          f"{row['train_gflop_s']:.1f} GFLOP/s, peak {row['peak_rss_mb']:.0f} MB, "
-          f"first step {row['first_train_step_s']:.1f} s", flush=True)
+    print(
+        f"{tag}: train {row['train_img_s']:.2f} img/s, infer {row['infer_img_s']:.2f} img/s{exported}, "
+        f"{row['train_gflop_s']:.1f} GFLOP/s, peak {row['peak_rss_mb']:.0f} MB, "
+        f"first step {row['first_train_step_s']:.1f} s",
+        flush=True,
+    )
 
 
 def twin_params(model: str, base: int, depth: int) -> int | None:
@@ -387,38 +440,70 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes to sweep (default: --image-size)")
-    p.add_argument("--jit", default="both", choices=["both", "off", "on"],
-                   help="XLA/jit settings to run where a backend has a choice (TensorFlow)")
-    p.add_argument("--torch-impl", default="twin", choices=TORCH_IMPLS,
-                   help="native PyTorch to compare with: twin (benchmarks/torch_twin.py), reference "
-                        "(../shared/bench/torch_reference.py, skipped where absent) or both (twin is the "
-                        "ratios' denominator, the reference a second comparison)")
-    p.add_argument("--torch-modes", default="fp32,fp32-cl,bf16,bf16-cl",
-                   help="native PyTorch modes; the best of them is the ratio's denominator")
-    p.add_argument("--force-bf16", action="store_true",
-                   help="run bf16 precisions and modes even on a CPU without bf16 hardware")
-    p.add_argument("--batch-norm", default="fast", choices=["keras", "fast"],
-                   help="the models' normalisation layer: fast (kseg's FastBatchNormalization, what the cpu preset "
-                        "trains with) or keras (keras.layers.BatchNormalization)")
-    p.add_argument("--onnx", action=argparse.BooleanOptionalAction, default=True,
-                   help="also time inference of each model exported to ONNX (from the first TensorFlow configuration: "
-                        "all export the same float32 model) and run, in a process without TensorFlow, by ONNX Runtime "
-                        "and by OpenVINO (the engines of predict --engine onnx|openvino)")
+    p.add_argument(
+        "--jit",
+        default="both",
+        choices=["both", "off", "on"],
+        help="XLA/jit settings to run where a backend has a choice (TensorFlow)",
+    )
+    p.add_argument(
+        "--torch-impl",
+        default="twin",
+        choices=TORCH_IMPLS,
+        help="native PyTorch to compare with: twin (benchmarks/torch_twin.py), reference "
+        "(../shared/bench/torch_reference.py, skipped where absent) or both (twin is the "
+        "ratios' denominator, the reference a second comparison)",
+    )
+    p.add_argument(
+        "--torch-modes",
+        default="fp32,fp32-cl,bf16,bf16-cl",
+        help="native PyTorch modes; the best of them is the ratio's denominator",
+    )
+    p.add_argument(
+        "--force-bf16", action="store_true", help="run bf16 precisions and modes even on a CPU without bf16 hardware"
+    )
+    p.add_argument(
+        "--batch-norm",
+        default="fast",
+        choices=["keras", "fast"],
+        help="the models' normalisation layer: fast (kseg's FastBatchNormalization, what the cpu preset "
+        "trains with) or keras (keras.layers.BatchNormalization)",
+    )
+    p.add_argument(
+        "--onnx",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time inference of each model exported to ONNX (from the first TensorFlow configuration: "
+        "all export the same float32 model) and run, in a process without TensorFlow, by ONNX Runtime "
+        "and by OpenVINO (the engines of predict --engine onnx|openvino)",
+    )
     p.add_argument("--base", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batches", type=int, nargs="+", help="batch sizes to sweep (default: --batch)")
     p.add_argument("--steps", type=int, default=4, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (the first compiles)")
-    p.add_argument("--budget", type=float, default=5,
-                   help="cap, in seconds, on each timed train or inference phase (min 3 steps); 0: none")
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=5,
+        help="cap, in seconds, on each timed train or inference phase (min 3 steps); 0: none",
+    )
     p.add_argument("--timeout", type=float, default=900, help="seconds per worker process")
-    p.add_argument("--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S,
-                   help="seconds for the whole run: later processes are skipped, a running one is "
-                        "stopped (keeping its printed rows); 0: none")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=DEFAULT_TIME_LIMIT_S,
+        help="seconds for the whole run: later processes are skipped, a running one is "
+        "stopped (keeping its printed rows); 0: none",
+    )
     p.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
-    p.add_argument("--peak-seconds", type=float, default=3.0,
-                   help="time for the matmul peak of each dtype (sizes grow from 512 while it lasts)")
+    p.add_argument(
+        "--peak-seconds",
+        type=float,
+        default=3.0,
+        help="time for the matmul peak of each dtype (sizes grow from 512 while it lasts)",
+    )
     p.add_argument("--out", type=Path, help="write every row, the native runs and the peak as JSON")
     p.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table rows")
     args = p.parse_args(argv)
@@ -431,8 +516,10 @@ def _native_line(label: str, model: str, size: int, batch: int, ref: dict) -> st
     if "error" in ref:
         return f"[{label}] {model} {size}px b{batch}: FAILED {ref['error']}"
     partial = f" (partial: {ref['partial']})" if "partial" in ref else ""
-    return (f"[{label}] {model} {size}px b{batch}: best train {ref['best_train_img_s']:.2f} img/s "
-            f"({ref['best_train_mode']}), best infer {ref['best_infer_img_s']:.2f} img/s{partial}")
+    return (
+        f"[{label}] {model} {size}px b{batch}: best train {ref['best_train_img_s']:.2f} img/s "
+        f"({ref['best_train_mode']}), best infer {ref['best_infer_img_s']:.2f} img/s{partial}"
+    )
 
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -455,8 +542,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if args.torch_impl in ("reference", "both") and not reference_ok:
         skipped.append(reference_skip_line())
         print(skipped[-1], flush=True)
-    primary = {"twin": (TORCH_TWIN, "torch-twin"), "both": (TORCH_TWIN, "torch-twin"),
-               "reference": (TORCH_REFERENCE, "torch-reference")}[args.torch_impl]
+    primary = {
+        "twin": (TORCH_TWIN, "torch-twin"),
+        "both": (TORCH_TWIN, "torch-twin"),
+        "reference": (TORCH_REFERENCE, "torch-reference"),
+    }[args.torch_impl]
     run_primary = args.torch_impl != "reference" or reference_ok
     run_second = args.torch_impl == "both" and reference_ok
 
@@ -467,20 +557,29 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             gflops_ref[(model, size)] = g
     for model in args.models:
         params_ref[model] = twin_params(model, args.base, args.depth)
-    n_workers = len(args.sizes) * len(args.batches) * sum(
-        len(args.precisions) * len(jit_options(b, args.jit)) for b in args.backends)
+    n_workers = (
+        len(args.sizes)
+        * len(args.batches)
+        * sum(len(args.precisions) * len(jit_options(b, args.jit)) for b in args.backends)
+    )
     n_native = len(args.sizes) * len(args.batches) * len(args.models) * (int(run_primary) + int(run_second))
-    print(f"kseg bench: {n_workers} Keras worker processes x {len(args.models)} models + {n_native} native "
-          f"PyTorch runs ({args.torch_impl}; modes {args.torch_modes or 'none'}); step budget {args.budget:g} s, "
-          f"time limit {args.time_limit:g} s", flush=True)
+    print(
+        f"kseg bench: {n_workers} Keras worker processes x {len(args.models)} models + {n_native} native "
+        f"PyTorch runs ({args.torch_impl}; modes {args.torch_modes or 'none'}); step budget {args.budget:g} s, "
+        f"time limit {args.time_limit:g} s",
+        flush=True,
+    )
     print(JIT_NOTE, flush=True)
 
     peak = {"fp32_peak_gflop_s": float("nan"), "bf16_peak_gflop_s": float("nan")}
     if not args.no_peak:
         peak = measure_peak(args.peak_seconds, bf16=machine["bf16_supported"] or args.force_bf16)
         sizes = ", ".join(f"{k[:-2]} {v}" for k, v in peak.items() if k.endswith("_n"))
-        print(f"matmul peak (~{args.peak_seconds:g} s per dtype; largest n: {sizes}): "
-              + ", ".join(f"{k}={v:.0f}" for k, v in peak.items() if k.endswith("gflop_s")), flush=True)
+        print(
+            f"matmul peak (~{args.peak_seconds:g} s per dtype; largest n: {sizes}): "
+            + ", ".join(f"{k}={v:.0f}" for k, v in peak.items() if k.endswith("gflop_s")),
+            flush=True,
+        )
 
     rows, natives, seconds = [], {}, {}
     for size, batch in itertools.product(args.sizes, args.batches):
@@ -497,32 +596,71 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
                 seconds[(model, size, batch)] = ref2
                 print(_native_line("torch-reference", model, size, batch, ref2), flush=True)
                 if "params" in ref2 and ref2["params"] != params_ref.get(model, ref2["params"]):
-                    print(f"WARNING: torch_reference {model} has {ref2['params']} parameters, "
-                          f"the twin {params_ref[model]}", flush=True)
+                    print(
+                        f"WARNING: torch_reference {model} has {ref2['params']} parameters, "
+                        f"the twin {params_ref[model]}",
+                        flush=True,
+                    )
         for backend in args.backends:
             for precision, jit in itertools.product(args.precisions, jit_options(backend, args.jit)):
-                config = dict(models=list(args.models), image_size=size, base=args.base, depth=args.depth,
-                              batch_norm=args.batch_norm, onnx=time_exported and backend == "tensorflow",
-                              batch=batch, precision=precision, jit_compile=jit, steps=args.steps,
-                              warmup=args.warmup, budget_s=args.budget or None)
+                config = dict(
+                    models=list(args.models),
+                    image_size=size,
+                    base=args.base,
+                    depth=args.depth,
+                    batch_norm=args.batch_norm,
+                    onnx=time_exported and backend == "tensorflow",
+                    batch=batch,
+                    precision=precision,
+                    jit_compile=jit,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    budget_s=args.budget or None,
+                )
                 timeout = deadline.timeout(args.timeout)
                 if timeout is None:
-                    new_rows = [{"backend": backend, "model": m, "precision": precision, "jit": jit,
-                                 "image_size": size, "batch": batch, "error": "skipped: --time-limit reached"}
-                                for m in args.models]
+                    new_rows = [
+                        {
+                            "backend": backend,
+                            "model": m,
+                            "precision": precision,
+                            "jit": jit,
+                            "image_size": size,
+                            "batch": batch,
+                            "error": "skipped: --time-limit reached",
+                        }
+                        for m in args.models
+                    ]
                 else:
                     new_rows = run_worker(backend, config, timeout)
                     time_exported = time_exported and not config["onnx"]
                 for row in new_rows:
                     rows.append(row)
-                    report(row, natives.get((row["model"], size, batch), {}),
-                           gflops_ref.get((row["model"], size)), params_ref.get(row["model"]))
+                    report(
+                        row,
+                        natives.get((row["model"], size, batch), {}),
+                        gflops_ref.get((row["model"], size)),
+                        params_ref.get(row["model"]),
+                    )
 
     df = build_table(rows, natives, peak, seconds)
     if not df.empty:  # workers report by backend; read the tables model by model
         df = df.sort_values(["image_size", "batch", "model"], kind="stable").reset_index(drop=True)
-    columns = ["image_size", "batch", "model", "backend", "precision", "jit", "train_img_s", "infer_img_s",
-               "train_vs_torch", "infer_vs_torch", "train_gflop_s", "pct_bf16_peak", "peak_rss_mb"]
+    columns = [
+        "image_size",
+        "batch",
+        "model",
+        "backend",
+        "precision",
+        "jit",
+        "train_img_s",
+        "infer_img_s",
+        "train_vs_torch",
+        "infer_vs_torch",
+        "train_gflop_s",
+        "pct_bf16_peak",
+        "peak_rss_mb",
+    ]
     if seconds:
         columns[10:10] = ["train_vs_reference", "infer_vs_reference"]
     ok = df[df["error"].isna()] if not df.empty else df
@@ -533,8 +671,10 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             if len(args.sizes) > 1 or len(args.batches) > 1:
                 print()
                 print(scaling_table(ok))
-    print("\nGFLOPs fwd/image (torch_twin, asserted = Keras layers): "
-          + ", ".join(f"{m}@{s}={g:.3f}" for (m, s), g in gflops_ref.items()))
+    print(
+        "\nGFLOPs fwd/image (torch_twin, asserted = Keras layers): "
+        + ", ".join(f"{m}@{s}={g:.3f}" for (m, s), g in gflops_ref.items())
+    )
     for line in skipped:
         print(line)
     print(f"total {time.perf_counter() - started:.0f} s")
@@ -547,8 +687,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             "machine": machine,
             "peak": peak,
             "torch_impl": args.torch_impl,
-            "torch_native": [{"model": m, "image_size": s, "batch": b, "impl": primary[1], **r}
-                             for (m, s, b), r in natives.items()],
+            "torch_native": [
+                {"model": m, "image_size": s, "batch": b, "impl": primary[1], **r} for (m, s, b), r in natives.items()
+            ],
             "torch_reference": [{"model": m, "image_size": s, "batch": b, **r} for (m, s, b), r in seconds.items()],
             "skipped": skipped,
             "rows": json.loads(df.to_json(orient="records")),

@@ -31,8 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"),
-                        choices=("tensorflow", "jax", "torch"))
+    parser.add_argument(
+        "--backend", default=os.environ.get("KERAS_BACKEND", "tensorflow"), choices=("tensorflow", "jax", "torch")
+    )
     parser.add_argument("--precisions", nargs="+", default=["mixed_bfloat16", "float32"])
     parser.add_argument("--bases", nargs="+", type=int, default=[16, 32])
     parser.add_argument("--batches", nargs="+", type=int, default=[8, 16])
@@ -58,8 +59,11 @@ def build(bn_class, args, base, seed=0):
         x = bn_class(momentum=0.9, epsilon=1e-5, name=f"b{i}_bn")(x)
     outputs = keras.layers.Conv2D(1, 1, name="logits", dtype="float32")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.BinaryCrossentropy(from_logits=True),
-                  jit_compile="auto")
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+        jit_compile="auto",
+    )
     return model
 
 
@@ -70,8 +74,10 @@ def compare(args, precision, base, batch):
     from kseg.layers import FastBatchNormalization
 
     keras.config.set_dtype_policy(precision)
-    models = {"keras": build(keras.layers.BatchNormalization, args, base),
-              "fast": build(FastBatchNormalization, args, base)}
+    models = {
+        "keras": build(keras.layers.BatchNormalization, args, base),
+        "fast": build(FastBatchNormalization, args, base),
+    }
     models["fast"].set_weights(models["keras"].get_weights())
     rng = np.random.default_rng(0)
     channels = 3 if args.layers == "conv" else base
@@ -89,11 +95,15 @@ def compare(args, precision, base, batch):
             models[name].train_on_batch(x, y)
             times[name].append(time.perf_counter() - start)
     ratios = [f / k for f, k in zip(times["fast"], times["keras"])]
-    row = {"precision": precision, "base": base, "batch": batch,
-           "keras_ms": 1e3 * statistics.median(times["keras"]),
-           "fast_ms": 1e3 * statistics.median(times["fast"]),
-           "ratio": statistics.median(ratios),
-           "first_loss_diff": abs(first["fast"] - first["keras"])}
+    row = {
+        "precision": precision,
+        "base": base,
+        "batch": batch,
+        "keras_ms": 1e3 * statistics.median(times["keras"]),
+        "fast_ms": 1e3 * statistics.median(times["fast"]),
+        "ratio": statistics.median(ratios),
+        "first_loss_diff": abs(first["fast"] - first["keras"]),
+    }
     keras.config.set_dtype_policy("float32")
     return row
 
@@ -104,9 +114,11 @@ def main(argv=None):
     sys.path.insert(0, str(REPO))
     import keras
 
-    print(f"backend {keras.backend.backend()}, keras {keras.__version__}, layers {args.layers}, "
-          f"k={args.blocks}, {args.size} px, {args.steps} timed steps each after {args.warmup} "
-          f"warm-up, interleaved; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(
+        f"backend {keras.backend.backend()}, keras {keras.__version__}, layers {args.layers}, "
+        f"k={args.blocks}, {args.size} px, {args.steps} timed steps each after {args.warmup} "
+        f"warm-up, interleaved; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+    )
     print("precision        base batch   keras ms    fast ms  fast/keras  |first loss diff|")
     rows = []
     for precision in args.precisions:
@@ -114,8 +126,11 @@ def main(argv=None):
             for batch in args.batches:
                 row = compare(args, precision, base, batch)
                 rows.append(row)
-                print(f"{precision:15s} {base:5d} {batch:5d} {row['keras_ms']:10.1f} {row['fast_ms']:10.1f}"
-                      f" {row['ratio']:11.3f}  {row['first_loss_diff']:.2e}", flush=True)
+                print(
+                    f"{precision:15s} {base:5d} {batch:5d} {row['keras_ms']:10.1f} {row['fast_ms']:10.1f}"
+                    f" {row['ratio']:11.3f}  {row['first_loss_diff']:.2e}",
+                    flush=True,
+                )
     return rows
 
 

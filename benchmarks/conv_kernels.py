@@ -28,7 +28,6 @@ LEVELS = [(8, 128, 16), (8, 64, 32), (8, 32, 64), (8, 16, 128)]
 def time_tensorflow() -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
-
     from _timing import median_seconds
 
     result = {}
@@ -38,10 +37,16 @@ def time_tensorflow() -> dict:
         dy = tf.cast(tf.random.normal((batch, side, side, channels)), tf.bfloat16)
         ops = {
             "fwd": tf.function(lambda: tf.nn.conv2d(x, kernel, 1, "SAME")),
-            "bwd_w": tf.function(lambda: tf.raw_ops.Conv2DBackpropFilter(
-                input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")),
-            "bwd_d": tf.function(lambda: tf.raw_ops.Conv2DBackpropInput(
-                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME")),
+            "bwd_w": tf.function(
+                lambda: tf.raw_ops.Conv2DBackpropFilter(
+                    input=x, filter_sizes=tf.shape(kernel), out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"
+                )
+            ),
+            "bwd_d": tf.function(
+                lambda: tf.raw_ops.Conv2DBackpropInput(
+                    input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, 1, 1, 1], padding="SAME"
+                )
+            ),
             "call_overhead": tf.function(lambda: x[:1, :1, :1, :1] + 1),
         }
         result[f"{side}x{side}x{channels}"] = {
@@ -52,23 +57,34 @@ def time_tensorflow() -> dict:
 
 def time_torch() -> dict:
     import torch
-
     from _timing import median_seconds
 
     result = {}
     with torch.no_grad():
         for batch, side, channels in LEVELS:
+
             def tensor(*shape):
                 return torch.randn(*shape).to(torch.bfloat16).to(memory_format=torch.channels_last)
 
-            x, kernel, dy = tensor(batch, channels, side, side), tensor(channels, channels, 3, 3), tensor(batch, channels, side, side)
+            x, kernel, dy = (
+                tensor(batch, channels, side, side),
+                tensor(channels, channels, 3, 3),
+                tensor(batch, channels, side, side),
+            )
 
             def backward(mask):
-                return torch.ops.aten.convolution_backward(dy, x, kernel, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask)
+                return torch.ops.aten.convolution_backward(
+                    dy, x, kernel, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 1, mask
+                )
 
-            ops = {"fwd": lambda: torch.nn.functional.conv2d(x, kernel, padding=1),
-                   "bwd_w": lambda: backward([False, True, False]), "bwd_d": lambda: backward([True, False, False])}
-            result[f"{side}x{side}x{channels}"] = {f"{name}_ms": 1e3 * median_seconds(op, 3, 20)[0] for name, op in ops.items()}
+            ops = {
+                "fwd": lambda: torch.nn.functional.conv2d(x, kernel, padding=1),
+                "bwd_w": lambda: backward([False, True, False]),
+                "bwd_d": lambda: backward([True, False, False]),
+            }
+            result[f"{side}x{side}x{channels}"] = {
+                f"{name}_ms": 1e3 * median_seconds(op, 3, 20)[0] for name, op in ops.items()
+            }
     return result
 
 

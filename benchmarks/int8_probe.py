@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--calibration", type=int, default=32, help="random images NNCF calibrates on (in batches of --batch)")
+    p.add_argument(
+        "--calibration", type=int, default=32, help="random images NNCF calibrates on (in batches of --batch)"
+    )
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
     args = p.parse_args(argv)
@@ -56,10 +58,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if missing:
         print(f"SKIP int8 probe: needs {', '.join(missing)} (pip install nncf openvino)")
         return []
+    import _machine
     import nncf
     import openvino
-
-    import _machine
 
     print(_machine.describe(_machine.machine_info()), flush=True)
     core = openvino.Core()
@@ -73,12 +74,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models:
             path = Path(folder) / f"{name}.onnx"
-            subprocess.run([sys.executable, "-c", EXPORT, name, str(args.base), str(size), str(path)], check=True,
-                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-c", EXPORT, name, str(args.base), str(size), str(path)],
+                check=True,
+                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+                capture_output=True,
+            )
             model = core.read_model(str(path))
             model.reshape([batch, size, size, 3])
-            quantised = nncf.quantize(model, calibration, subset_size=batches,
-                                      preset=nncf.QuantizationPreset.MIXED)
+            quantised = nncf.quantize(model, calibration, subset_size=batches, preset=nncf.QuantizationPreset.MIXED)
             row = {"model": name, "base": args.base, "batch": batch, "image_size": size}
             for label, graph in (("float", model), ("int8", quantised)):
                 compiled = core.compile_model(graph, "CPU", {"PERFORMANCE_HINT": "LATENCY"})
@@ -91,7 +95,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(json.dumps(row), flush=True)
     print("\n| model | OpenVINO float img/s | (runs in) | OpenVINO int8 img/s | int8 x float |\n|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['float_img_s']:.1f} | {r['float_precision']} | {r['int8_img_s']:.1f} | {r['int8_x_float']:.2f} |")
+        print(
+            f"| {r['model']} | {r['float_img_s']:.1f} | {r['float_precision']} | {r['int8_img_s']:.1f} "
+            f"| {r['int8_x_float']:.2f} |"
+        )
     return rows
 
 

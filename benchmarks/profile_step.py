@@ -44,8 +44,12 @@ TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 # Down- and up-sampling are whatever the model uses: max-pool / strided conv, nearest up-sampling /
 # transposed conv / max-unpooling.
 _KERAS_LAYER_KINDS = [
-    ("conv", r"_conv$|^logits$"), ("batchnorm", r"_bn$"), ("relu", r"_relu$"),
-    ("downsample", r"_pool$|_down$"), ("upsample", r"_up$|_unpool$"), ("concat", r"_concat$"),
+    ("conv", r"_conv$|^logits$"),
+    ("batchnorm", r"_bn$"),
+    ("relu", r"_relu$"),
+    ("downsample", r"_pool$|_down$"),
+    ("upsample", r"_up$|_unpool$"),
+    ("concat", r"_concat$"),
 ]
 # PyTorch: an op's kind comes from the outermost recognisable frame above it: the optimizer step,
 # the autograd node running it (backward) or the aten op the model called (forward).
@@ -106,8 +110,17 @@ def torch_kind(frames: list[str]) -> tuple[str, str]:
     return "other", "both"
 
 
-def profile_keras(model_name: str, size: int, base: int, depth: int, batch: int, steps: int,
-                  warmup: int, precision: str, batch_norm: str = "fast") -> dict:
+def profile_keras(
+    model_name: str,
+    size: int,
+    base: int,
+    depth: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    batch_norm: str = "fast",
+) -> dict:
     import keras
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
@@ -157,8 +170,17 @@ def load_torch_impl(impl: str):
     return module
 
 
-def profile_torch(model_name: str, size: int, base: int, depth: int, batch: int, steps: int,
-                  warmup: int, impl: str = "twin", bf16: bool = True) -> dict:
+def profile_torch(
+    model_name: str,
+    size: int,
+    base: int,
+    depth: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    impl: str = "twin",
+    bf16: bool = True,
+) -> dict:
     import torch
 
     torch.manual_seed(0)
@@ -195,18 +217,24 @@ def profile_torch(model_name: str, size: int, base: int, depth: int, batch: int,
 
 
 def table(keras_prof: dict, torch_prof: dict) -> str:
-    kinds = sorted(set(keras_prof["by_kind"]) | set(torch_prof["by_kind"]),
-                   key=lambda k: -max(keras_prof["by_kind"].get(k, 0), torch_prof["by_kind"].get(k, 0)))
-    lines = ["| layer kind | direction | Keras/TF ms per step | PyTorch ms per step | Keras / PyTorch |",
-             "|---|---|---|---|---|"]
+    kinds = sorted(
+        set(keras_prof["by_kind"]) | set(torch_prof["by_kind"]),
+        key=lambda k: -max(keras_prof["by_kind"].get(k, 0), torch_prof["by_kind"].get(k, 0)),
+    )
+    lines = [
+        "| layer kind | direction | Keras/TF ms per step | PyTorch ms per step | Keras / PyTorch |",
+        "|---|---|---|---|---|",
+    ]
     for kind, direction in kinds:
         k, t = keras_prof["by_kind"].get((kind, direction), 0.0), torch_prof["by_kind"].get((kind, direction), 0.0)
         ratio = f"{k / t:.2f}" if t > 0.05 else ""
         lines.append(f"| {kind} | {direction} | {k:.1f} | {t:.1f} | {ratio} |")
     k_sum, t_sum = sum(keras_prof["by_kind"].values()), sum(torch_prof["by_kind"].values())
     lines.append(f"| **sum of op times** | | {k_sum:.1f} | {t_sum:.1f} | {k_sum / t_sum:.2f} |")
-    lines.append(f"| **step wall time** | | {keras_prof['step_ms']:.1f} | {torch_prof['step_ms']:.1f} | "
-                 f"{keras_prof['step_ms'] / torch_prof['step_ms']:.2f} |")
+    lines.append(
+        f"| **step wall time** | | {keras_prof['step_ms']:.1f} | {torch_prof['step_ms']:.1f} | "
+        f"{keras_prof['step_ms'] / torch_prof['step_ms']:.2f} |"
+    )
     return "\n".join(lines)
 
 
@@ -223,27 +251,45 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=3, help="profiled steps (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--precision", default="mixed_bfloat16", choices=["float32", "mixed_bfloat16"],
-                   help="Keras' policy; PyTorch autocasts to bf16 with mixed_bfloat16")
-    p.add_argument("--batch-norm", default="fast", choices=["keras", "fast"],
-                   help="the Keras models' normalisation layer (fast: what the cpu preset trains with)")
-    p.add_argument("--torch-impl", default="twin", choices=["twin", "reference"],
-                   help="native network: benchmarks/torch_twin.py or ../shared/bench/torch_reference.py")
+    p.add_argument(
+        "--precision",
+        default="mixed_bfloat16",
+        choices=["float32", "mixed_bfloat16"],
+        help="Keras' policy; PyTorch autocasts to bf16 with mixed_bfloat16",
+    )
+    p.add_argument(
+        "--batch-norm",
+        default="fast",
+        choices=["keras", "fast"],
+        help="the Keras models' normalisation layer (fast: what the cpu preset trains with)",
+    )
+    p.add_argument(
+        "--torch-impl",
+        default="twin",
+        choices=["twin", "reference"],
+        help="native network: benchmarks/torch_twin.py or ../shared/bench/torch_reference.py",
+    )
     p.add_argument("--force-bf16", action="store_true", help="bf16 even on a CPU without bf16 hardware")
     p.add_argument("--top", type=int, default=12, help="how many of the costliest ops to list")
     p.add_argument("--out", type=Path, help="write both profiles as JSON")
     args = p.parse_args(argv)
     if args.torch_impl == "reference" and not TORCH_REFERENCE.exists():
-        print(f"SKIP profile: {TORCH_REFERENCE} not found (a plain clone has no ../shared/bench); "
-              "--torch-impl twin profiles against benchmarks/torch_twin.py", flush=True)
+        print(
+            f"SKIP profile: {TORCH_REFERENCE} not found (a plain clone has no ../shared/bench); "
+            "--torch-impl twin profiles against benchmarks/torch_twin.py",
+            flush=True,
+        )
         return
     import _machine
 
     info = _machine.machine_info()
     print(_machine.describe(info), flush=True)
     if args.precision == "mixed_bfloat16" and not (info["bf16_supported"] or args.force_bf16):
-        print(f"SKIP bf16 (Keras mixed_bfloat16, torch bf16 autocast): {info['bf16_reason']}; "
-              "profiling float32 instead (--force-bf16 keeps bf16)", flush=True)
+        print(
+            f"SKIP bf16 (Keras mixed_bfloat16, torch bf16 autocast): {info['bf16_reason']}; "
+            "profiling float32 instead (--force-bf16 keeps bf16)",
+            flush=True,
+        )
         args.precision = "float32"
     bf16 = args.precision == "mixed_bfloat16"
     # The profile reads TensorFlow's own trace; set before profile_keras imports Keras.
@@ -252,10 +298,13 @@ def main(argv: list[str] | None = None) -> None:
     shape = (args.model, args.image_size, args.base, args.depth, args.batch, args.steps, args.warmup)
     keras_prof = profile_keras(*shape, args.precision, args.batch_norm)
     torch_prof = profile_torch(*shape, impl=args.torch_impl, bf16=bf16)
-    print(f"{args.model}, {args.image_size} px, base {args.base}, batch {args.batch}: Keras/TensorFlow "
-          f"{args.precision} XLA off, {args.batch_norm} batch norm, vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
-          f"channels-last; ms per training step "
-          f"(mean of {args.steps} profiled steps after {args.warmup} warm-up)\n")
+    print(
+        f"{args.model}, {args.image_size} px, base {args.base}, batch {args.batch}: Keras/TensorFlow "
+        f"{args.precision} XLA off, {args.batch_norm} batch norm, "
+        f"vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
+        f"channels-last; ms per training step "
+        f"(mean of {args.steps} profiled steps after {args.warmup} warm-up)\n"
+    )
     print(table(keras_prof, torch_prof))
     print(f"\nKeras/TF costliest ops (ms/step): {top_ops(keras_prof, args.top)}")
     print(f"PyTorch costliest ops (ms/step): {top_ops(torch_prof, args.top)}")
@@ -263,10 +312,14 @@ def main(argv: list[str] | None = None) -> None:
         payload = {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "machine": info,
-            **{name: {"step_ms": prof["step_ms"],
-                      "by_kind": {f"{k}/{d}": v for (k, d), v in prof["by_kind"].items()},
-                      "by_op": dict(prof["by_op"].most_common())}
-               for name, prof in (("keras_tensorflow", keras_prof), ("torch_native", torch_prof))},
+            **{
+                name: {
+                    "step_ms": prof["step_ms"],
+                    "by_kind": {f"{k}/{d}": v for (k, d), v in prof["by_kind"].items()},
+                    "by_op": dict(prof["by_op"].most_common()),
+                }
+                for name, prof in (("keras_tensorflow", keras_prof), ("torch_native", torch_prof))
+            },
         }
         args.out.write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.out}")

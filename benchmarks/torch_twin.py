@@ -265,12 +265,20 @@ def time_mode(args: argparse.Namespace, mode: str) -> dict:
     model.eval()
     infer_s, infer_times = median_seconds(infer_step, args.warmup, args.steps, budget)
     return {
-        "framework": f"torch-twin {torch.__version__}", "model": args.model, "mode": mode,
-        "image_size": args.image_size, "base": args.base, "depth": args.depth, "batch": args.batch,
-        "threads": torch.get_num_threads(), "params": param_count(model),
+        "framework": f"torch-twin {torch.__version__}",
+        "model": args.model,
+        "mode": mode,
+        "image_size": args.image_size,
+        "base": args.base,
+        "depth": args.depth,
+        "batch": args.batch,
+        "threads": torch.get_num_threads(),
+        "params": param_count(model),
         "gflops_fwd_per_image": gflops,
-        "train_steps_timed": len(train_times), "infer_steps_timed": len(infer_times),
-        "train_img_s": args.batch / train_s, "infer_img_s": args.batch / infer_s,
+        "train_steps_timed": len(train_times),
+        "infer_steps_timed": len(infer_times),
+        "train_img_s": args.batch / train_s,
+        "infer_img_s": args.batch / infer_s,
         "train_gflop_s": 3 * gflops * args.batch / train_s,  # backward counted as 2x forward
     }
 
@@ -284,8 +292,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=4, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    p.add_argument("--budget", type=float, default=0,
-                   help="cap, in seconds, on each timed phase (min 3 steps); 0: none")
+    p.add_argument(
+        "--budget", type=float, default=0, help="cap, in seconds, on each timed phase (min 3 steps); 0: none"
+    )
     p.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     return p.parse_args(argv)

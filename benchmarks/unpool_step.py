@@ -23,7 +23,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-
 from _timing import median_seconds  # noqa: E402
 
 SHAPES = [(8, 128, 128, 16), (8, 64, 64, 32), (16, 128, 128, 32)]
@@ -41,9 +40,9 @@ def one_hot_unpooling(values, positions, pool_size: int = 2):
 
 
 def main() -> None:
+    import _machine
     import tensorflow as tf
 
-    import _machine
     from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
     print(_machine.describe(_machine.machine_info()))
@@ -52,9 +51,11 @@ def main() -> None:
     for shape in SHAPES:
         x = tf.cast(tf.random.normal(shape, seed=0), tf.bfloat16)
         pooled, positions = MaxPoolingWithArgmax2D()(x)
-        variants = {"one-hot + 6-D transpose (0.3.0)": one_hot_unpooling,
-                    "MaxUnpooling2D, inference (broadcast)": lambda v, p: layer([v, p], training=False),
-                    "MaxUnpooling2D, training (repeat)": lambda v, p: layer([v, p], training=True)}
+        variants = {
+            "one-hot + 6-D transpose (0.3.0)": one_hot_unpooling,
+            "MaxUnpooling2D, inference (broadcast)": lambda v, p: layer([v, p], training=False),
+            "MaxUnpooling2D, training (repeat)": lambda v, p: layer([v, p], training=True),
+        }
         outputs = [np.asarray(tf.cast(f(pooled, positions), tf.float32)) for f in variants.values()]
         for output in outputs[1:]:
             np.testing.assert_array_equal(output, outputs[0])

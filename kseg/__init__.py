@@ -47,18 +47,56 @@ def _check_backend() -> None:
         raise ImportError(
             f"kseg expects the Keras backend KERAS_BACKEND names to be installed. Received: KERAS_BACKEND={backend}, "
             f"which cannot be imported ({error}); install one with pip install 'kseg[tensorflow]', 'kseg[jax]' or "
-            "'kseg[torch]' and set KERAS_BACKEND to match") from None
+            "'kseg[torch]' and set KERAS_BACKEND to match"
+        ) from None
 
 
 with _quiet_native_start_up():
     _check_backend()
 
 from kseg import (  # noqa: E402
-    cli, config, data, ensemble, evaluation, executors, export, grid, layers, leaderboard, losses, metrics, models, predict,
-    refine, run, stats, training, transfer, visualize,
+    cli,
+    config,
+    data,
+    ensemble,
+    evaluation,
+    executors,
+    export,
+    grid,
+    layers,
+    leaderboard,
+    losses,
+    metrics,
+    models,
+    predict,
+    refine,
+    run,
+    stats,
+    training,
+    transfer,
+    visualize,
 )
 
 __all__ = [
-    "cli", "config", "data", "ensemble", "evaluation", "executors", "export", "grid", "layers", "leaderboard", "losses", "metrics", "models",
-    "predict", "refine", "run", "stats", "training", "transfer", "visualize", "__version__",
+    "cli",
+    "config",
+    "data",
+    "ensemble",
+    "evaluation",
+    "executors",
+    "export",
+    "grid",
+    "layers",
+    "leaderboard",
+    "losses",
+    "metrics",
+    "models",
+    "predict",
+    "refine",
+    "run",
+    "stats",
+    "training",
+    "transfer",
+    "visualize",
+    "__version__",
 ]

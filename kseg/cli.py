@@ -52,6 +52,7 @@ def _external(text: str) -> tuple[str, str]:
 
 # ----- parent parsers: flags that several commands share -----
 
+
 def _model_flag(required: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--model", required=required, help="a saved model, e.g. runs/RUN/model.keras")
@@ -63,12 +64,20 @@ def _engine_flags() -> argparse.ArgumentParser:
     from kseg.predict import ENGINES
 
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--engine", default="keras", choices=ENGINES,
-                   help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
-                        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU")
-    p.add_argument("--openvino-precision", default="auto", choices=OPENVINO_PRECISIONS,
-                   help="the openvino engine's arithmetic: auto (bfloat16 on a CPU with bf16 hardware, else float32), "
-                        "float32 (equal to the Keras model within float32 rounding) or bfloat16")
+    p.add_argument(
+        "--engine",
+        default="keras",
+        choices=ENGINES,
+        help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
+        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU",
+    )
+    p.add_argument(
+        "--openvino-precision",
+        default="auto",
+        choices=OPENVINO_PRECISIONS,
+        help="the openvino engine's arithmetic: auto (bfloat16 on a CPU with bf16 hardware, else float32), "
+        "float32 (equal to the Keras model within float32 rounding) or bfloat16",
+    )
     return p
 
 
@@ -76,9 +85,14 @@ def _scoring_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument("--threshold", type=_probability, default=0.5, help="probability threshold")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per model call")
-    p.add_argument("--tta", default="saved", help="test-time augmentation: saved (what the run chose), none, flip or d4")
-    p.add_argument("--postprocess", default="saved",
-                   help="post-processing: saved (what the run chose), none, largest, fill or largest+fill")
+    p.add_argument(
+        "--tta", default="saved", help="test-time augmentation: saved (what the run chose), none, flip or d4"
+    )
+    p.add_argument(
+        "--postprocess",
+        default="saved",
+        help="post-processing: saved (what the run chose), none, largest, fill or largest+fill",
+    )
     return p
 
 
@@ -88,6 +102,7 @@ def _formatter(prog):
 
 # ----- grid -----
 
+
 def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from kseg import models
     from kseg.config import AUGMENTATIONS, BATCH_NORMS, PRECISIONS, PRESETS, REFINE_CHOICES, SCHEDULES
@@ -95,73 +110,168 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and recipe")
     p.add_argument("--models", nargs="+", default=list(models.available()), help="model names")
-    p.add_argument("--losses", nargs="+", default=["bce", "dice", "focal"], help="loss names, e.g. bce, dice, focal, bce+dice")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds (each drives weights and augmentation, and the split unless --split-seed)")
-    p.add_argument("--folds", type=int, default=0, metavar="K",
-                   help="K-fold cross-validation (K >= 2): each seed trains K runs per pair, each testing on one fold, so "
-                        "every case is tested once; train:val split the rest in --split's proportion")
-    p.add_argument("--split-seed", type=int, default=None, help="one split for every seed (default: each run's split seed is its seed)")
+    p.add_argument(
+        "--losses", nargs="+", default=["bce", "dice", "focal"], help="loss names, e.g. bce, dice, focal, bce+dice"
+    )
+    p.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[0],
+        help="seeds (each drives weights and augmentation, and the split unless --split-seed)",
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K-fold cross-validation (K >= 2): each seed trains K runs per pair, each testing on one fold, so "
+        "every case is tested once; train:val split the rest in --split's proportion",
+    )
+    p.add_argument(
+        "--split-seed",
+        type=int,
+        default=None,
+        help="one split for every seed (default: each run's split seed is its seed)",
+    )
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
     data.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
     data.add_argument("--mask-suffix", default=None, help="folder datasets: mask file stem suffix, e.g. _segmentation")
-    data.add_argument("--external", action="append", type=_external, default=[], metavar="DIR[:SUFFIX]",
-                      help="also score every run on this labelled set: a folder with images/ and masks/, or PH2 (repeatable), e.g. "
-                           "../shared/data/isic2018-dev:_segmentation; columns ext_<name>_iou, _dice, _isic_score, _failure_fraction")
-    data.add_argument("--add-source", action="append", type=_external, default=[], metavar="DIR[:SUFFIX]",
-                      help="join this labelled set (images/ + masks/, or PH2) to the data: train, validate and test on both, "
-                           "the split stratified by source (repeatable); the row adds test_iou_source_<name> per source. "
-                           "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data")
-    data.add_argument("--split", dest="split_sizes", type=_split_sizes, default=None,
-                      help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50")
-    start = p.add_argument_group("start from another dataset (README, \"Start from another dataset\")")
-    start.add_argument("--init-from", default=None, metavar="PATH",
-                       help="start every run from this run folder's (or .keras file's) weights, matched by layer name and "
-                            "shape; the source's hash is part of each run's identity")
-    start.add_argument("--pretrain-on", type=_external, default=None, metavar="DIR[:SUFFIX]",
-                       help="first train each architecture once on this labelled set (loss bce, seed 0, 95%% of it; a row of its "
-                            "own), then start every run from it, e.g. ../shared/data/isic2018-train:_segmentation")
-    start.add_argument("--pretrain-epochs", type=_positive_int, default=8, help="with --pretrain-on: the pretraining's epochs")
+    data.add_argument(
+        "--external",
+        action="append",
+        type=_external,
+        default=[],
+        metavar="DIR[:SUFFIX]",
+        help="also score every run on this labelled set: a folder with images/ and masks/, or PH2 (repeatable), e.g. "
+        "../shared/data/isic2018-dev:_segmentation; columns ext_<name>_iou, _dice, _isic_score, _failure_fraction",
+    )
+    data.add_argument(
+        "--add-source",
+        action="append",
+        type=_external,
+        default=[],
+        metavar="DIR[:SUFFIX]",
+        help="join this labelled set (images/ + masks/, or PH2) to the data: train, validate and test on both, "
+        "the split stratified by source (repeatable); the row adds test_iou_source_<name> per source. "
+        "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data",
+    )
+    data.add_argument(
+        "--split",
+        dest="split_sizes",
+        type=_split_sizes,
+        default=None,
+        help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50",
+    )
+    start = p.add_argument_group('start from another dataset (README, "Start from another dataset")')
+    start.add_argument(
+        "--init-from",
+        default=None,
+        metavar="PATH",
+        help="start every run from this run folder's (or .keras file's) weights, matched by layer name and "
+        "shape; the source's hash is part of each run's identity",
+    )
+    start.add_argument(
+        "--pretrain-on",
+        type=_external,
+        default=None,
+        metavar="DIR[:SUFFIX]",
+        help="first train each architecture once on this labelled set (loss bce, seed 0, 95%% of it; a row of its "
+        "own), then start every run from it, e.g. ../shared/data/isic2018-train:_segmentation",
+    )
+    start.add_argument(
+        "--pretrain-epochs", type=_positive_int, default=8, help="with --pretrain-on: the pretraining's epochs"
+    )
     recipe = p.add_argument_group("recipe (each overrides the preset's value and is part of the run's identity)")
     recipe.add_argument("--epochs", type=_positive_int)
     recipe.add_argument("--image-size", type=_positive_int, help="training image size")
     recipe.add_argument("--base-filters", type=_positive_int, help="base width")
     recipe.add_argument("--batch-size", type=_positive_int)
     recipe.add_argument("--lr", type=float, help="peak learning rate")
-    recipe.add_argument("--schedule", choices=SCHEDULES, help="plateau: halve on stalls; cosine: warm-up then cosine decay")
+    recipe.add_argument(
+        "--schedule", choices=SCHEDULES, help="plateau: halve on stalls; cosine: warm-up then cosine decay"
+    )
     recipe.add_argument("--warmup-epochs", type=int)
     recipe.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay (0: Adam)")
     recipe.add_argument("--ema", type=float, help="EMA momentum of the weights (0: off)")
     recipe.add_argument("--augment", choices=AUGMENTATIONS, help="full, flips (no affine, no colour) or none")
     recipe.add_argument("--illuminant", type=float, help="random per-channel gains exp(U(-s, s)) (0: off)")
-    recipe.add_argument("--min-scale", type=float, help="full augmentation: smallest affine scale, Uniform(s, 1.1) (default 0.9)")
-    recipe.add_argument("--colour-constancy", action=argparse.BooleanOptionalAction, default=None,
-                        help="Shades-of-Gray normalisation as the model's first layer")
+    recipe.add_argument(
+        "--min-scale", type=float, help="full augmentation: smallest affine scale, Uniform(s, 1.1) (default 0.9)"
+    )
+    recipe.add_argument(
+        "--colour-constancy",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Shades-of-Gray normalisation as the model's first layer",
+    )
     recipe.add_argument("--val-every", type=_positive_int, help="validate every N epochs (and at the last)")
-    recipe.add_argument("--refine", choices=REFINE_CHOICES, help="auto: choose TTA and post-processing on the validation split")
-    recipe.add_argument("--batch-norm", choices=BATCH_NORMS, help="keras: keras.layers.BatchNormalization; fast: kseg's FastBatchNormalization")
+    recipe.add_argument(
+        "--refine", choices=REFINE_CHOICES, help="auto: choose TTA and post-processing on the validation split"
+    )
+    recipe.add_argument(
+        "--batch-norm",
+        choices=BATCH_NORMS,
+        help="keras: keras.layers.BatchNormalization; fast: kseg's FastBatchNormalization",
+    )
     recipe.add_argument("--precision", default="auto", choices=PRECISIONS, help="dtype policy; auto picks by hardware")
-    recipe.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"], help="XLA/jit; auto picks the faster per backend")
+    recipe.add_argument(
+        "--jit-compile",
+        default="auto",
+        choices=["auto", "true", "false"],
+        help="XLA/jit; auto picks the faster per backend",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--results", default="experiments.csv", help="leaderboard CSV to append to")
     out.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
     out.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    scale = p.add_argument_group("scaling out (README, \"Scaling out\")")
-    scale.add_argument("--executor", default="local", choices=["local", "ray"],
-                       help="local: processes on this machine; ray: one Ray task per run (pip install 'kseg[ray]')")
-    scale.add_argument("--jobs", type=_positive_int, default=1, help="local executor: runs at a time, each in its own process")
-    scale.add_argument("--ray-address", default=None, help="Ray cluster to join, e.g. ray://head:10001; default: a local one")
+    scale = p.add_argument_group('scaling out (README, "Scaling out")')
+    scale.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help="local: processes on this machine; ray: one Ray task per run (pip install 'kseg[ray]')",
+    )
+    scale.add_argument(
+        "--jobs", type=_positive_int, default=1, help="local executor: runs at a time, each in its own process"
+    )
+    scale.add_argument(
+        "--ray-address", default=None, help="Ray cluster to join, e.g. ray://head:10001; default: a local one"
+    )
     scale.add_argument("--cpus-per-run", type=float, default=1, help="ray: CPUs reserved per run")
     scale.add_argument("--gpus-per-run", type=float, default=0, help="ray: GPUs reserved per run")
-    scale.add_argument("--distribute", default="none", choices=["none", "data-parallel"],
-                       help="data-parallel: each run trains on all local devices (JAX backend only)")
+    scale.add_argument(
+        "--distribute",
+        default="none",
+        choices=["none", "data-parallel"],
+        help="data-parallel: each run trains on all local devices (JAX backend only)",
+    )
     return p
 
 
-RECIPE_FLAGS = ("epochs", "image_size", "base_filters", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay",
-                "ema", "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "split_sizes", "mask_suffix",
-                "init_from")
+RECIPE_FLAGS = (
+    "epochs",
+    "image_size",
+    "base_filters",
+    "batch_size",
+    "lr",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "ema",
+    "augment",
+    "illuminant",
+    "min_scale",
+    "colour_constancy",
+    "val_every",
+    "refine",
+    "batch_norm",
+    "split_sizes",
+    "mask_suffix",
+    "init_from",
+)
 
 
 def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -189,12 +299,17 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error("--jobs is for --executor local; Ray runs as many tasks at once as the cluster has room for")
     if args.jobs > 1 and args.distribute != "none":
         # Each process would claim every device; Ray instead gives each task its --gpus-per-run.
-        parser.error("--distribute data-parallel gives one run every local device: use --jobs 1, or --executor ray --gpus-per-run G")
+        parser.error(
+            "--distribute data-parallel gives one run every local device: use --jobs 1, "
+            "or --executor ray --gpus-per-run G"
+        )
     if args.executor != "ray" and (args.ray_address or args.cpus_per_run != 1 or args.gpus_per_run != 0):
         parser.error("--ray-address, --cpus-per-run and --gpus-per-run need --executor ray")
     try:
         training.check_distribute(args.distribute)
-        executor = executors.make_executor(args.executor, args.jobs, args.ray_address, args.cpus_per_run, args.gpus_per_run)
+        executor = executors.make_executor(
+            args.executor, args.jobs, args.ray_address, args.cpus_per_run, args.gpus_per_run
+        )
     except (ValueError, ImportError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
@@ -202,18 +317,33 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.init_from and args.pretrain_on:
         parser.error("--init-from and --pretrain-on both choose the starting weights: pass one of them")
     data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external, args.add_source)
-    for flag, folders in (("--external", args.external), ("--add-source", args.add_source),
-                          ("--pretrain-on", [args.pretrain_on] if args.pretrain_on else [])):
+    for flag, folders in (
+        ("--external", args.external),
+        ("--add-source", args.add_source),
+        ("--pretrain-on", [args.pretrain_on] if args.pretrain_on else []),
+    ):
         for folder, _ in folders:
             if not Path(folder).is_dir():
                 print(f"error: {flag} expects a folder. Received: {folder}, which does not exist", file=sys.stderr)
                 return EXIT_BAD_ARGUMENTS
     overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
     try:
-        configs = grid.expand(model_names, loss_names, args.seeds, args.preset, data, split_seed=args.split_seed,
-                              folds=args.folds, precision=args.precision, jit_compile=args.jit_compile, **overrides)
+        configs = grid.expand(
+            model_names,
+            loss_names,
+            args.seeds,
+            args.preset,
+            data,
+            split_seed=args.split_seed,
+            folds=args.folds,
+            precision=args.precision,
+            jit_compile=args.jit_compile,
+            **overrides,
+        )
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        what = "the --init-from source" if args.init_from and "init-from" in str(error) else f"the {args.dataset} dataset"
+        what = (
+            "the --init-from source" if args.init_from and "init-from" in str(error) else f"the {args.dataset} dataset"
+        )
         print(f"error: could not load {what}: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     if configs and configs[0].dataset != "ph2":
@@ -241,8 +371,12 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 def _scored_sets(configs, data) -> dict[str, list[str]]:
     """Case ids of every set the grid's runs are scored on: each split's test part and each
     ``--external`` set."""
-    scored = {f"the test split of seed {c.split_seed}" + (f", fold {c.fold}" if c.folds else ""): list(data.parts(c)[0].test.ids)
-              for c in {(c.split_seed, c.fold): c for c in configs}.values()}
+    scored = {
+        f"the test split of seed {c.split_seed}" + (f", fold {c.fold}" if c.folds else ""): list(
+            data.parts(c)[0].test.ids
+        )
+        for c in {(c.split_seed, c.fold): c for c in configs}.values()
+    }
     for folder, suffix in data.externals:
         scored[f"--external {folder}"] = list(data.external(folder, suffix, configs[0].image_size).ids)
     return scored
@@ -255,12 +389,16 @@ def _check_init_from(configs, data) -> None:
 
     for config in {(c.model, c.image_size, c.base_filters, c.depth, c.batch_norm): c for c in configs}.values():
         report = training.check_init(config)
-        print(f"[grid] --init-from {config.init_from}: {config.model} loads {report.loaded} weight tensors, "
-              f"{report.fresh} fresh" + (f" ({', '.join(report.unmatched_layers[:3])}, ...)" if report.fresh else ""))
+        print(
+            f"[grid] --init-from {config.init_from}: {config.model} loads {report.loaded} weight tensors, "
+            f"{report.fresh} fresh" + (f" ({', '.join(report.unmatched_layers[:3])}, ...)" if report.fresh else "")
+        )
     seen = transfer.source_case_ids(configs[0].init_from)
     if not seen:
-        print(f"[grid] --init-from {configs[0].init_from}: no split.json beside it, so kseg cannot check that the "
-              "source never saw the sets these runs are scored on")
+        print(
+            f"[grid] --init-from {configs[0].init_from}: no split.json beside it, so kseg cannot check that the "
+            "source never saw the sets these runs are scored on"
+        )
     transfer.check_no_overlap(seen, _scored_sets(configs, data), f"--init-from {configs[0].init_from}")
 
 
@@ -271,25 +409,37 @@ def _pretrain(configs, data, args, options) -> list:
     from kseg.run import DataCache
 
     folder, suffix = args.pretrain_on
-    source = DataCache("folder" if (Path(folder) / "images").is_dir() else "auto", folder, suffix,
-                       externals=data.externals)
+    source = DataCache(
+        "folder" if (Path(folder) / "images").is_dir() else "auto", folder, suffix, externals=data.externals
+    )
     ids = source.get(configs[0].image_size).ids
-    transfer.check_no_overlap(ids, {"the data these runs train and test on": list(data.get(configs[0].image_size).ids),
-                                    **_scored_sets(configs, data)}, f"--pretrain-on {folder}")
+    transfer.check_no_overlap(
+        ids,
+        {
+            "the data these runs train and test on": list(data.get(configs[0].image_size).ids),
+            **_scored_sets(configs, data),
+        },
+        f"--pretrain-on {folder}",
+    )
     pretraining, fine_tuned = grid.pretraining_configs(configs, source, args.output, args.pretrain_epochs)
     usable = grid.run_pretraining(pretraining, source, args.results, args.output, **options)
     failed = {c.config_hash for c in pretraining} - usable
     if failed:
-        print(f"[pretrain] {len(failed)} pretraining run(s) failed; their architectures' runs are skipped", file=sys.stderr)
+        print(
+            f"[pretrain] {len(failed)} pretraining run(s) failed; their architectures' runs are skipped",
+            file=sys.stderr,
+        )
     return [c for c in fine_tuned if c.init_source.rsplit(":", 1)[1] in usable]
 
 
 # ----- predict / evaluate -----
 
+
 def _refinement(args: argparse.Namespace, model_path: str):
     from kseg import refine
-
-    from kseg.export import load_saved_refinement  # export (issue 14): also reads an exported model's PATH.refinement.json
+    from kseg.export import (
+        load_saved_refinement,
+    )  # export (issue 14): also reads an exported model's PATH.refinement.json
 
     saved = load_saved_refinement(model_path)
     return refine.Refinement(
@@ -311,7 +461,10 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     report = predict.predict_files(model, files, args.output, args.threshold, args.batch_size, refinement=refinement)
-    print(f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays ({refinement.describe()}, engine={args.engine})")
+    print(
+        f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays "
+        f"({refinement.describe()}, engine={args.engine})"
+    )
     if report.failed:
         print(f"[predict] {len(report.failed)} failed: {', '.join(p.name for p in report.failed)}", file=sys.stderr)
         return EXIT_SOME_FAILED
@@ -333,7 +486,13 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             model = predict.load_engine(model_path, args.engine, args.openvino_precision)
             refinement = _refinement(args, model_path)
             scores = predict.evaluate_folder(
-                model, args.images, args.masks, args.mask_suffix, args.eval_size, args.threshold, args.batch_size,
+                model,
+                args.images,
+                args.masks,
+                args.mask_suffix,
+                args.eval_size,
+                args.threshold,
+                args.batch_size,
                 refinement=refinement,
             )
         except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
@@ -348,11 +507,22 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             continue
         csv_path = Path(args.csv)
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        row = pd.DataFrame([predict.summary_row(
-            scores, model=str(model_path), run_id=Path(model_path).parent.name, images=str(args.images),
-            image_size=predict.model_input_size(model)[0], eval_size=args.eval_size, threshold=args.threshold,
-            tta=refinement.tta, postprocess=refinement.postprocess, engine=args.engine,
-        )])
+        row = pd.DataFrame(
+            [
+                predict.summary_row(
+                    scores,
+                    model=str(model_path),
+                    run_id=Path(model_path).parent.name,
+                    images=str(args.images),
+                    image_size=predict.model_input_size(model)[0],
+                    eval_size=args.eval_size,
+                    threshold=args.threshold,
+                    tta=refinement.tta,
+                    postprocess=refinement.postprocess,
+                    engine=args.engine,
+                )
+            ]
+        )
         # Appended, never overwritten: rows already written stay (a model scored twice: both rows).
         row.to_csv(csv_path, mode="a", header=not csv_path.exists(), index=False)
         print(f"[evaluate] row appended to {csv_path}")
@@ -361,12 +531,16 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             scores.per_image.to_csv(per_image_path, index=False)
             print(f"[evaluate] per image: {per_image_path}")
     if failed:
-        print(f"[evaluate] {len(failed)} of {len(args.model)} model(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
+        print(
+            f"[evaluate] {len(failed)} of {len(args.model)} model(s) failed: {', '.join(map(str, failed))}",
+            file=sys.stderr,
+        )
         return EXIT_BAD_ARGUMENTS if len(failed) == len(args.model) else EXIT_SOME_FAILED
     return EXIT_OK
 
 
 # ----- export (issue 14) -----
+
 
 def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Exports a saved model with Keras's ``model.export`` under the active backend, and its
@@ -386,9 +560,17 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         return EXIT_BAD_ARGUMENTS
     import keras
 
-    print(f"[export] {args.model} -> {output} ({args.format}, {keras.backend.backend()} backend; "
-          f"refinement: {export.refinement_path(output)})")
+    print(
+        f"[export] {args.model} -> {output} ({args.format}, {keras.backend.backend()} backend; "
+        f"refinement: {export.refinement_path(output)})"
+    )
     return EXIT_OK
+
+
+def _postprocess_origin(val, postprocess: str) -> str:
+    if val:
+        return f"chosen on {val[0]}"
+    return "shared by the members" if postprocess != "none" else "none shared"
 
 
 def ensemble_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -404,25 +586,33 @@ def ensemble_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             folder, suffix = args.val
             size = predict.model_input_size(predict.load_trained_model(args.model[0]))
             inputs = load_dataset("auto", path=folder, image_size=size, mask_suffix=suffix)
-            val_images, val_masks = inputs.images, load_dataset("auto", path=folder, image_size=args.eval_size,
-                                                                mask_suffix=suffix).masks
+            val_images, val_masks = (
+                inputs.images,
+                load_dataset("auto", path=folder, image_size=args.eval_size, mask_suffix=suffix).masks,
+            )
         _, chosen = ensemble.ensemble_files(args.model, args.output, val_images, val_masks)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
-    print(f"[ensemble] {len(args.model)} model(s) -> {args.output} (post-processing {chosen.postprocess}, "
-          f"{'chosen on ' + args.val[0] if args.val else 'shared by the members' if chosen.postprocess != 'none' else 'none shared'})")
+    print(
+        f"[ensemble] {len(args.model)} model(s) -> {args.output} (post-processing {chosen.postprocess}, "
+        f"{_postprocess_origin(args.val, chosen.postprocess)})"
+    )
     return EXIT_OK
 
 
 # ----- leaderboard -----
+
 
 def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Prints the leaderboard's summary (mean +- std over seeds per group), as text or Markdown."""
     from kseg import leaderboard
 
     if args.merge:
-        print(f"[leaderboard] {leaderboard.merge(args.merge, args.results)} rows from {args.merge} appended to {args.results}")
+        print(
+            f"[leaderboard] {leaderboard.merge(args.merge, args.results)} rows from {args.merge} "
+            f"appended to {args.results}"
+        )
     if not Path(args.results).exists():
         print(f"error: no leaderboard at {args.results}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
@@ -441,8 +631,11 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         print(leaderboard.transfer_report(table, args.transfer))
     else:
         per_image = leaderboard.read_per_image(args.results)
-        print(leaderboard.markdown_report(table, per_image) if args.markdown
-              else leaderboard.format_summary(leaderboard.summarise(table, per_image=per_image)))
+        print(
+            leaderboard.markdown_report(table, per_image)
+            if args.markdown
+            else leaderboard.format_summary(leaderboard.summarise(table, per_image=per_image))
+        )
     return EXIT_OK
 
 
@@ -454,7 +647,10 @@ COMMANDS: dict[str, tuple[Callable, str]] = {
     "evaluate": (evaluate_command, "score a saved model on an images/masks folder with the leaderboard's metrics"),
     "leaderboard": (leaderboard_command, "print the leaderboard: mean +- std over seeds per group"),
     "ensemble": (ensemble_command, "write one model that averages the logits of saved models, each under its own TTA"),
-    "export": (export_command, "export a saved model for inference (ONNX or TensorFlow SavedModel) with Keras's model.export"),
+    "export": (
+        export_command,
+        "export a saved model for inference (ONNX or TensorFlow SavedModel) with Keras's model.export",
+    ),
 }
 
 
@@ -463,18 +659,30 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers = {}
     for name, (_, text) in COMMANDS.items():
-        parents = {"predict": [_model_flag(), _engine_flags(), _scoring_flags()],
-                   "evaluate": [_engine_flags(), _scoring_flags()]}.get(name, [])
-        parsers[name] = sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
-                                       parents=parents, formatter_class=_formatter)
+        parents = {
+            "predict": [_model_flag(), _engine_flags(), _scoring_flags()],
+            "evaluate": [_engine_flags(), _scoring_flags()],
+        }.get(name, [])
+        parsers[name] = sub.add_parser(
+            name, help=text, description=text[0].upper() + text[1:] + ".", parents=parents, formatter_class=_formatter
+        )
     add_grid_arguments(parsers["grid"])
     p = parsers["predict"]
     p.add_argument("--input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
     p = parsers["evaluate"]
-    p.add_argument("--model", required=True, nargs="+",
-                   help="saved model(s), e.g. runs/*/model.keras, or .onnx files with --engine onnx|openvino: one summary row each")
-    p.add_argument("--images", required=True, help="folder of images; without --masks, a PH2 folder or a folder with images/ and masks/")
+    p.add_argument(
+        "--model",
+        required=True,
+        nargs="+",
+        help="saved model(s), e.g. runs/*/model.keras, or .onnx files with --engine onnx|openvino: "
+        "one summary row each",
+    )
+    p.add_argument(
+        "--images",
+        required=True,
+        help="folder of images; without --masks, a PH2 folder or a folder with images/ and masks/",
+    )
     p.add_argument("--masks", default=None, help="folder of binary masks, matched to images by file stem")
     p.add_argument("--mask-suffix", default="", help="mask file stem suffix, e.g. _segmentation (ISIC)")
     p.add_argument("--eval-size", type=_positive_int, default=256, help="masks and logits are compared at this size")
@@ -488,26 +696,57 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
     p.add_argument("--recipe", help="only rows of this recipe, as the table's recipe column writes it")
     p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
-    p.add_argument("--transfer", metavar="CSV", help="join scores of the runs' models on another set "
-                   "(`python -m kseg evaluate --model runs/*/model.keras --csv CSV`) and summarise them per group (Markdown)")
-    p.add_argument("--paired", nargs=2, metavar=("BASE", "NEW"), help="compare two recipes (as the recipe column writes "
-                   "them) run on the same splits, paired by model, loss and seed (Markdown): the gain per pair and how many runs gained")
+    p.add_argument(
+        "--transfer",
+        metavar="CSV",
+        help="join scores of the runs' models on another set "
+        "(`python -m kseg evaluate --model runs/*/model.keras --csv CSV`) and summarise them per group (Markdown)",
+    )
+    p.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("BASE", "NEW"),
+        help="compare two recipes (as the recipe column writes them) run on the same splits, paired by model, "
+        "loss and seed (Markdown): the gain per pair and how many runs gained",
+    )
     p.add_argument("--metric", default="test_iou", help="with --paired: the column compared, e.g. ext_isic2018_dev_iou")
-    p.add_argument("--recipes", metavar="MODEL+LOSS", help="compare every recipe of one pair (Markdown): val and test IoU "
-                   "before and after refinement, minutes per run, e.g. segnet+bce")
+    p.add_argument(
+        "--recipes",
+        metavar="MODEL+LOSS",
+        help="compare every recipe of one pair (Markdown): val and test IoU "
+        "before and after refinement, minutes per run, e.g. segnet+bce",
+    )
     p = parsers["ensemble"]
-    p.add_argument("--model", required=True, nargs="+", help="saved models of one input size, e.g. runs/*-fold*/model.keras")
+    p.add_argument(
+        "--model", required=True, nargs="+", help="saved models of one input size, e.g. runs/*-fold*/model.keras"
+    )
     p.add_argument("--output", required=True, help="the ensemble's .keras file")
-    p.add_argument("--val", type=_external, default=None, metavar="DIR[:SUFFIX]",
-                   help="choose the post-processing on this labelled set (images/ + masks/, or PH2); default: the members' "
-                        "shared choice. Never a set the ensemble is then scored on")
-    p.add_argument("--eval-size", type=_positive_int, default=256, help="with --val: masks and logits are compared at this size")
+    p.add_argument(
+        "--val",
+        type=_external,
+        default=None,
+        metavar="DIR[:SUFFIX]",
+        help="choose the post-processing on this labelled set (images/ + masks/, or PH2); default: the members' "
+        "shared choice. Never a set the ensemble is then scored on",
+    )
+    p.add_argument(
+        "--eval-size", type=_positive_int, default=256, help="with --val: masks and logits are compared at this size"
+    )
     p = parsers["export"]  # export (issue 14)
     p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
-    p.add_argument("--format", default="onnx", choices=["onnx", "saved_model"], help="onnx: one .onnx file; saved_model: a TensorFlow SavedModel folder")
+    p.add_argument(
+        "--format",
+        default="onnx",
+        choices=["onnx", "saved_model"],
+        help="onnx: one .onnx file; saved_model: a TensorFlow SavedModel folder",
+    )
     p.add_argument("--output", default=None, help="the .onnx file or SavedModel folder (default: beside --model)")
-    p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="a fixed batch size for the artifact (default: any, but 8 for ONNX under JAX)")
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="a fixed batch size for the artifact (default: any, but 8 for ONNX under JAX)",
+    )
     return parser
 
 
@@ -521,7 +760,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m kseg") -> int
 
 def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
     """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
-    parser = argparse.ArgumentParser(prog=prog, description=COMMANDS["grid"][1][0].upper() + COMMANDS["grid"][1][1:] + ".",
-                                     formatter_class=_formatter)
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=COMMANDS["grid"][1][0].upper() + COMMANDS["grid"][1][1:] + ".",
+        formatter_class=_formatter,
+    )
     add_grid_arguments(parser)
     return grid_command(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)

@@ -24,19 +24,46 @@ from kseg.layers import BATCH_NORMALIZATIONS
 PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: for tests and a first look at the pipeline.
     "smoke": dict(
-        image_size=32, eval_size=64, base_filters=4, depth=2, epochs=2, batch_size=4, lr=1e-3,
-        patience=2, synthetic_n=24, split_sizes=(12, 6, 6), schedule="plateau",
+        image_size=32,
+        eval_size=64,
+        base_filters=4,
+        depth=2,
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        patience=2,
+        synthetic_n=24,
+        split_sizes=(12, 6, 6),
+        schedule="plateau",
     ),
     # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 cores. README, "The
     # cpu preset's ablation", measures each setting alone and what this budget costs in IoU.
     "cpu": dict(
-        image_size=128, eval_size=256, base_filters=16, depth=4, epochs=32, batch_size=8, lr=1e-3,
-        patience=12, schedule="cosine", warmup_epochs=2, refine="auto", batch_norm="fast", val_every=2,
+        image_size=128,
+        eval_size=256,
+        base_filters=16,
+        depth=4,
+        epochs=32,
+        batch_size=8,
+        lr=1e-3,
+        patience=12,
+        schedule="cosine",
+        warmup_epochs=2,
+        refine="auto",
+        batch_norm="fast",
+        val_every=2,
     ),
     # The original notebook's protocol, for a GPU.
     "paper": dict(
-        image_size=256, eval_size=256, base_filters=64, depth=4, epochs=100, batch_size=8, lr=1e-4,
-        patience=30, schedule="plateau",
+        image_size=256,
+        eval_size=256,
+        base_filters=64,
+        depth=4,
+        epochs=100,
+        batch_size=8,
+        lr=1e-4,
+        patience=30,
+        schedule="plateau",
     ),
 }
 
@@ -127,8 +154,12 @@ class RunConfig:
         object.__setattr__(self, "split_sizes", tuple(self.split_sizes))
         if self.split_seed is None:
             object.__setattr__(self, "split_seed", self.seed)
-        for name, allowed in (("schedule", SCHEDULES), ("augment", AUGMENTATIONS), ("refine", REFINE_CHOICES),
-                              ("batch_norm", BATCH_NORMS)):
+        for name, allowed in (
+            ("schedule", SCHEDULES),
+            ("augment", AUGMENTATIONS),
+            ("refine", REFINE_CHOICES),
+            ("batch_norm", BATCH_NORMS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"Unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
         if not 0.0 <= self.ema < 1.0:
@@ -136,8 +167,10 @@ class RunConfig:
         if not 0.0 < self.min_scale <= 1.1:
             raise ValueError(f"min_scale must be in (0, 1.1]; got {self.min_scale}")
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
-            raise ValueError(f"folds expects 0 (no cross-validation) or >= 2 with 0 <= fold < folds. "
-                             f"Received: folds={self.folds}, fold={self.fold}")
+            raise ValueError(
+                f"folds expects 0 (no cross-validation) or >= 2 with 0 <= fold < folds. "
+                f"Received: folds={self.folds}, fold={self.fold}"
+            )
         if self.val_every < 1:
             raise ValueError(f"val_every must be at least 1; got {self.val_every}")
 
@@ -159,15 +192,25 @@ class RunConfig:
         kseg version and the device (a GPU's and a CPU's float results differ).
 
         A knob added within a kseg version is left out while it has the value that computes what
-        the version did before it existed (:data:`NEUTRAL_KNOBS`, at their field defaults), so adding it leaves the hashes
-        of the runs already made, and their resumption, as they were."""
+        the version did before it existed (:data:`NEUTRAL_KNOBS`, at their field defaults), so adding it leaves
+        the hashes of the runs already made, and their resumption, as they were."""
         defaults = {field.name: field.default for field in dataclasses.fields(self)}
         if self.init_from and not self.init_source:
-            raise ValueError(f"{self.model}: init_from {self.init_from!r} needs its init_source resolved "
-                             "(kseg.run.resolve_config) before the config is hashed.")
-        fields = {k: v for k, v in self.to_dict().items()
-                  if k not in NOT_IDENTITY and not (k in NEUTRAL_KNOBS and v == defaults[k])}
-        return {**fields, "backend": keras.backend.backend(), "kseg_version": KSEG_VERSION, "device": device_description()}
+            raise ValueError(
+                f"{self.model}: init_from {self.init_from!r} needs its init_source resolved "
+                "(kseg.run.resolve_config) before the config is hashed."
+            )
+        fields = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in NOT_IDENTITY and not (k in NEUTRAL_KNOBS and v == defaults[k])
+        }
+        return {
+            **fields,
+            "backend": keras.backend.backend(),
+            "kseg_version": KSEG_VERSION,
+            "device": device_description(),
+        }
 
     @property
     def config_hash(self) -> str:

@@ -50,14 +50,21 @@ class Dihedral(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "quarter_turns": self.quarter_turns, "mirror": self.mirror,
-                "inverse": self.inverse}
+        return {
+            **super().get_config(),
+            "quarter_turns": self.quarter_turns,
+            "mirror": self.mirror,
+            "inverse": self.inverse,
+        }
 
 
 # The views of each TTA mode as (quarter turns, mirror): "flip"'s up-down flip is a mirror and
 # a half turn, and both flips together a half turn.
-VIEWS = {"none": [(0, False)], "flip": [(0, False), (0, True), (2, True), (2, False)],
-         "d4": [(k, mirror) for mirror in (False, True) for k in range(4)]}
+VIEWS = {
+    "none": [(0, False)],
+    "flip": [(0, False), (0, True), (2, True), (2, False)],
+    "d4": [(k, mirror) for mirror in (False, True) for k in range(4)],
+}
 
 
 def _member_logits(member: keras.Model, x, tta: str, index: int):
@@ -74,7 +81,9 @@ def _member_logits(member: keras.Model, x, tta: str, index: int):
     return keras.layers.Average(name=f"member{index}_tta_mean", dtype="float32")(outputs)
 
 
-def build_ensemble(members: Sequence[keras.Model], ttas: Sequence[str] | None = None, name: str = "ensemble") -> keras.Model:
+def build_ensemble(
+    members: Sequence[keras.Model], ttas: Sequence[str] | None = None, name: str = "ensemble"
+) -> keras.Model:
     """One functional model averaging the logits of ``members`` (all with one input shape), each
     under its TTA mode (``ttas``; default: each member's attached refinement's)."""
     if not members:
@@ -99,8 +108,13 @@ def shared_postprocess(refinements: Sequence[refine.Refinement]) -> str:
     return modes.pop() if len(modes) == 1 else "none"
 
 
-def ensemble_files(paths: Sequence[str | Path], output: str | Path, val_images: np.ndarray | None = None,
-                   val_masks: np.ndarray | None = None, batch_size: int = 8) -> tuple[keras.Model, refine.Refinement]:
+def ensemble_files(
+    paths: Sequence[str | Path],
+    output: str | Path,
+    val_images: np.ndarray | None = None,
+    val_masks: np.ndarray | None = None,
+    batch_size: int = 8,
+) -> tuple[keras.Model, refine.Refinement]:
     """Loads the saved models at ``paths`` (each with its refinement), writes their ensemble to
     ``output`` with its refinement, and returns both. The refinement's post-processing is chosen on
     ``val_images`` / ``val_masks`` (at the members' input size; masks at any size) where given."""
@@ -110,8 +124,14 @@ def ensemble_files(paths: Sequence[str | Path], output: str | Path, val_images: 
     refinements = [refine.load_refinement(p) for p in paths]
     model = build_ensemble(members, [r.tta for r in refinements])
     if val_images is not None:
-        chosen, _ = refine.choose_refinement(model, val_images, val_masks, tta_modes=("none",),
-                                             output_size=tuple(np.asarray(val_masks).shape[1:3]), batch_size=batch_size)
+        chosen, _ = refine.choose_refinement(
+            model,
+            val_images,
+            val_masks,
+            tta_modes=("none",),
+            output_size=tuple(np.asarray(val_masks).shape[1:3]),
+            batch_size=batch_size,
+        )
     else:
         chosen = refine.Refinement(postprocess=shared_postprocess(refinements))
     Path(output).parent.mkdir(parents=True, exist_ok=True)

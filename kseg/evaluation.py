@@ -36,8 +36,13 @@ class Evaluation:
     iou_by_source: dict[str, float] = dataclasses.field(default_factory=dict)  # joined datasets only
 
     def as_row(self, prefix: str = "test_") -> dict[str, float]:
-        row = {f"{prefix}iou": self.iou, f"{prefix}dice": self.dice, f"{prefix}dataset_iou": self.dataset_iou,
-               f"{prefix}isic_score": self.isic_score, f"{prefix}failure_fraction": self.failure_fraction}
+        row = {
+            f"{prefix}iou": self.iou,
+            f"{prefix}dice": self.dice,
+            f"{prefix}dataset_iou": self.dataset_iou,
+            f"{prefix}isic_score": self.isic_score,
+            f"{prefix}failure_fraction": self.failure_fraction,
+        }
         row.update({f"{prefix}iou_{k}": v for k, v in self.iou_by_diagnosis.items()})
         row.update({f"{prefix}iou_source_{k}": v for k, v in self.iou_by_source.items()})
         return row
@@ -47,8 +52,9 @@ class Evaluation:
         return metrics.bootstrap_ci(self.per_image["iou"], confidence=confidence, seed=seed)
 
 
-def predict_logits(model: keras.Model, images: np.ndarray, output_size: tuple[int, int], batch_size: int = 8,
-                   tta: str = "none") -> np.ndarray:
+def predict_logits(
+    model: keras.Model, images: np.ndarray, output_size: tuple[int, int], batch_size: int = 8, tta: str = "none"
+) -> np.ndarray:
     """The model's logits for ``images`` (already at the model's input size), averaged over the
     ``tta`` views (:data:`kseg.refine.TTA_MODES`), resized to ``output_size`` (height, width)."""
     logits = refine.tta_predict_logits(model, np.asarray(images), tta, batch_size=batch_size)
@@ -67,8 +73,9 @@ def score_masks(targets: SegmentationDataset, predicted: np.ndarray) -> Evaluati
     dataset_iou.update_state(masks, predicted)
     diagnosis = list(targets.diagnosis) if targets.diagnosis is not None else [None] * len(masks)
     source = list(targets.source) if targets.source is not None else [None] * len(masks)
-    per_image = pd.DataFrame({"id": list(targets.ids), "diagnosis": diagnosis, "source": source, "iou": iou,
-                              "dice": dice})
+    per_image = pd.DataFrame(
+        {"id": list(targets.ids), "diagnosis": diagnosis, "source": source, "iou": iou, "dice": dice}
+    )
     by_diagnosis = per_image.dropna(subset=["diagnosis"]).groupby("diagnosis")["iou"].mean()
     by_source = per_image.dropna(subset=["source"]).groupby("source")["iou"].mean()
     return Evaluation(

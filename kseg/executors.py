@@ -37,8 +37,16 @@ class Executor(Protocol):
     """Runs configs and yields ``(config, row)`` as each finishes, calling ``announce(k, config)``
     when run ``k`` (from 1) starts or is submitted."""
 
-    def run(self, configs: Sequence[RunConfig], data, output_dir: str | Path, *, verbose: bool,
-            distribute: str, announce: Announce) -> Results: ...
+    def run(
+        self,
+        configs: Sequence[RunConfig],
+        data,
+        output_dir: str | Path,
+        *,
+        verbose: bool,
+        distribute: str,
+        announce: Announce,
+    ) -> Results: ...
 
 
 _data_caches: dict = {}
@@ -54,8 +62,9 @@ def _maybe_crash_for_test(config: RunConfig) -> None:
         os._exit(1)
 
 
-def run_cell(config: RunConfig, data_spec: dict, output_dir: str, verbose: bool = False,
-             distribute: str = "none") -> dict:
+def run_cell(
+    config: RunConfig, data_spec: dict, output_dir: str, verbose: bool = False, distribute: str = "none"
+) -> dict:
     """The worker function of the process-pool and Ray executors: loads the data described by
     ``data_spec`` (:meth:`kseg.run.DataCache.spec`; once per worker process), runs ``config`` and
     returns its leaderboard row, a failed row if it raised."""
@@ -75,8 +84,16 @@ class LocalExecutor:
             raise ValueError(f"--jobs must be at least 1; got {jobs}")
         self.jobs = jobs
 
-    def run(self, configs: Sequence[RunConfig], data, output_dir: str | Path, *, verbose: bool = True,
-            distribute: str = "none", announce: Announce = lambda k, c: None) -> Results:
+    def run(
+        self,
+        configs: Sequence[RunConfig],
+        data,
+        output_dir: str | Path,
+        *,
+        verbose: bool = True,
+        distribute: str = "none",
+        announce: Announce = lambda k, c: None,
+    ) -> Results:
         if self.jobs == 1:
             for k, config in enumerate(configs, 1):
                 announce(k, config)
@@ -163,8 +180,16 @@ class RayExecutor:
         self.ray = import_ray()
         self.address, self.num_cpus, self.num_gpus, self.max_retries = address, num_cpus, num_gpus, max_retries
 
-    def run(self, configs: Sequence[RunConfig], data, output_dir: str | Path, *, verbose: bool = False,
-            distribute: str = "none", announce: Announce = lambda k, c: None) -> Results:
+    def run(
+        self,
+        configs: Sequence[RunConfig],
+        data,
+        output_dir: str | Path,
+        *,
+        verbose: bool = False,
+        distribute: str = "none",
+        announce: Announce = lambda k, c: None,
+    ) -> Results:
         ray = self.ray
         env = ray_env_vars()
         started_here = not ray.is_initialized()
@@ -200,12 +225,12 @@ class RayExecutor:
                 yield config, row
 
 
-def make_executor(name: str = "local", jobs: int = 1, ray_address: str | None = None, cpus_per_run: float = 1,
-                  gpus_per_run: float = 0) -> Executor:
+def make_executor(
+    name: str = "local", jobs: int = 1, ray_address: str | None = None, cpus_per_run: float = 1, gpus_per_run: float = 0
+) -> Executor:
     """The executor that the grid command's flags name."""
     if name == "local":
         return LocalExecutor(jobs)
     if name == "ray":
         return RayExecutor(ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
     raise ValueError(f"Unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}.")
-

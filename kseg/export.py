@@ -87,8 +87,10 @@ def unsupported_reason(format: str, backend: str | None = None) -> str | None:
         return f"unknown export format {format!r}; choose from {', '.join(FORMATS)}"
     if (backend, format) not in _EXPORTER_MODULES:
         if backend == "torch" and format == "saved_model":
-            return ("Keras exports a SavedModel under the torch backend only through torch_xla; export the same "
-                    ".keras file with KERAS_BACKEND=tensorflow (or jax) instead")
+            return (
+                "Keras exports a SavedModel under the torch backend only through torch_xla; export the same "
+                ".keras file with KERAS_BACKEND=tensorflow (or jax) instead"
+            )
         return f"Keras cannot export {format} under the {backend} backend"
     missing = [m for m in _EXPORTER_MODULES[backend, format] if importlib.util.find_spec(m) is None]
     if missing:
@@ -117,7 +119,9 @@ def load_saved_refinement(path: str | os.PathLike) -> refine.Refinement:
 def default_output(model_path: str | os.PathLike, format: str) -> Path:
     """``RUN/model.keras`` -> ``RUN/model.onnx`` (onnx) or ``RUN/model_saved_model`` (a folder)."""
     model_path = Path(model_path)
-    return model_path.with_suffix(".onnx") if format == "onnx" else model_path.with_name(f"{model_path.stem}_saved_model")
+    return (
+        model_path.with_suffix(".onnx") if format == "onnx" else model_path.with_name(f"{model_path.stem}_saved_model")
+    )
 
 
 def _input_spec(model: keras.Model, batch_size: int | None) -> keras.InputSpec:
@@ -196,7 +200,9 @@ def export_model(
             # Keras's torch backend has loaded torch already; kseg only names its warning class.
             warnings.filterwarnings("ignore", category=sys.modules["torch"].jit.TracerWarning)
             warnings.filterwarnings("ignore", message=r".*LeafSpec", category=FutureWarning)  # torch.export internals
-        model.export(str(path), format=FORMATS[format], verbose=verbose, input_signature=[_input_spec(model, batch_size)])
+        model.export(
+            str(path), format=FORMATS[format], verbose=verbose, input_signature=[_input_spec(model, batch_size)]
+        )
     if format == "onnx" and backend == "jax":
         repair_nd_max_pool(path)
     refinement = refine.attached(model) if refinement is None else refinement
@@ -222,10 +228,14 @@ def repair_nd_max_pool(path: str | os.PathLike) -> int:
         pads = list(attrs.get("pads", [0] * 2 * len(kernel)))
         dilations = list(attrs.get("dilations", [1] * len(kernel)))
         pooled_over_hw_only = (
-            node.op_type == "MaxPool" and node.domain in ("", "ai.onnx") and len(kernel) == 4
+            node.op_type == "MaxPool"
+            and node.domain in ("", "ai.onnx")
+            and len(kernel) == 4
             and kernel[0] == kernel[3] == strides[0] == strides[3] == 1
-            and pads[0] == pads[3] == pads[4] == pads[7] == 0 and dilations[0] == dilations[3] == 1
-            and set(attrs) <= {"kernel_shape", "strides", "pads", "dilations"} and len(node.output) == 1
+            and pads[0] == pads[3] == pads[4] == pads[7] == 0
+            and dilations[0] == dilations[3] == 1
+            and set(attrs) <= {"kernel_shape", "strides", "pads", "dilations"}
+            and len(node.output) == 1
         )
         if not pooled_over_hw_only:
             nodes.append(node)
@@ -288,7 +298,9 @@ class _ExportedEngine:
         ``batch_size`` at a time (the exported batch size, zero-padded, for a fixed-batch artifact)."""
         x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
         if x.ndim != 4 or tuple(x.shape[1:]) != tuple(self.input_shape[1:]):
-            raise ValueError(f"expected a batch of shape (N, {', '.join(map(str, self.input_shape[1:]))}); got {x.shape}")
+            raise ValueError(
+                f"expected a batch of shape (N, {', '.join(map(str, self.input_shape[1:]))}); got {x.shape}"
+            )
         step = self.fixed_batch or max(1, int(batch_size))
         outputs = []
         for start in range(0, len(x), step):

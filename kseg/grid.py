@@ -18,20 +18,45 @@ from kseg.run import PER_IMAGE_KEY, DataCache, resolve_config
 
 # What makes two fine-tuned runs share one pretraining run: the architecture at its size and
 # width, and how it computes. Everything else of the pretraining recipe is its preset's.
-ARCHITECTURE_FIELDS = ("model", "image_size", "eval_size", "base_filters", "depth", "batch_size", "batch_norm",
-                       "colour_constancy", "precision", "jit_compile")
+ARCHITECTURE_FIELDS = (
+    "model",
+    "image_size",
+    "eval_size",
+    "base_filters",
+    "depth",
+    "batch_size",
+    "batch_norm",
+    "colour_constancy",
+    "precision",
+    "jit_compile",
+)
 
 
-def expand(models: Sequence[str], losses: Sequence[str], seeds: Sequence[int], preset: str, data: DataCache,
-           split_seed: int | None = None, folds: int = 0, **overrides) -> list[RunConfig]:
+def expand(
+    models: Sequence[str],
+    losses: Sequence[str],
+    seeds: Sequence[int],
+    preset: str,
+    data: DataCache,
+    split_seed: int | None = None,
+    folds: int = 0,
+    **overrides,
+) -> list[RunConfig]:
     """Every model x loss x seed (x fold, with ``folds`` >= 2) as a resolved RunConfig of
     ``preset`` with ``overrides`` (:func:`kseg.run.resolve_config`), seeds then folds outermost,
     so a grid interrupted early has compared every pair at least once. ``split_seed`` None: each
     run's split seed is its seed."""
     return [
-        resolve_config(RunConfig.from_preset(preset, model=m, loss=l, seed=s, split_seed=split_seed, folds=folds, fold=f,
-                                             **overrides), data)
-        for s in seeds for f in range(max(folds, 1)) for m in models for l in losses
+        resolve_config(
+            RunConfig.from_preset(
+                preset, model=m, loss=loss, seed=s, split_seed=split_seed, folds=folds, fold=f, **overrides
+            ),
+            data,
+        )
+        for s in seeds
+        for f in range(max(folds, 1))
+        for m in models
+        for loss in losses
     ]
 
 
@@ -69,8 +94,10 @@ def run_grid(
         # The ETA is from finished runs, so it holds for parallel executors too.
         elapsed = time.perf_counter() - start
         eta = "" if not rows else f", about {_duration(elapsed / len(rows) * (len(todo) - len(rows)))} left"
-        print_fn(f"[grid] run {k}/{len(todo)}: {config.model} + {config.loss}, seed {config.seed} "
-                 f"({config.run_id}); elapsed {_duration(elapsed)}{eta}")
+        print_fn(
+            f"[grid] run {k}/{len(todo)}: {config.model} + {config.loss}, seed {config.seed} "
+            f"({config.run_id}); elapsed {_duration(elapsed)}{eta}"
+        )
 
     for config, row in executor.run(todo, data, output_dir, verbose=verbose, distribute=distribute, announce=announce):
         per_image = row.pop(PER_IMAGE_KEY, None)
@@ -84,13 +111,17 @@ def run_grid(
         rows.append(row)
         if row["status"] == "ok":
             ok_here.add(row["config_hash"])
-        print_fn(f"[grid] {config.run_id}: {row['status']}" + (f", test IoU {row['test_iou']:.4f}" if row.get("test_iou") is not None else ""))
+        print_fn(
+            f"[grid] {config.run_id}: {row['status']}"
+            + (f", test IoU {row['test_iou']:.4f}" if row.get("test_iou") is not None else "")
+        )
     print_fn(f"[grid] {len(rows)} runs in {_duration(time.perf_counter() - start)}")
     return rows
 
 
-def pretraining_configs(configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path,
-                        epochs: int) -> tuple[list[RunConfig], list[RunConfig]]:
+def pretraining_configs(
+    configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path, epochs: int
+) -> tuple[list[RunConfig], list[RunConfig]]:
     """The pretraining runs ``configs`` need on the labelled set ``source`` (one per
     :data:`ARCHITECTURE_FIELDS`, with :data:`kseg.transfer.PRETRAIN_LOSS`, seed and split, its
     preset's recipe and ``epochs``; the row's dataset is the source's folder name), and
@@ -101,20 +132,40 @@ def pretraining_configs(configs: Sequence[RunConfig], source: DataCache, output_
     for config in configs:
         key = tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)
         if key not in by_architecture:
-            by_architecture[key] = resolve_config(RunConfig.from_preset(
-                config.preset, **{f: getattr(config, f) for f in ARCHITECTURE_FIELDS}, loss=transfer.PRETRAIN_LOSS,
-                seed=transfer.PRETRAIN_SEED, dataset=label, mask_suffix=source.mask_suffix, epochs=epochs,
-                split_sizes=transfer.PRETRAIN_SPLIT, refine="none"), source)
+            by_architecture[key] = resolve_config(
+                RunConfig.from_preset(
+                    config.preset,
+                    **{f: getattr(config, f) for f in ARCHITECTURE_FIELDS},
+                    loss=transfer.PRETRAIN_LOSS,
+                    seed=transfer.PRETRAIN_SEED,
+                    dataset=label,
+                    mask_suffix=source.mask_suffix,
+                    epochs=epochs,
+                    split_sizes=transfer.PRETRAIN_SPLIT,
+                    refine="none",
+                ),
+                source,
+            )
     fine_tuned = []
     for config in configs:
         pretrained = by_architecture[tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)]
-        fine_tuned.append(config.replace(init_from=str(Path(output_dir) / pretrained.run_id / transfer.MODEL_FILE),
-                                         init_source=f"{label}:{pretrained.config_hash}"))
+        fine_tuned.append(
+            config.replace(
+                init_from=str(Path(output_dir) / pretrained.run_id / transfer.MODEL_FILE),
+                init_source=f"{label}:{pretrained.config_hash}",
+            )
+        )
     return list(by_architecture.values()), fine_tuned
 
 
-def run_pretraining(configs: Sequence[RunConfig], source: DataCache, results: str | Path, output_dir: str | Path,
-                    print_fn: Callable[[str], None] = print, **grid_options) -> set[str]:
+def run_pretraining(
+    configs: Sequence[RunConfig],
+    source: DataCache,
+    results: str | Path,
+    output_dir: str | Path,
+    print_fn: Callable[[str], None] = print,
+    **grid_options,
+) -> set[str]:
     """Runs each pretraining config that has no ok row with its model still in ``output_dir``
     (:func:`run_grid`'s options), so no architecture pretrains twice. Returns the hashes of the
     pretraining runs now usable."""
@@ -125,7 +176,9 @@ def run_pretraining(configs: Sequence[RunConfig], source: DataCache, results: st
         if config.config_hash in done and config not in todo:
             print_fn(f"[pretrain] {config.run_id}: pretrained already ({model_of[config.config_hash]})")
         elif config.config_hash in done:
-            print_fn(f"[pretrain] {config.run_id}: has an ok row but no {model_of[config.config_hash]}; pretraining again")
+            print_fn(
+                f"[pretrain] {config.run_id}: has an ok row but no {model_of[config.config_hash]}; pretraining again"
+            )
     if todo:
         print_fn(f"[pretrain] {len(todo)} pretraining run(s) on {source.path}, loss {transfer.PRETRAIN_LOSS}")
         run_grid(todo, source, results, output_dir, force=True, print_fn=print_fn, **grid_options)

@@ -20,9 +20,7 @@ def _check_divisible(shape: tuple, pool_size: int, layer_name: str) -> None:
         if side is None:
             raise ValueError(f"{layer_name} needs a static {label}; got input shape {shape}.")
         if side % pool_size:
-            raise ValueError(
-                f"{layer_name}: input {label} {side} is not divisible by pool_size {pool_size}."
-            )
+            raise ValueError(f"{layer_name}: input {label} {side} is not divisible by pool_size {pool_size}.")
 
 
 def _first_max_positions(x, pooled, pool_size: int):
@@ -199,9 +197,7 @@ class ShadesOfGray(layers.Layer):
     array([0.5292, 0.5292, 0.5292], dtype=float32)
     """
 
-    def __init__(
-        self, power: float = 6, epsilon: float = 1e-6, name: str = "shades_of_gray", **kwargs
-    ):
+    def __init__(self, power: float = 6, epsilon: float = 1e-6, name: str = "shades_of_gray", **kwargs):
         if kwargs.get("dtype") is None:
             kwargs["dtype"] = "float32"
         super().__init__(name=name, **kwargs)
@@ -232,9 +228,6 @@ class ShadesOfGray(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "power": self.power, "epsilon": self.epsilon}
-
-
-
 
 
 def _on_tensorflow() -> bool:
@@ -471,8 +464,7 @@ class FastBatchNormalization(layers.Layer):
             raise ValueError(f"FastBatchNormalization supports only axis=-1. Received: axis={axis}")
         if renorm or synchronized:
             raise ValueError(
-                "FastBatchNormalization supports neither renorm nor synchronized; use "
-                "keras.layers.BatchNormalization."
+                "FastBatchNormalization supports neither renorm nor synchronized; use keras.layers.BatchNormalization."
             )
         self.axis = -1
         self.momentum = float(momentum)
@@ -501,23 +493,37 @@ class FastBatchNormalization(layers.Layer):
         shape = (channels,)
         if self.scale:
             self.gamma = self.add_weight(
-                shape=shape, name="gamma", initializer=self.gamma_initializer,
-                regularizer=self.gamma_regularizer, constraint=self.gamma_constraint,
-                trainable=True, autocast=False,
+                shape=shape,
+                name="gamma",
+                initializer=self.gamma_initializer,
+                regularizer=self.gamma_regularizer,
+                constraint=self.gamma_constraint,
+                trainable=True,
+                autocast=False,
             )
         if self.center:
             self.beta = self.add_weight(
-                shape=shape, name="beta", initializer=self.beta_initializer,
-                regularizer=self.beta_regularizer, constraint=self.beta_constraint,
-                trainable=True, autocast=False,
+                shape=shape,
+                name="beta",
+                initializer=self.beta_initializer,
+                regularizer=self.beta_regularizer,
+                constraint=self.beta_constraint,
+                trainable=True,
+                autocast=False,
             )
         self.moving_mean = self.add_weight(
-            shape=shape, name="moving_mean", initializer=self.moving_mean_initializer,
-            trainable=False, autocast=False,
+            shape=shape,
+            name="moving_mean",
+            initializer=self.moving_mean_initializer,
+            trainable=False,
+            autocast=False,
         )
         self.moving_variance = self.add_weight(
-            shape=shape, name="moving_variance", initializer=self.moving_variance_initializer,
-            trainable=False, autocast=False,
+            shape=shape,
+            name="moving_variance",
+            initializer=self.moving_variance_initializer,
+            trainable=False,
+            autocast=False,
         )
         self.input_spec = layers.InputSpec(ndim=len(input_shape), axes={-1: channels})
 
@@ -539,16 +545,12 @@ class FastBatchNormalization(layers.Layer):
             shifted = _channel_affine(x, None, shift * -1.0)
             count = ops.cast(_rows(x), "float32")
             shifted_mean = _channel_sums(shifted) / count
-            variance = ops.maximum(
-                _channel_sums(ops.square(shifted)) / count - ops.square(shifted_mean), 0.0
-            )
+            variance = ops.maximum(_channel_sums(ops.square(shifted)) / count - ops.square(shifted_mean), 0.0)
             inv_std = ops.rsqrt(variance + self.epsilon)
             outputs = _normalize_training(inputs, scale, offset, shifted, shifted_mean, inv_std)
             mean = shifted_mean + shift
             for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-                moving.assign(
-                    ops.cast(moving, "float32") * self.momentum + batch * (1.0 - self.momentum)
-                )
+                moving.assign(ops.cast(moving, "float32") * self.momentum + batch * (1.0 - self.momentum))
         else:
             moving_mean = ops.cast(self.moving_mean, "float32")
             inv_std = ops.rsqrt(ops.cast(self.moving_variance, "float32") + self.epsilon)
@@ -566,9 +568,7 @@ class FastBatchNormalization(layers.Layer):
             "beta_initializer": keras.initializers.serialize(self.beta_initializer),
             "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
             "moving_mean_initializer": keras.initializers.serialize(self.moving_mean_initializer),
-            "moving_variance_initializer": keras.initializers.serialize(
-                self.moving_variance_initializer
-            ),
+            "moving_variance_initializer": keras.initializers.serialize(self.moving_variance_initializer),
             "beta_regularizer": keras.regularizers.serialize(self.beta_regularizer),
             "gamma_regularizer": keras.regularizers.serialize(self.gamma_regularizer),
             "beta_constraint": keras.constraints.serialize(self.beta_constraint),

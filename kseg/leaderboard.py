@@ -28,23 +28,72 @@ import pandas as pd
 from filelock import FileLock
 
 COLUMNS: tuple[str, ...] = (
-    "timestamp", "run_id", "model", "loss", "seed", "dataset", "split_seed", "image_size",
-    "eval_size", "base_filters", "epochs", "epochs_run", "best_epoch",
-    "test_iou", "test_dice", "test_dataset_iou",
-    "test_iou_common_nevus", "test_iou_atypical_nevus", "test_iou_melanoma",
-    "val_iou", "params", "train_seconds", "device", "backend", "keras_version", "precision", "jit_compile",
-    "preset", "config_hash", "status", "error",
+    "timestamp",
+    "run_id",
+    "model",
+    "loss",
+    "seed",
+    "dataset",
+    "split_seed",
+    "image_size",
+    "eval_size",
+    "base_filters",
+    "epochs",
+    "epochs_run",
+    "best_epoch",
+    "test_iou",
+    "test_dice",
+    "test_dataset_iou",
+    "test_iou_common_nevus",
+    "test_iou_atypical_nevus",
+    "test_iou_melanoma",
+    "val_iou",
+    "params",
+    "train_seconds",
+    "device",
+    "backend",
+    "keras_version",
+    "precision",
+    "jit_compile",
+    "preset",
+    "config_hash",
+    "status",
+    "error",
     # Added with kseg 0.2 (older files load with these empty):
-    "group_hash", "kseg_version", "data_fingerprint", "mask_suffix", "split_sizes", "batch_size", "lr",
-    "schedule", "warmup_epochs", "weight_decay", "ema", "augment", "illuminant", "colour_constancy", "val_every",
-    "refine", "tta", "postprocess", "val_iou_plain", "val_iou_refined", "test_iou_plain", "run_seconds",
-    "test_isic_score", "test_failure_fraction",
+    "group_hash",
+    "kseg_version",
+    "data_fingerprint",
+    "mask_suffix",
+    "split_sizes",
+    "batch_size",
+    "lr",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "ema",
+    "augment",
+    "illuminant",
+    "colour_constancy",
+    "val_every",
+    "refine",
+    "tta",
+    "postprocess",
+    "val_iou_plain",
+    "val_iou_refined",
+    "test_iou_plain",
+    "run_seconds",
+    "test_isic_score",
+    "test_failure_fraction",
     # Added with kseg 0.3:
-    "batch_norm", "min_scale",
+    "batch_norm",
+    "min_scale",
     # Added with transfer (--init-from, --pretrain-on): the source's label:hash, weights loaded / fresh.
-    "init_source", "init_loaded", "init_fresh",
+    "init_source",
+    "init_loaded",
+    "init_fresh",
     # Added with cross-validation (--folds K): K, and which fold a run tests on.
-    "folds", "fold",
+    "folds",
+    "fold",
 )
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
@@ -66,13 +115,38 @@ def folder_label(folder: str | Path) -> str:
 def external_prefix(folder: str | Path) -> str:
     """``ext_<folder label>_``: the columns of one external set."""
     return f"ext_{folder_label(folder)}_"
+
+
 # Without these a CSV is not a leaderboard (it would be overwritten by mistake).
 REQUIRED = ("run_id", "model", "loss", "config_hash", "status")
 # Read as text: a hash or id made of digits must keep its leading zeros.
-TEXT_COLUMNS = ("timestamp", "run_id", "model", "loss", "dataset", "device", "backend", "keras_version",
-                "precision", "preset", "config_hash", "group_hash", "status", "error", "kseg_version",
-                "data_fingerprint", "mask_suffix", "split_sizes", "schedule", "augment", "refine", "tta", "postprocess", "batch_norm",
-                "init_source")
+TEXT_COLUMNS = (
+    "timestamp",
+    "run_id",
+    "model",
+    "loss",
+    "dataset",
+    "device",
+    "backend",
+    "keras_version",
+    "precision",
+    "preset",
+    "config_hash",
+    "group_hash",
+    "status",
+    "error",
+    "kseg_version",
+    "data_fingerprint",
+    "mask_suffix",
+    "split_sizes",
+    "schedule",
+    "augment",
+    "refine",
+    "tta",
+    "postprocess",
+    "batch_norm",
+    "init_source",
+)
 STATUSES = ("ok", "failed", "nan")
 
 
@@ -184,7 +258,9 @@ def read_per_image(results: str | Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=list(PER_IMAGE_COLUMNS))
     with _lock(path):
-        table = pd.read_csv(path, dtype={"run_id": "string", "config_hash": "string", "set": "string", "case_id": "string"})
+        table = pd.read_csv(
+            path, dtype={"run_id": "string", "config_hash": "string", "set": "string", "case_id": "string"}
+        )
     return table.drop_duplicates(["config_hash", "set", "case_id"], keep="last")
 
 
@@ -231,21 +307,37 @@ def completed_hashes(path: str | Path) -> set[str]:
 # What the ranking shows of each group (the group itself is its group_hash).
 SHOWN = ("dataset", "preset", "device", "backend", "precision", "model", "loss", "recipe")
 # Rows written before group_hash existed: grouped by everything they recorded except seeds.
-_LEGACY_IDENTITY = ("dataset", "preset", "device", "backend", "precision", "jit_compile", "keras_version", "model",
-                    "loss", "image_size", "eval_size", "base_filters", "epochs")
+_LEGACY_IDENTITY = (
+    "dataset",
+    "preset",
+    "device",
+    "backend",
+    "precision",
+    "jit_compile",
+    "keras_version",
+    "model",
+    "loss",
+    "image_size",
+    "eval_size",
+    "base_filters",
+    "epochs",
+)
 
 
 def recipe(row: Mapping[str, Any]) -> str:
     """A short label of a row's training recipe: size, width, epochs, schedule, and the knobs
     that are on (rows from before kseg 0.2 read as the plateau schedule they used)."""
+
     def present(key):
         value = row.get(key)
         return value is not None and not pd.isna(value) and value != ""
 
-    parts = [f"{int(row['image_size'])}px" if present("image_size") else "?px",
-             f"w{int(row['base_filters'])}" if present("base_filters") else "w?",
-             f"{int(row['epochs'])}ep" if present("epochs") else "?ep",
-             str(row["schedule"]) if present("schedule") else "plateau"]
+    parts = [
+        f"{int(row['image_size'])}px" if present("image_size") else "?px",
+        f"w{int(row['base_filters'])}" if present("base_filters") else "w?",
+        f"{int(row['epochs'])}ep" if present("epochs") else "?ep",
+        str(row["schedule"]) if present("schedule") else "plateau",
+    ]
     if present("warmup_epochs") and int(row["warmup_epochs"]):
         parts.append(f"wu{int(row['warmup_epochs'])}")
     if present("lr"):
@@ -299,7 +391,9 @@ def _split_key(rows: pd.DataFrame) -> pd.Series:
     return rows["split_seed"].astype("Int64").astype(str) + "/" + fold
 
 
-def compare_groups(table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "iou", level: float = 0.05) -> pd.DataFrame:
+def compare_groups(
+    table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "iou", level: float = 0.05
+) -> pd.DataFrame:
     """Per group with per-image test scores: the pooled mean of ``metric`` over every (split,
     image) it scored, its 95% bootstrap interval (:func:`kseg.stats.bootstrap_interval`, images
     resampled within splits) and whether it is tied with the best group of its dataset.
@@ -323,14 +417,25 @@ def compare_groups(table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "
     scores["key"] = scores["split"] + ":" + scores["case_id"].astype(str)
     out = []
     for _, scored in scores.groupby("dataset", sort=False):
-        by_group = {g: frame.drop_duplicates("key", keep="last").set_index("key") for g, frame in scored.groupby("group", sort=False)}
+        by_group = {
+            g: frame.drop_duplicates("key", keep="last").set_index("key")
+            for g, frame in scored.groupby("group", sort=False)
+        }
         means = {g: float(frame[metric].mean()) for g, frame in by_group.items()}
         best = max(means, key=means.get)
         results, compared = {}, []
         for group, frame in by_group.items():
             lo, hi = stats.bootstrap_interval(frame[metric], frame["split"])
-            results[group] = dict(group=group, pooled=means[group], ci_lo=lo, ci_hi=hi, images=len(frame),
-                                  p_holm=pd.NA, tied=pd.NA, note="")
+            results[group] = dict(
+                group=group,
+                pooled=means[group],
+                ci_lo=lo,
+                ci_hi=hi,
+                images=len(frame),
+                p_holm=pd.NA,
+                tied=pd.NA,
+                note="",
+            )
             if group == best:
                 results[group].update(tied=True, note="best")
                 continue
@@ -346,8 +451,9 @@ def compare_groups(table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "
     return pd.DataFrame(out, columns=columns)
 
 
-def summarise(table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str] = (),
-              per_image: pd.DataFrame | None = None) -> pd.DataFrame:
+def summarise(
+    table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str] = (), per_image: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Mean, standard deviation and count of ``metric`` over seeds per group, best first, with
     the group's :data:`SHOWN` columns and the mean of each ``extra`` column. With ``per_image``
     scores (:func:`read_per_image`), also each group's pooled per-image mean, its 95% interval
@@ -383,8 +489,10 @@ def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
         cells = " ".join(f"{getattr(r, c)!s:<{w}}" for c, w in widths.items())
         lines.append(f"{rank:>4}  {cells} {r.mean:.3f}{spread} (n={r.n}){_interval_text(r)}")
     if "tied" in summary:
-        lines.append("pooled: mean per-image IoU over every (split, image) scored, with its 95% bootstrap interval; "
-                     "'tied': not distinguishable from its dataset's best (paired bootstrap, Holm-adjusted, 5%)")
+        lines.append(
+            "pooled: mean per-image IoU over every (split, image) scored, with its 95% bootstrap interval; "
+            "'tied': not distinguishable from its dataset's best (paired bootstrap, Holm-adjusted, 5%)"
+        )
     return "\n".join(lines)
 
 
@@ -415,14 +523,29 @@ def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.itertuples(index=False):
         cells = [str(getattr(r, c)) for c in SHOWN] + [
-            _spread(r.mean, r.std), _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
-            f"{r.test_dataset_iou:.3f}", str(r.n), f"{r.train_seconds:.0f}", f"{r.epochs_run:.0f}",
+            _spread(r.mean, r.std),
+            _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
+            f"{r.test_dataset_iou:.3f}",
+            str(r.n),
+            f"{r.train_seconds:.0f}",
+            f"{r.epochs_run:.0f}",
         ]
         if compared:
             known = not pd.isna(r.pooled)
-            cells += [f"{r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]" if known else "-",
-                      ("best" if r.note == "best" else "yes" if r.tied is True else "no" if r.tied is False
-                       else "not compared") if known else "-"]
+            cells += [
+                f"{r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]" if known else "-",
+                (
+                    "best"
+                    if r.note == "best"
+                    else "yes"
+                    if r.tied is True
+                    else "no"
+                    if r.tied is False
+                    else "not compared"
+                )
+                if known
+                else "-",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -443,15 +566,27 @@ def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | 
     ok["minutes"] = ok["run_seconds"].fillna(ok["train_seconds"]) / 60
     metrics = ("val_plain", "val_refined", "test_plain", "test_iou", "minutes")
     grouped = ok.groupby("group", sort=False)
-    header = ["recipe", "device", "precision", "n", "val IoU", "val IoU refined", "test IoU", "test IoU refined",
-              "min/run"]
+    header = [
+        "recipe",
+        "device",
+        "precision",
+        "n",
+        "val IoU",
+        "val IoU refined",
+        "test IoU",
+        "test IoU refined",
+        "min/run",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     summary = grouped[["recipe", "device", "precision"]].first().join(grouped["seed"].count().rename("n"))
     for m in metrics:
         summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
     for r in summary.sort_values("test_iou", ascending=False).itertuples():
-        cells = [r.recipe, r.device, r.precision, str(r.n)] + [
-            _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics[:-1]] + [f"{r.minutes:.1f}"]
+        cells = (
+            [r.recipe, r.device, r.precision, str(r.n)]
+            + [_spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics[:-1]]
+            + [f"{r.minutes:.1f}"]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -471,18 +606,37 @@ def paired_comparison(table: pd.DataFrame, base_recipe: str, new_recipe: str, me
     joined = base[key + [metric]].merge(new[key + [metric]], on=key, suffixes=("_base", "_new"))
     joined["gain"] = joined[f"{metric}_new"] - joined[f"{metric}_base"]
     header = ["model", "loss", "n", f"base {metric}", f"new {metric}", "gain", "runs gained"]
-    lines = [f"base: `{base_recipe}`; new: `{new_recipe}`", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [
+        f"base: `{base_recipe}`; new: `{new_recipe}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
     grouped = joined.groupby(["model", "loss"], sort=False)
     order = grouped[f"{metric}_new"].mean().sort_values(ascending=False).index
     for model, loss in order:
         g = grouped.get_group((model, loss))
-        lines.append("| " + " | ".join([
-            model, loss, str(len(g)), _spread(g[f"{metric}_base"].mean(), g[f"{metric}_base"].std()),
-            _spread(g[f"{metric}_new"].mean(), g[f"{metric}_new"].std()), f"{g['gain'].mean():+.3f} +- {g['gain'].std():.3f}",
-            f"{int((g['gain'] > 0).sum())} of {len(g)}"]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    model,
+                    loss,
+                    str(len(g)),
+                    _spread(g[f"{metric}_base"].mean(), g[f"{metric}_base"].std()),
+                    _spread(g[f"{metric}_new"].mean(), g[f"{metric}_new"].std()),
+                    f"{g['gain'].mean():+.3f} +- {g['gain'].std():.3f}",
+                    f"{int((g['gain'] > 0).sum())} of {len(g)}",
+                ]
+            )
+            + " |"
+        )
     unpaired = len(base) + len(new) - 2 * len(joined)
-    lines += ["", f"All pairs: gain {joined['gain'].mean():+.4f} on average; {int((joined['gain'] > 0).sum())} of "
-              f"{len(joined)} runs gained" + (f"; {unpaired} run(s) without a partner left out" if unpaired else "") + "."]
+    lines += [
+        "",
+        f"All pairs: gain {joined['gain'].mean():+.4f} on average; {int((joined['gain'] > 0).sum())} of "
+        f"{len(joined)} runs gained" + (f"; {unpaired} run(s) without a partner left out" if unpaired else "") + ".",
+    ]
     return "\n".join(lines)
 
 
@@ -495,7 +649,10 @@ def transfer_report(table: pd.DataFrame, scores_csv: str | Path) -> str:
     other = pd.read_csv(scores_csv, dtype={"run_id": "string"}).drop_duplicates("run_id", keep="last")
     joined = with_groups(latest_ok_rows(table)).merge(
         other[["run_id", "test_iou", "test_isic_score", "test_failure_fraction"]].rename(
-            columns=lambda c: c.replace("test_", "other_")), on="run_id")
+            columns=lambda c: c.replace("test_", "other_")
+        ),
+        on="run_id",
+    )
     if joined.empty:
         return f"No run of the leaderboard appears in {scores_csv}."
     grouped = joined.groupby("group", sort=False)
@@ -503,12 +660,22 @@ def transfer_report(table: pd.DataFrame, scores_csv: str | Path) -> str:
     summary = grouped[["dataset", "model", "loss", "recipe"]].first().join(grouped["seed"].count().rename("n"))
     for m in metrics:
         summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
-    header = ["trained on", "model", "loss", "recipe", "n", "own test IoU", f"{Path(scores_csv).stem} IoU",
-              "ISIC score", "failures (IoU < 0.5)"]
+    header = [
+        "trained on",
+        "model",
+        "loss",
+        "recipe",
+        "n",
+        "own test IoU",
+        f"{Path(scores_csv).stem} IoU",
+        "ISIC score",
+        "failures (IoU < 0.5)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.sort_values("other_iou", ascending=False).itertuples():
         cells = [r.dataset, r.model, r.loss, r.recipe, str(r.n)] + [
-            _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics]
+            _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -519,20 +686,26 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU ov
     from matplotlib.figure import Figure
 
     path = Path(path)
-    labels = [f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.device}, {r.backend}, {r.precision}, {r.recipe})"
-              for r in summary.itertuples()]
+    labels = [
+        f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.device}, {r.backend}, {r.precision}, {r.recipe})"
+        for r in summary.itertuples()
+    ]
     fig = Figure(figsize=(13, 0.4 * len(summary) + 1.2))
     ax = fig.add_subplot()
     if "pooled" in summary and summary["pooled"].notna().any():
         # Pooled per-image means with their 95% intervals; groups tied with the best in orange.
         value = summary["pooled"].fillna(summary["mean"])
-        error = [(value - summary["ci_lo"].fillna(value)).to_numpy(), (summary["ci_hi"].fillna(value) - value).to_numpy()]
+        error = [
+            (value - summary["ci_lo"].fillna(value)).to_numpy(),
+            (summary["ci_hi"].fillna(value) - value).to_numpy(),
+        ]
         colours = ["#dd8452" if t is True else "#4c72b0" for t in summary["tied"]]
         ax.barh(labels[::-1], value[::-1], xerr=[e[::-1] for e in error], capsize=3, color=colours[::-1])
         best = summary.loc[summary["note"] == "best"].iloc[0]
         ax.axvspan(best["ci_lo"], best["ci_hi"], color="#dd8452", alpha=0.15, label="best group's 95% interval")
-        ax.legend(loc="lower right", fontsize=7, title="orange: tied with best (paired bootstrap, Holm, 5%)",
-                  title_fontsize=7)
+        ax.legend(
+            loc="lower right", fontsize=7, title="orange: tied with best (paired bootstrap, Holm, 5%)", title_fontsize=7
+        )
         ax.set_xlabel("test IoU (pooled over every scored image, 95% bootstrap interval)")
     else:
         ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")

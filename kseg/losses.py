@@ -281,10 +281,7 @@ class Combo(keras.losses.Loss):
             weights = [1.0] * len(losses)
         weights = [float(w) for w in weights]
         if len(weights) != len(losses):
-            raise ValueError(
-                f"Got {len(weights)} weights for {len(losses)} losses: "
-                f"weights={weights}"
-            )
+            raise ValueError(f"Got {len(weights)} weights for {len(losses)} losses: weights={weights}")
         # "_", not "+": TensorFlow rejects "+" in the name scope Loss.__call__ opens.
         name = name or "_".join(loss.name for loss in losses)
         super().__init__(name=name, reduction=reduction, dtype="float32")
@@ -299,7 +296,7 @@ class Combo(keras.losses.Loss):
 
     def get_config(self) -> dict:
         return {
-            "losses": [keras.saving.serialize_keras_object(l) for l in self.losses],
+            "losses": [keras.saving.serialize_keras_object(loss) for loss in self.losses],
             "weights": list(self.weights),
             "reduction": self.reduction,
             "name": self.name,
@@ -309,8 +306,7 @@ class Combo(keras.losses.Loss):
     def from_config(cls, config: dict) -> "Combo":
         config = dict(config)
         config["losses"] = [
-            keras.saving.deserialize_keras_object(l) if isinstance(l, dict) else l
-            for l in config["losses"]
+            keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict) else loss for loss in config["losses"]
         ]
         return cls(**config)
 

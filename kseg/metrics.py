@@ -50,9 +50,7 @@ def _logit(threshold: float) -> float:
     return math.log(threshold) - math.log1p(-threshold)
 
 
-def _binarise(
-    y_true: Any, y_pred: Any, threshold: float, from_logits: bool
-) -> tuple[Any, Any]:
+def _binarise(y_true: Any, y_pred: Any, threshold: float, from_logits: bool) -> tuple[Any, Any]:
     """Returns float32 0/1 (mask, prediction) of the same rank."""
     y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, "float32")
@@ -99,12 +97,8 @@ class _PerImageMean(keras.metrics.Metric):
         self.threshold = _check_threshold(threshold)
         self.from_logits = bool(from_logits)
         # float32 state whatever the policy: bfloat16 cannot count past 256.
-        self.total = self.add_variable(
-            shape=(), initializer="zeros", dtype="float32", name="total"
-        )
-        self.count = self.add_variable(
-            shape=(), initializer="zeros", dtype="float32", name="count"
-        )
+        self.total = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="total")
+        self.count = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="count")
 
     def _score(self, intersection: Any, sum_true: Any, sum_pred: Any) -> Any:
         raise NotImplementedError
@@ -112,9 +106,7 @@ class _PerImageMean(keras.metrics.Metric):
     def per_image(self, y_true: Any, y_pred: Any) -> Any:
         """The score of each image of a batch, shape (B,); the state is left alone."""
         true, pred = _binarise(y_true, y_pred, self.threshold, self.from_logits)
-        return self._score(
-            _per_image_sum(true * pred), _per_image_sum(true), _per_image_sum(pred)
-        )
+        return self._score(_per_image_sum(true * pred), _per_image_sum(true), _per_image_sum(pred))
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         scores = self.per_image(y_true, y_pred)
@@ -248,12 +240,8 @@ class DatasetIoU(keras.metrics.Metric):
         super().__init__(name=name, dtype=dtype)
         self.threshold = _check_threshold(threshold)
         self.from_logits = bool(from_logits)
-        self.intersection = self.add_variable(
-            shape=(), initializer="zeros", dtype="float32", name="intersection"
-        )
-        self.union = self.add_variable(
-            shape=(), initializer="zeros", dtype="float32", name="union"
-        )
+        self.intersection = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="intersection")
+        self.union = self.add_variable(shape=(), initializer="zeros", dtype="float32", name="union")
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         true, pred = _binarise(y_true, y_pred, self.threshold, self.from_logits)
@@ -306,9 +294,7 @@ def get(identifier: Any) -> keras.metrics.Metric:
         return keras.saving.deserialize_keras_object(identifier)
     if isinstance(identifier, str) and identifier.strip().lower() in _BY_NAME:
         return _BY_NAME[identifier.strip().lower()]()
-    raise ValueError(
-        f"Unknown kseg metric {identifier!r}. Known names: {', '.join(available())}."
-    )
+    raise ValueError(f"Unknown kseg metric {identifier!r}. Known names: {', '.join(available())}.")
 
 
 # ---- summaries of per-image scores on an external set (numpy) ---------------------------------
@@ -372,9 +358,7 @@ def failure_fraction(per_image_iou: Any, below: float = 0.5) -> float:
     return float(np.mean(scores < below))
 
 
-def bootstrap_ci(
-    values: Any, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
+def bootstrap_ci(values: Any, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of ``values``.
 
     Draws ``n_resamples`` samples of size N with replacement from the N values, takes the mean
@@ -411,10 +395,12 @@ def bootstrap_ci(
     n = scores.size
     # Resample in blocks of about 2**22 indices, so a large set does not need B * N memory.
     block = max(1, (1 << 22) // n)
-    means = np.concatenate([
-        scores[rng.integers(0, n, size=(min(block, n_resamples - start), n))].mean(axis=1)
-        for start in range(0, n_resamples, block)
-    ])
+    means = np.concatenate(
+        [
+            scores[rng.integers(0, n, size=(min(block, n_resamples - start), n))].mean(axis=1)
+            for start in range(0, n_resamples, block)
+        ]
+    )
     alpha = 1.0 - confidence
     lo, hi = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
     return float(lo), float(hi)

@@ -53,15 +53,17 @@ def _model_batch(images: Sequence[np.ndarray], size: tuple[int, int]) -> np.ndar
     training data was (INTER_AREA on uint8, then scaled to [0, 1])."""
     height, width = size
     resized = [
-        im if im.shape[:2] == size else cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA)
-        for im in images
+        im if im.shape[:2] == size else cv2.resize(im, (width, height), interpolation=cv2.INTER_AREA) for im in images
     ]
     return np.stack(resized).astype(np.float32) / np.float32(255.0)
 
 
 def predict_mask_batch(
-    model: keras.Model, images: Sequence[np.ndarray], threshold: float = 0.5,
-    refinement: refine.Refinement | None = None, batch_size: int = 8,
+    model: keras.Model,
+    images: Sequence[np.ndarray],
+    threshold: float = 0.5,
+    refinement: refine.Refinement | None = None,
+    batch_size: int = 8,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`predict_masks` for several images (of any, possibly different, sizes) in one model
     call. Returns one ``(mask, logits)`` pair per image, each at that image's own size."""
@@ -81,8 +83,9 @@ def predict_mask_batch(
     return results
 
 
-def predict_masks(model: keras.Model, image: np.ndarray, threshold: float = 0.5,
-                  refinement: refine.Refinement | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict_masks(
+    model: keras.Model, image: np.ndarray, threshold: float = 0.5, refinement: refine.Refinement | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The binary mask and the logits of one image, at the image's own size.
 
     Args:
@@ -230,6 +233,7 @@ def evaluate_folder(
     size, masks at ``eval_size``, logits resized to ``eval_size``. The set is an ``images_dir`` +
     ``masks_dir`` pair, or with ``masks_dir=None`` whatever :func:`kseg.data.load_dataset` finds
     at ``images_dir`` (a PH2 folder in either layout, or a folder with ``images/`` and ``masks/``)."""
+
     def load(size):
         if masks_dir is None:
             return load_dataset("auto", path=images_dir, image_size=size, mask_suffix=mask_suffix)

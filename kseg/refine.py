@@ -185,9 +185,7 @@ def tta_predict_logits(model: keras.Model, images: np.ndarray, mode: str = "none
     if images.ndim != 4:
         raise ValueError(f"Expected an NHWC batch of images; got shape {images.shape}")
     if mode == "d4" and images.shape[1] != images.shape[2]:
-        raise ValueError(
-            f"TTA mode 'd4' rotates by 90 degrees and needs square images; got shape {images.shape}"
-        )
+        raise ValueError(f"TTA mode 'd4' rotates by 90 degrees and needs square images; got shape {images.shape}")
     total = None
     for forward, inverse in views:
         # Contiguous copy: torch cannot wrap numpy's negative-stride views.
@@ -457,9 +455,7 @@ def write_refinement(path: str | os.PathLike, refinement: Refinement) -> None:
         partial.unlink(missing_ok=True)
 
 
-def save_with_refinement(
-    model: keras.Model, path: str | os.PathLike, refinement: Refinement | None = None
-) -> None:
+def save_with_refinement(model: keras.Model, path: str | os.PathLike, refinement: Refinement | None = None) -> None:
     """``model.save(path)`` plus the refinement (default: ``attached(model)``) inside the file.
 
     Example:

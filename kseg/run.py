@@ -40,8 +40,14 @@ class DataCache:
             (:func:`kseg.data.concatenate`); the joined data's name and fingerprint are the run's.
     """
 
-    def __init__(self, kind: str, path: str | Path | None, mask_suffix: str = "",
-                 externals: Sequence[tuple[str, str]] = (), sources: Sequence[tuple[str, str]] = ()):
+    def __init__(
+        self,
+        kind: str,
+        path: str | Path | None,
+        mask_suffix: str = "",
+        externals: Sequence[tuple[str, str]] = (),
+        sources: Sequence[tuple[str, str]] = (),
+    ):
         self.kind, self.path, self.mask_suffix = kind, path, mask_suffix
         self.externals = [(str(folder), suffix) for folder, suffix in externals]
         self.sources = [(str(folder), suffix) for folder, suffix in sources]
@@ -51,9 +57,13 @@ class DataCache:
         """The arguments that rebuild this cache in another process (``DataCache(**spec)``);
         ``absolute`` paths for a worker whose working directory differs."""
         where = (lambda p: str(Path(p).absolute())) if absolute else str
-        return dict(kind=self.kind, path=None if self.path is None else where(self.path), mask_suffix=self.mask_suffix,
-                    externals=[(where(f), s) for f, s in self.externals],
-                    sources=[(where(f), s) for f, s in self.sources])
+        return dict(
+            kind=self.kind,
+            path=None if self.path is None else where(self.path),
+            mask_suffix=self.mask_suffix,
+            externals=[(where(f), s) for f, s in self.externals],
+            sources=[(where(f), s) for f, s in self.sources],
+        )
 
     def resolve(self, size: int, synthetic_n: int = 200) -> str:
         """Loads once to learn which dataset ``auto`` means here; returns the data's name."""
@@ -66,7 +76,11 @@ class DataCache:
         key = ("main", size, synthetic_n)
         if key not in self._loaded:
             self._loaded[key] = load_dataset(
-                self.kind, path=self.path, image_size=size, mask_suffix=self.mask_suffix, n=synthetic_n,
+                self.kind,
+                path=self.path,
+                image_size=size,
+                mask_suffix=self.mask_suffix,
+                n=synthetic_n,
             )
         return self._loaded[key]
 
@@ -79,7 +93,8 @@ class DataCache:
         if key not in self._loaded:
             added = [self.external(folder, suffix, size) for folder, suffix in self.sources]
             self._loaded[key] = concatenate(
-                [main, *added], names=[main.name, *(leaderboard.folder_label(f) for f, _ in self.sources)])
+                [main, *added], names=[main.name, *(leaderboard.folder_label(f) for f, _ in self.sources)]
+            )
         return self._loaded[key]
 
     def external(self, folder: str, mask_suffix: str, size: int) -> SegmentationDataset:
@@ -117,8 +132,11 @@ def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
     if config.init_from and not init_source:
         init_source = transfer.source_identity(config.init_from)
     return config.replace(
-        dataset=dataset, data_fingerprint=data.fingerprint(config), init_source=init_source,
-        precision=resolve_precision(config.precision), jit_compile=resolve_jit_compile(config.jit_compile),
+        dataset=dataset,
+        data_fingerprint=data.fingerprint(config),
+        init_source=init_source,
+        precision=resolve_precision(config.precision),
+        jit_compile=resolve_jit_compile(config.jit_compile),
     )
 
 
@@ -128,10 +146,36 @@ def _timestamp() -> str:
 
 # The config fields a row repeats, so the leaderboard and its ablations read without config.json.
 ROW_FIELDS = (
-    "model", "loss", "seed", "split_seed", "dataset", "data_fingerprint", "mask_suffix", "preset", "image_size",
-    "eval_size", "base_filters", "epochs", "batch_size", "lr", "schedule", "warmup_epochs", "weight_decay", "ema",
-    "augment", "illuminant", "min_scale", "colour_constancy", "val_every", "refine", "batch_norm", "precision", "jit_compile",
-    "init_source", "folds", "fold",
+    "model",
+    "loss",
+    "seed",
+    "split_seed",
+    "dataset",
+    "data_fingerprint",
+    "mask_suffix",
+    "preset",
+    "image_size",
+    "eval_size",
+    "base_filters",
+    "epochs",
+    "batch_size",
+    "lr",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "ema",
+    "augment",
+    "illuminant",
+    "min_scale",
+    "colour_constancy",
+    "val_every",
+    "refine",
+    "batch_norm",
+    "precision",
+    "jit_compile",
+    "init_source",
+    "folds",
+    "fold",
 )
 
 
@@ -140,15 +184,20 @@ def base_row(config: RunConfig) -> dict:
     row = {"timestamp": _timestamp(), "run_id": config.run_id}
     row.update({field: getattr(config, field) for field in ROW_FIELDS})
     row.update(
-        split_sizes="/".join(map(str, config.split_sizes)), device=device_description(),
-        backend=keras.backend.backend(), keras_version=keras.version(), kseg_version=KSEG_VERSION,
-        config_hash=config.config_hash, group_hash=config.group_hash,
+        split_sizes="/".join(map(str, config.split_sizes)),
+        device=device_description(),
+        backend=keras.backend.backend(),
+        keras_version=keras.version(),
+        kseg_version=KSEG_VERSION,
+        config_hash=config.config_hash,
+        group_hash=config.group_hash,
     )
     return row
 
 
-def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *,
-            distribute: str = "none") -> dict:
+def run_one(
+    config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *, distribute: str = "none"
+) -> dict:
     """Trains, refines and evaluates one (resolved) config; returns its leaderboard row.
 
     Leaves in ``output_dir/run_id``: config.json, split.json (case ids per part), model.keras
@@ -160,7 +209,9 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
     keras.backend.clear_session()
     run_dir = Path(output_dir) / config.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps({**config.identity(), "config_hash": config.config_hash}, indent=2, default=list))
+    (run_dir / "config.json").write_text(
+        json.dumps({**config.identity(), "config_hash": config.config_hash}, indent=2, default=list)
+    )
 
     parts, targets = data.parts(config)
     (run_dir / "split.json").write_text(json.dumps(parts.ids(), indent=1))
@@ -175,16 +226,24 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
     chosen, candidates = refine.Refinement(), {}
     if config.refine == "auto":
         chosen, candidates = refine.choose_refinement(
-            result.model, parts.val.images, targets.val.masks, output_size=eval_size,
+            result.model,
+            parts.val.images,
+            targets.val.masks,
+            output_size=eval_size,
             batch_size=config.batch_size,
         )
-        (run_dir / "refinement.json").write_text(json.dumps({"chosen": chosen.to_dict(), "val_iou": candidates}, indent=1))
+        (run_dir / "refinement.json").write_text(
+            json.dumps({"chosen": chosen.to_dict(), "val_iou": candidates}, indent=1)
+        )
     refine.save_with_refinement(result.model, run_dir / "model.keras", chosen)
 
     plain_logits = predict_logits(result.model, parts.test.images, eval_size, config.batch_size)
     plain = score_masks(targets.test, binarise(plain_logits))
-    logits = plain_logits if chosen.tta == "none" else predict_logits(
-        result.model, parts.test.images, eval_size, config.batch_size, chosen.tta)
+    logits = (
+        plain_logits
+        if chosen.tta == "none"
+        else predict_logits(result.model, parts.test.images, eval_size, config.batch_size, chosen.tta)
+    )
     predicted = binarise(logits, postprocess_mode=chosen.postprocess)
     scores = plain if chosen == refine.Refinement() else score_masks(targets.test, predicted)
     scores.per_image.assign(iou_plain=plain.per_image["iou"]).to_csv(run_dir / "test_scores.csv", index=False)
@@ -197,12 +256,20 @@ def run_one(config: RunConfig, data: DataCache, output_dir: str | Path, verbose:
         row.update(external.as_row(leaderboard.external_prefix(folder)))
         per_image.append(_per_image_rows(config, leaderboard.external_prefix(folder).rstrip("_"), external.per_image))
     row.update(
-        test_iou_plain=plain.iou, val_iou_plain=result.val_iou,
-        val_iou_refined=candidates.get(chosen.describe(), result.val_iou), tta=chosen.tta, postprocess=chosen.postprocess,
-        epochs_run=result.epochs_run, best_epoch=result.best_epoch, val_iou=result.val_iou,
-        init_loaded=result.init.loaded if result.init else None, init_fresh=result.init.fresh if result.init else None,
-        params=result.model.count_params(), train_seconds=result.train_seconds,
-        run_seconds=time.perf_counter() - start, status="nan" if result.diverged else "ok",
+        test_iou_plain=plain.iou,
+        val_iou_plain=result.val_iou,
+        val_iou_refined=candidates.get(chosen.describe(), result.val_iou),
+        tta=chosen.tta,
+        postprocess=chosen.postprocess,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        val_iou=result.val_iou,
+        init_loaded=result.init.loaded if result.init else None,
+        init_fresh=result.init.fresh if result.init else None,
+        params=result.model.count_params(),
+        train_seconds=result.train_seconds,
+        run_seconds=time.perf_counter() - start,
+        status="nan" if result.diverged else "ok",
         error="loss became NaN; scores are of the best finite epoch before it" if result.diverged else "",
     )
     row = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items() if leaderboard.known_column(k)}
@@ -217,14 +284,32 @@ PER_IMAGE_KEY = "per_image"
 def _per_image_rows(config: RunConfig, part: str, refined, plain=None) -> list[dict]:
     """The per-image scores of one scored set as rows of the companion file."""
     plain = refined if plain is None else plain
-    return [dict(run_id=config.run_id, config_hash=config.config_hash, set=part, case_id=case, iou=round(float(iou), 5),
-                 dice=round(float(dice), 5), iou_plain=round(float(iou_plain), 5), dice_plain=round(float(dice_plain), 5))
-            for case, iou, dice, iou_plain, dice_plain in zip(
-                refined["id"], refined["iou"], refined["dice"], plain["iou"], plain["dice"])]
+    return [
+        dict(
+            run_id=config.run_id,
+            config_hash=config.config_hash,
+            set=part,
+            case_id=case,
+            iou=round(float(iou), 5),
+            dice=round(float(dice), 5),
+            iou_plain=round(float(iou_plain), 5),
+            dice_plain=round(float(dice_plain), 5),
+        )
+        for case, iou, dice, iou_plain, dice_plain in zip(
+            refined["id"], refined["iou"], refined["dice"], plain["iou"], plain["dice"]
+        )
+    ]
 
 
-def score_external(model: keras.Model, data: DataCache, folder: str, mask_suffix: str, config: RunConfig,
-                   refinement: refine.Refinement, run_dir: Path):
+def score_external(
+    model: keras.Model,
+    data: DataCache,
+    folder: str,
+    mask_suffix: str,
+    config: RunConfig,
+    refinement: refine.Refinement,
+    run_dir: Path,
+):
     """The run's :class:`kseg.evaluation.Evaluation` on one external set, with its refinement;
     per-image scores also go to ``run_dir/<prefix>scores.csv`` (for a worst-case gallery)."""
     inputs = data.external(folder, mask_suffix, config.image_size)
@@ -241,8 +326,9 @@ def failed_row(config: RunConfig, error: BaseException) -> dict:
     return {**base_row(config), "status": "failed", "error": f"{type(error).__name__}: {error}"[:500]}
 
 
-def run_one_or_fail(config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *,
-                    distribute: str = "none") -> dict:
+def run_one_or_fail(
+    config: RunConfig, data: DataCache, output_dir: str | Path, verbose: bool = True, *, distribute: str = "none"
+) -> dict:
     """:func:`run_one`, with any exception turned into a failed row: every executor runs this."""
     try:
         return run_one(config, data, output_dir, verbose=verbose, distribute=distribute)
@@ -254,5 +340,6 @@ def run_one_or_fail(config: RunConfig, data: DataCache, output_dir: str | Path, 
 def _save_predictions(targets: SegmentationDataset, predicted: np.ndarray, path: Path, n: int = 8) -> None:
     """Outlines of prediction and truth over the first ``n`` test images, as one PNG (the
     evaluation's own masks: the test set is predicted once)."""
-    save_prediction_grid(np.asarray(targets.images[:n]), predicted[:n], np.asarray(targets.masks[:n]), path,
-                         titles=list(targets.ids[:n]))
+    save_prediction_grid(
+        np.asarray(targets.images[:n]), predicted[:n], np.asarray(targets.masks[:n]), path, titles=list(targets.ids[:n])
+    )

@@ -27,8 +27,13 @@ def _stratified_means(values: np.ndarray, strata: np.ndarray, n_boot: int, seed:
     return total / len(values)
 
 
-def bootstrap_interval(values: Sequence[float], strata: Sequence | None = None, confidence: float = 0.95,
-                       n_boot: int = N_BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    values: Sequence[float],
+    strata: Sequence | None = None,
+    confidence: float = 0.95,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of per-image ``values``, images resampled
     within each stratum (all one stratum where ``strata`` is None).
 
@@ -42,8 +47,9 @@ def bootstrap_interval(values: Sequence[float], strata: Sequence | None = None, 
     return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
 
 
-def paired_bootstrap(differences: Sequence[float], strata: Sequence | None = None, n_boot: int = N_BOOTSTRAP,
-                     seed: int = 0) -> tuple[float, tuple[float, float], float]:
+def paired_bootstrap(
+    differences: Sequence[float], strata: Sequence | None = None, n_boot: int = N_BOOTSTRAP, seed: int = 0
+) -> tuple[float, tuple[float, float], float]:
     """Paired bootstrap of the mean of per-image differences ``a_i - b_i`` (the same image scored by
     two groups), resampling images within each stratum. Returns the mean difference, its 95%
     percentile interval and the two-sided p-value ``min(1, 2 * min(P*(d <= 0), P*(d >= 0)))``

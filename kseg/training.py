@@ -188,7 +188,9 @@ def validation_epochs(config: RunConfig) -> list[int]:
     return sorted({*range(config.val_every, config.epochs + 1, config.val_every), config.epochs})
 
 
-def callbacks_for(config: RunConfig, run_dir: Path, verbose: bool) -> tuple[BestFiniteCheckpoint, list[keras.callbacks.Callback]]:
+def callbacks_for(
+    config: RunConfig, run_dir: Path, verbose: bool
+) -> tuple[BestFiniteCheckpoint, list[keras.callbacks.Callback]]:
     """A stop on NaN, EMA weights for validation and checkpoints (if ``ema``), the best finite
     checkpoint by validation IoU, early stopping and LR halving on plateau (``plateau`` schedule
     only: a cosine schedule is a fixed budget), a learning-curve CSV and the one-line display."""
@@ -202,7 +204,11 @@ def callbacks_for(config: RunConfig, run_dir: Path, verbose: bool) -> tuple[Best
         callbacks += [
             keras.callbacks.EarlyStopping(monitor="val_iou", mode="max", patience=config.patience),
             keras.callbacks.ReduceLROnPlateau(
-                monitor="val_iou", mode="max", factor=0.5, patience=max(2, config.patience // 3), min_lr=1e-6,
+                monitor="val_iou",
+                mode="max",
+                factor=0.5,
+                patience=max(2, config.patience // 3),
+                min_lr=1e-6,
             ),
         ]
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv")))
@@ -215,8 +221,9 @@ class DivergedError(RuntimeError):
     """Training produced a non-finite loss before any epoch could be kept."""
 
 
-def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbose: bool = True, *,
-        distribute: str = "none") -> FitResult:
+def fit(
+    config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbose: bool = True, *, distribute: str = "none"
+) -> FitResult:
     """Trains ``config``'s model on ``data.train``, validates on ``data.val`` (every
     ``val_every`` epochs and at the last) and returns the model with the weights of its best
     validation-IoU epoch among those whose loss stayed finite, saved as ``run_dir/model.keras``.
@@ -232,7 +239,11 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
     train = SegmentationSequence(
-        data.train, config.batch_size, shuffle=True, augment=config.augment != "none", seed=config.seed,
+        data.train,
+        config.batch_size,
+        shuffle=True,
+        augment=config.augment != "none",
+        seed=config.seed,
         augment_options=augment_options(config),
     )
     val = SegmentationSequence(data.val, config.batch_size, shuffle=False, augment=False)
@@ -243,7 +254,11 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
         checkpoint, callbacks = callbacks_for(config, run_dir, verbose)
         start = time.perf_counter()
         history = model.fit(
-            train, validation_data=val, epochs=config.epochs, verbose=0, callbacks=callbacks,
+            train,
+            validation_data=val,
+            epochs=config.epochs,
+            verbose=0,
+            callbacks=callbacks,
             validation_freq=validation_epochs(config),
         ).history
         train_seconds = time.perf_counter() - start
@@ -251,8 +266,12 @@ def fit(config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbos
     losses_seen = history.get("loss", [])
     if checkpoint.best_epoch is None:
         raise DivergedError(
-            f"{config.run_id}: " + ("the loss became NaN before any epoch could be kept" if checkpoint.diverged
-                                    else "no validated epoch gave a finite validation IoU")
+            f"{config.run_id}: "
+            + (
+                "the loss became NaN before any epoch could be kept"
+                if checkpoint.diverged
+                else "no validated epoch gave a finite validation IoU"
+            )
         )
     model.set_weights(checkpoint.best_weights)
     model.save(run_dir / "model.keras")

@@ -54,7 +54,8 @@ def source_model_path(source: str | Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"--init-from expects a run folder holding {MODEL_FILE} or a .keras file. Received: {source} "
-            f"({path} does not exist)")
+            f"({path} does not exist)"
+        )
     return path
 
 
@@ -75,7 +76,8 @@ def load_source(source: str | Path) -> keras.Model:
     except Exception as error:  # Keras raises many types for a file that is not its archive
         raise ValueError(
             f"--init-from expects a kseg model (.keras). Received: {path}, which Keras cannot load "
-            f"({type(error).__name__}: {error})") from error
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 def weights_digest(model: keras.Model) -> str:
@@ -139,7 +141,8 @@ def load_matching_weights(model: keras.Model, source: keras.Model | str | Path) 
     if not loaded:
         raise ValueError(
             f"--init-from expects a model with layers of the same names and shapes as {model.name}'s. Received: "
-            f"{label}, which matches none (first unmatched layers: {', '.join(unmatched[:5])})")
+            f"{label}, which matches none (first unmatched layers: {', '.join(unmatched[:5])})"
+        )
     return InitReport(loaded, fresh, tuple(unmatched))
 
 
@@ -153,10 +156,20 @@ def check_no_overlap(seen: Iterable[str], scored: Mapping[str, Iterable[str]], w
             raise ValueError(
                 f"{what} expects no case in common with the sets runs are scored on. Received: {name} shares "
                 f"{len(shared)} case(s) with it (e.g. {', '.join(shared[:5])}); a score on images seen in "
-                "pretraining is worthless")
+                "pretraining is worthless"
+            )
 
 
 __all__ = [
-    "InitReport", "PRETRAIN_LOSS", "PRETRAIN_SEED", "PRETRAIN_SPLIT", "check_no_overlap", "load_matching_weights",
-    "load_source", "source_case_ids", "source_identity", "source_model_path", "weights_digest",
+    "InitReport",
+    "PRETRAIN_LOSS",
+    "PRETRAIN_SEED",
+    "PRETRAIN_SPLIT",
+    "check_no_overlap",
+    "load_matching_weights",
+    "load_source",
+    "source_case_ids",
+    "source_identity",
+    "source_model_path",
+    "weights_digest",
 ]

@@ -11,7 +11,9 @@ TRUTH_COLOUR = (0, 255, 0)  # RGB green
 PREDICTION_COLOUR = (255, 0, 255)  # RGB magenta
 
 
-def overlay(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None = None, thickness: int = 2) -> np.ndarray:
+def overlay(
+    image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None = None, thickness: int = 2
+) -> np.ndarray:
     """``image`` (H, W, 3) in [0, 1] as uint8 RGB with the outline of the binary ``prediction``
     (H, W[, 1]) in magenta and, if given, the ground ``truth`` in green."""
     canvas = np.ascontiguousarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))

@@ -19,5 +19,7 @@ def write_synthetic_folder(root: Path, n: int = 24, seed: int = 0, mask_suffix: 
     for case_id, image, mask in zip(data.ids, data.images, data.masks):
         bgr = cv2.cvtColor((np.asarray(image) * 255).round().astype(np.uint8), cv2.COLOR_RGB2BGR)
         assert cv2.imwrite(str(root / "images" / f"{case_id}.png"), bgr)
-        assert cv2.imwrite(str(root / "masks" / f"{case_id}{mask_suffix}.png"), (np.asarray(mask)[..., 0] * 255).astype(np.uint8))
+        assert cv2.imwrite(
+            str(root / "masks" / f"{case_id}{mask_suffix}.png"), (np.asarray(mask)[..., 0] * 255).astype(np.uint8)
+        )
     return root

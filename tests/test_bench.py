@@ -20,8 +20,19 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 # One worker process times every model of its list; "no_such_net" makes it fail after the first.
-CONFIG = dict(models=["unet", "no_such_net"], image_size=32, base=4, depth=4, batch=2,
-              precision="float32", jit_compile=False, steps=1, warmup=1, batch_norm="fast", onnx=True)
+CONFIG = dict(
+    models=["unet", "no_such_net"],
+    image_size=32,
+    base=4,
+    depth=4,
+    batch=2,
+    precision="float32",
+    jit_compile=False,
+    steps=1,
+    warmup=1,
+    batch_norm="fast",
+    onnx=True,
+)
 
 
 def _load(name: str):
@@ -97,43 +108,60 @@ def test_gflops_match_torch_reference(name):
     assert _load("_worker").forward_gflops(model) == pytest.approx(expected, rel=1e-12)
 
 
-@pytest.mark.parametrize("backend, choice, expected", [
-    ("tensorflow", "both", (False, True)), ("tensorflow", "off", (False,)), ("tensorflow", "on", (True,)),
-    ("jax", "off", (True,)),  # JAX always compiles: "off" cannot apply, the one setting stays
-    ("torch", "on", (False,)),  # torch.compile is not benchmarked
-])
+@pytest.mark.parametrize(
+    "backend, choice, expected",
+    [
+        ("tensorflow", "both", (False, True)),
+        ("tensorflow", "off", (False,)),
+        ("tensorflow", "on", (True,)),
+        ("jax", "off", (True,)),  # JAX always compiles: "off" cannot apply, the one setting stays
+        ("torch", "on", (False,)),  # torch.compile is not benchmarked
+    ],
+)
 @pytest.mark.backend_independent
 def test_jit_options(backend, choice, expected):
     assert _load("bench").jit_options(backend, choice) == expected
 
 
-@pytest.mark.parametrize("event, expected", [
-    ("unet/enc0_block0_relu_1/Relu:_MklNativeFusedConv2D", ("conv", "forward")),  # fused conv+ReLU
-    ("gradient_tape/unet/dec1_block0_conv_1/convolution/Conv2DBackpropFilter:Conv2DBackpropFilter",
-     ("conv", "backward")),
-    ("gradient_tape/unet/dec0_up_1/ResizeNearestNeighborGrad:ResizeNearestNeighborGrad", ("upsample", "backward")),
-    ("unet/enc2_pool_1/MaxPool2d/MaxPool:_MklNativeMaxPool", ("downsample", "forward")),
-    ("unet/dec3_block1_bn_1/moments/SquaredDifference:SquaredDifference", ("batchnorm", "forward")),
-    ("unet/dec3_concat_1/concat:ConcatV2", ("concat", "forward")),
-    ("compile_loss/bce/Log1p:Log1p", ("loss", "both")),
-    ("AddN_15:AddN", ("other", "backward")),
-    ("adam/Sqrt_12:Sqrt", ("optimizer", "update")),
-])
+@pytest.mark.parametrize(
+    "event, expected",
+    [
+        ("unet/enc0_block0_relu_1/Relu:_MklNativeFusedConv2D", ("conv", "forward")),  # fused conv+ReLU
+        (
+            "gradient_tape/unet/dec1_block0_conv_1/convolution/Conv2DBackpropFilter:Conv2DBackpropFilter",
+            ("conv", "backward"),
+        ),
+        ("gradient_tape/unet/dec0_up_1/ResizeNearestNeighborGrad:ResizeNearestNeighborGrad", ("upsample", "backward")),
+        ("unet/enc2_pool_1/MaxPool2d/MaxPool:_MklNativeMaxPool", ("downsample", "forward")),
+        ("unet/dec3_block1_bn_1/moments/SquaredDifference:SquaredDifference", ("batchnorm", "forward")),
+        ("unet/dec3_concat_1/concat:ConcatV2", ("concat", "forward")),
+        ("compile_loss/bce/Log1p:Log1p", ("loss", "both")),
+        ("AddN_15:AddN", ("other", "backward")),
+        ("adam/Sqrt_12:Sqrt", ("optimizer", "update")),
+    ],
+)
 @pytest.mark.backend_independent
 def test_profile_classifies_tensorflow_ops(event, expected):
     assert _load("profile_step").keras_kind(event) == expected
 
 
-@pytest.mark.parametrize("frames, expected", [
-    (["aten::conv2d", "aten::convolution", "aten::mkldnn_convolution"], ("conv", "forward")),
-    (["autograd::engine::evaluate_function: ConvolutionBackward0", "aten::convolution_backward"],
-     ("conv", "backward")),
-    (["autograd::engine::evaluate_function: UpsampleNearest2DBackward0", "aten::upsample_nearest2d_backward"],
-     ("upsample", "backward")),
-    (["Optimizer.step#Adam.step", "aten::sqrt"], ("optimizer", "update")),
-    (["aten::max_pool2d", "aten::max_pool2d_with_indices"], ("downsample", "forward")),
-    (["aten::empty"], ("other", "both")),
-])
+@pytest.mark.parametrize(
+    "frames, expected",
+    [
+        (["aten::conv2d", "aten::convolution", "aten::mkldnn_convolution"], ("conv", "forward")),
+        (
+            ["autograd::engine::evaluate_function: ConvolutionBackward0", "aten::convolution_backward"],
+            ("conv", "backward"),
+        ),
+        (
+            ["autograd::engine::evaluate_function: UpsampleNearest2DBackward0", "aten::upsample_nearest2d_backward"],
+            ("upsample", "backward"),
+        ),
+        (["Optimizer.step#Adam.step", "aten::sqrt"], ("optimizer", "update")),
+        (["aten::max_pool2d", "aten::max_pool2d_with_indices"], ("downsample", "forward")),
+        (["aten::empty"], ("other", "both")),
+    ],
+)
 @pytest.mark.backend_independent
 def test_profile_classifies_torch_ops(frames, expected):
     assert _load("profile_step").torch_kind(frames) == expected
@@ -184,8 +212,7 @@ def test_twin_flop_count_equals_the_keras_layers(twin, name):
     from kseg import models
 
     keras_model = models.build(name, input_shape=(64, 64, 3), base_filters=8, depth=4)
-    assert _load("_worker").forward_gflops(keras_model) == pytest.approx(
-        twin.forward_gflops(name, 64, 8, 4), rel=1e-12)
+    assert _load("_worker").forward_gflops(keras_model) == pytest.approx(twin.forward_gflops(name, 64, 8, 4), rel=1e-12)
 
 
 @pytest.mark.backend_independent
@@ -219,8 +246,26 @@ def test_twin_rejects_unknown_names_and_sizes(twin):
 
 @pytest.mark.backend_independent
 def test_twin_script_times_tiny_modes(twin, capsys):
-    rows = twin.main(["--model", "unet2", "--image-size", "32", "--base", "4", "--batch", "2",
-                      "--steps", "1", "--warmup", "1", "--modes", "fp32,fp32-cl", "--threads", "1"])
+    rows = twin.main(
+        [
+            "--model",
+            "unet2",
+            "--image-size",
+            "32",
+            "--base",
+            "4",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--modes",
+            "fp32,fp32-cl",
+            "--threads",
+            "1",
+        ]
+    )
     assert [r["mode"] for r in rows] == ["fp32", "fp32-cl"]
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert printed == rows
@@ -241,7 +286,8 @@ def test_twin_matches_the_outside_reference(twin, name):
     ref_params = sum(p.numel() for p in reference.build(name, 8, 4).parameters())
     assert twin.param_count(twin.build(name, 8, 4)) == ref_params
     assert twin.forward_gflops(name, 64, 8, 4) == pytest.approx(
-        reference.forward_gflops(reference.build(name, 8, 4), 64), rel=1e-12)
+        reference.forward_gflops(reference.build(name, 8, 4), 64), rel=1e-12
+    )
 
 
 # --- the machine: bf16 skip, flags, matmul peak ----------------------------------------------
@@ -266,18 +312,27 @@ def test_bf16_is_skipped_where_the_cpu_lacks_it(bench, monkeypatch):
     # --force-bf16 keeps them
     assert bench.plan_bf16(["mixed_bfloat16"], ["bf16"], force=True) == (["mixed_bfloat16"], ["bf16"], [])
     info = bench._machine.machine_info()
-    assert info["cpu_flags"] == {"avx2": True, "avx512f": True, "avx512_bf16": False,
-                                 "amx_bf16": False, "amx_tile": False}
+    assert info["cpu_flags"] == {
+        "avx2": True,
+        "avx512f": True,
+        "avx512_bf16": False,
+        "amx_bf16": False,
+        "amx_tile": False,
+    }
     assert info["bf16_supported"] is False
 
 
-@pytest.mark.parametrize("cpuinfo", [CPUINFO_AMX, CPUINFO_NO_BF16.replace("avx512f", "avx512f avx512_bf16"),
-                                     "Features\t: fp asimd bf16\n"])
+@pytest.mark.parametrize(
+    "cpuinfo", [CPUINFO_AMX, CPUINFO_NO_BF16.replace("avx512f", "avx512f avx512_bf16"), "Features\t: fp asimd bf16\n"]
+)
 @pytest.mark.backend_independent
 def test_bf16_runs_where_the_cpu_has_it(bench, monkeypatch, cpuinfo):
     monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: cpuinfo)
     assert bench.plan_bf16(["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"]) == (
-        ["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"], [])
+        ["float32", "mixed_bfloat16"],
+        ["fp32", "bf16-cl"],
+        [],
+    )
 
 
 @pytest.mark.backend_independent
@@ -313,6 +368,7 @@ def test_deadline(bench):
 
 # --- the command line ------------------------------------------------------------------------
 
+
 @pytest.mark.backend_independent
 def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys):
     """--torch-impl reference without ../shared: one SKIP line naming the path, and the Keras rows
@@ -323,13 +379,39 @@ def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys
 
     def fake_worker(backend, config, timeout):
         calls.append((backend, config["precision"]))
-        return [{"backend": backend, "model": m, "precision": config["precision"], "jit": config["jit_compile"],
-                 "image_size": config["image_size"], "batch": config["batch"], "error": "faked"}
-                for m in config["models"]]
+        return [
+            {
+                "backend": backend,
+                "model": m,
+                "precision": config["precision"],
+                "jit": config["jit_compile"],
+                "image_size": config["image_size"],
+                "batch": config["batch"],
+                "error": "faked",
+            }
+            for m in config["models"]
+        ]
 
     monkeypatch.setattr(bench, "run_worker", fake_worker)
-    bench.main(["--torch-impl", "reference", "--no-peak", "--models", "unet", "--backends", "tensorflow",
-                "--precisions", "float32", "--jit", "off", "--image-size", "32", "--base", "4"])
+    bench.main(
+        [
+            "--torch-impl",
+            "reference",
+            "--no-peak",
+            "--models",
+            "unet",
+            "--backends",
+            "tensorflow",
+            "--precisions",
+            "float32",
+            "--jit",
+            "off",
+            "--image-size",
+            "32",
+            "--base",
+            "4",
+        ]
+    )
     out = capsys.readouterr().out
     skips = [line for line in out.splitlines() if line.startswith("SKIP torch reference")]
     assert skips and all(str(missing) in line for line in skips)
@@ -341,8 +423,9 @@ def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys
 @pytest.mark.slow
 @pytest.mark.backend_independent
 def test_cli_help(script):
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
     if script != "torch_twin.py":

@@ -15,13 +15,22 @@ REPO = Path(__file__).resolve().parents[1]
 NOISE = ("oneDNN", "I0000", "W0000", "absl", "cpu_feature_guard", "rebuild TensorFlow")
 
 
-@pytest.mark.parametrize("command", [[], ["grid"], ["predict"], ["evaluate"], ["leaderboard"]],
-                         ids=["kseg", "grid", "predict", "evaluate", "leaderboard"])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["grid"], ["predict"], ["evaluate"], ["leaderboard"]],
+    ids=["kseg", "grid", "predict", "evaluate", "leaderboard"],
+)
 def test_help_exits_0_without_native_start_up_noise(command):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["KERAS_BACKEND"] = "tensorflow"
-    done = subprocess.run([sys.executable, "-m", "kseg", *command, "--help"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "kseg", *command, "--help"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "usage: python -m kseg" in done.stdout
     if command:

@@ -43,6 +43,7 @@ def mixed_bfloat16():
 
 # ---- the layer ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("power", [1, 6, 2.5])
 def test_matches_numpy_reference_on_random_images(power):
     images = np.random.default_rng(0).random((3, 16, 20, 3), "float32")
@@ -102,6 +103,7 @@ def test_computes_in_float32_under_mixed_bfloat16(mixed_bfloat16):
 
 # ---- the model option ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", MODELS)
 def test_default_builds_are_unchanged(name):
     plain = kseg.models.build(name, input_shape=(8, 8, 3), base_filters=2, depth=1)
@@ -147,6 +149,7 @@ def test_model_with_layer_under_mixed_bfloat16(mixed_bfloat16):
 
 # ---- illuminant augmentation -------------------------------------------------------------------
 
+
 def _pair(h=32, w=32):
     rng = np.random.default_rng(11)
     image = rng.uniform(0.2, 0.7, (h, w, 3)).astype("float32")
@@ -160,9 +163,7 @@ def test_illuminant_keeps_mask_and_changes_channel_ratios(photometric):
     image, mask = _pair()
     for seed in range(5):
         base_i, base_m = augment_pair(image, mask, np.random.default_rng(seed), photometric=photometric)
-        out_i, out_m = augment_pair(
-            image, mask, np.random.default_rng(seed), photometric=photometric, illuminant=0.3
-        )
+        out_i, out_m = augment_pair(image, mask, np.random.default_rng(seed), photometric=photometric, illuminant=0.3)
         np.testing.assert_array_equal(out_m, base_m)
         assert out_i.dtype == np.float32 and out_i.shape == image.shape
         assert 0 <= out_i.min() and out_i.max() <= 1

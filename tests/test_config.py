@@ -35,10 +35,21 @@ def test_hash_changes_with_any_field_and_is_stable():
 # Every recipe knob, with two values (the test takes the one that differs from the preset's, so
 # it holds whatever the preset says): each decides what a run computes.
 RECIPE_CHANGES = {
-    "schedule": ("cosine", "plateau"), "warmup_epochs": (2, 0), "weight_decay": (1e-4, 0.0), "ema": (0.99, 0.0),
-    "augment": ("flips", "full"), "illuminant": (0.2, 0.0), "colour_constancy": (True, False), "val_every": (2, 1),
-    "refine": ("auto", "none"), "batch_size": (4, 8), "lr": (3e-4, 1e-3), "image_size": (64, 128),
-    "base_filters": (8, 16), "epochs": (3, 40), "batch_norm": ("fast", "keras"),
+    "schedule": ("cosine", "plateau"),
+    "warmup_epochs": (2, 0),
+    "weight_decay": (1e-4, 0.0),
+    "ema": (0.99, 0.0),
+    "augment": ("flips", "full"),
+    "illuminant": (0.2, 0.0),
+    "colour_constancy": (True, False),
+    "val_every": (2, 1),
+    "refine": ("auto", "none"),
+    "batch_size": (4, 8),
+    "lr": (3e-4, 1e-3),
+    "image_size": (64, 128),
+    "base_filters": (8, 16),
+    "epochs": (3, 40),
+    "batch_norm": ("fast", "keras"),
     "min_scale": (0.5, 0.9),
 }
 
@@ -61,14 +72,18 @@ def test_a_knob_at_its_neutral_value_leaves_the_identity_as_before_it_existed():
         assert knob in config.replace(**{knob: 0.5}).identity()
 
 
-@pytest.mark.parametrize("change", [
-    {"mask_suffix": "_segmentation"},
-    {"split_sizes": (60, 20, 20)},
-    {"split_sizes": (0.6, 0.2, 0.2)},
-    {"data_fingerprint": "0123abcd-4567ef89"},
-    {"jit_compile": True},
-    {"precision": "mixed_bfloat16"},
-], ids=lambda change: next(iter(change)))
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mask_suffix": "_segmentation"},
+        {"split_sizes": (60, 20, 20)},
+        {"split_sizes": (0.6, 0.2, 0.2)},
+        {"data_fingerprint": "0123abcd-4567ef89"},
+        {"jit_compile": True},
+        {"precision": "mixed_bfloat16"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
 def test_what_decides_a_result_changes_the_hash(change):
     base = RunConfig.from_preset("cpu", model="unet", loss="bce", jit_compile=False, precision="float32")
     changed = base.replace(**change)
@@ -117,9 +132,18 @@ def test_group_hash_ignores_the_seeds_and_nothing_else():
         assert base.replace(**change).group_hash != base.group_hash, change
 
 
-@pytest.mark.parametrize("field, value", [("schedule", "linear"), ("augment", "rotate"), ("refine", "always"),
-                                          ("ema", 1.0), ("val_every", 0), ("batch_norm", "fused"),
-                                          ("min_scale", 0.0)])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("schedule", "linear"),
+        ("augment", "rotate"),
+        ("refine", "always"),
+        ("ema", 1.0),
+        ("val_every", 0),
+        ("batch_norm", "fused"),
+        ("min_scale", 0.0),
+    ],
+)
 def test_bad_recipe_values_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         RunConfig.from_preset("cpu", model="unet", loss="bce", **{field: value})
@@ -171,6 +195,7 @@ def test_smoke_preset_is_small():
 
 # ----- the data's identity: a folder's content, not its path ------------------------------------
 
+
 def test_folder_content_decides_the_hash(tmp_path, monkeypatch):
     from kseg.run import DataCache, resolve_config
 
@@ -179,8 +204,10 @@ def test_folder_content_decides_the_hash(tmp_path, monkeypatch):
     second = write_synthetic_folder(tmp_path / "second", seed=1)
     copy = write_synthetic_folder(tmp_path / "copy_of_first", seed=0)
     config = RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="folder")
-    resolved = {name: resolve_config(config, DataCache("folder", path)) for name, path in
-                (("first", first), ("second", second), ("copy", copy))}
+    resolved = {
+        name: resolve_config(config, DataCache("folder", path))
+        for name, path in (("first", first), ("second", second), ("copy", copy))
+    }
     assert resolved["first"].data_fingerprint and resolved["first"].dataset == "folder"
     assert resolved["first"].config_hash != resolved["second"].config_hash
     assert resolved["first"].group_hash != resolved["second"].group_hash

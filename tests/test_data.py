@@ -12,8 +12,18 @@ import pytest
 
 import kseg.data.io as kio
 from kseg.data import (
-    SegmentationDataset, SegmentationSequence, augment_pair, concatenate, load_dataset, load_folder,
-    load_split, parse_split_sizes, save_split, split, split_indices, synthetic,
+    SegmentationDataset,
+    SegmentationSequence,
+    augment_pair,
+    concatenate,
+    load_dataset,
+    load_folder,
+    load_split,
+    parse_split_sizes,
+    save_split,
+    split,
+    split_indices,
+    synthetic,
 )
 
 pytestmark = pytest.mark.backend_independent
@@ -41,6 +51,7 @@ def make_folder(root: Path, suffix: str = "_segmentation", n: int = 4, ext: str 
 
 # ---- folder dataset ----------------------------------------------------------------------------
 
+
 def test_folder_with_suffix(tmp_path):
     root = make_folder(tmp_path / "isic")
     ds = load_folder(root / "images", root / "masks", mask_suffix="_segmentation", image_size=(24, 32))
@@ -50,8 +61,10 @@ def test_folder_with_suffix(tmp_path):
     assert set(np.unique(ds.masks)) == {0.0, 1.0}
     own = load_dataset("folder", path=root, mask_suffix="_segmentation", image_size=None)
     assert [m.shape for m in own.masks] == [(30 + i, 40, 1) for i in range(4)]
-    assert len(load_dataset("folder", path=(root / "images", root / "masks"),
-                            mask_suffix="_segmentation", image_size=16)) == 4
+    assert (
+        len(load_dataset("folder", path=(root / "images", root / "masks"), mask_suffix="_segmentation", image_size=16))
+        == 4
+    )
 
 
 @pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".jpeg"])
@@ -129,6 +142,7 @@ def test_zero_one_masks_are_kept(tmp_path):
 
 # ---- cache -------------------------------------------------------------------------------------
 
+
 def test_second_load_reads_cache_and_changes_invalidate(tmp_path, monkeypatch):
     root = make_folder(tmp_path / "d", suffix="")
     first = load_folder(root / "images", root / "masks", image_size=32)
@@ -169,6 +183,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path):
 
 # ---- synthetic ---------------------------------------------------------------------------------
 
+
 def test_synthetic_deterministic_and_binary():
     a, b, c = synthetic(6, 64, seed=1), synthetic(6, 64, seed=1), synthetic(6, 64, seed=2)
     np.testing.assert_array_equal(a.images, b.images)
@@ -203,18 +218,26 @@ def test_synthetic_at_full_size():
 
 # ---- splits ------------------------------------------------------------------------------------
 
+
 def _labelled(n_per=(40, 40, 20)) -> SegmentationDataset:
     labels = [lab for lab, k in zip(["common_nevus", "atypical_nevus", "melanoma"], n_per) for _ in range(k)]
     n = len(labels)
     return SegmentationDataset(
-        images=np.zeros((n, 2, 2, 3), np.float32), masks=np.zeros((n, 2, 2, 1), np.float32),
-        ids=[f"c{i:03d}" for i in range(n)], diagnosis=labels, name="t",
+        images=np.zeros((n, 2, 2, 3), np.float32),
+        masks=np.zeros((n, 2, 2, 1), np.float32),
+        ids=[f"c{i:03d}" for i in range(n)],
+        diagnosis=labels,
+        name="t",
     )
 
 
 def test_split_deterministic_disjoint_stratified():
     ds = _labelled()
-    a, b, c = split(ds, seed=3, sizes=(50, 25, 25)), split(ds, seed=3, sizes=(50, 25, 25)), split(ds, seed=4, sizes=(50, 25, 25))
+    a, b, c = (
+        split(ds, seed=3, sizes=(50, 25, 25)),
+        split(ds, seed=3, sizes=(50, 25, 25)),
+        split(ds, seed=4, sizes=(50, 25, 25)),
+    )
     assert a.ids() == b.ids() and a.ids() != c.ids()
     ids = a.ids()
     assert [len(ids[k]) for k in ("train", "val", "test")] == [50, 25, 25]
@@ -239,8 +262,11 @@ def test_split_fractions_and_errors():
 
 def _unlabelled(n: int) -> SegmentationDataset:
     return SegmentationDataset(
-        images=np.zeros((n, 2, 2, 3), np.float32), masks=np.zeros((n, 2, 2, 1), np.float32),
-        ids=[f"x{i:04d}" for i in range(n)], diagnosis=None, name="folder",
+        images=np.zeros((n, 2, 2, 3), np.float32),
+        masks=np.zeros((n, 2, 2, 1), np.float32),
+        ids=[f"x{i:04d}" for i in range(n)],
+        diagnosis=None,
+        name="folder",
     )
 
 
@@ -250,7 +276,10 @@ def test_fractions_split_a_folder_larger_than_200_cases():
     assert [len(p) for p in parts] == [180, 60, 60]
     assert len(set(np.concatenate(parts))) == 300  # every case used, none twice
     assert [len(p) for p in split_indices(_unlabelled(301), seed=0, sizes=(0.6, 0.2, 0.2))] in (
-        [181, 60, 60], [180, 61, 60], [180, 60, 61])
+        [181, 60, 60],
+        [180, 61, 60],
+        [180, 60, 61],
+    )
     # Counts may leave cases unused; more than there are is an error.
     assert [len(p) for p in split_indices(ds, seed=0, sizes=(100, 50, 50))] == [100, 50, 50]
     with pytest.raises(ValueError, match="only 300"):
@@ -265,19 +294,24 @@ def test_split_indices_depend_on_the_seed_only():
     assert not np.array_equal(same[0], other)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("100,50,50", (100, 50, 50)),
-    ("0.6,0.2,0.2", (0.6, 0.2, 0.2)),
-    (" 60, 20 ,20 ", (60, 20, 20)),
-    ("0.5,0.25,.25", (0.5, 0.25, 0.25)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("100,50,50", (100, 50, 50)),
+        ("0.6,0.2,0.2", (0.6, 0.2, 0.2)),
+        (" 60, 20 ,20 ", (60, 20, 20)),
+        ("0.5,0.25,.25", (0.5, 0.25, 0.25)),
+    ],
+)
 def test_parse_split_sizes(text, expected):
     sizes = parse_split_sizes(text)
     assert sizes == expected
     assert all(type(s) is type(expected[0]) for s in sizes)  # counts stay ints, fractions floats
 
 
-@pytest.mark.parametrize("text", ["", "100,50", "1,2,3,4", "a,b,c", "100,50,x", "0.6,0.2,0.3", "-1,50,50", "0.5,0.5,-0.0x"])
+@pytest.mark.parametrize(
+    "text", ["", "100,50", "1,2,3,4", "a,b,c", "100,50,x", "0.6,0.2,0.3", "-1,50,50", "0.5,0.5,-0.0x"]
+)
 def test_parse_split_sizes_rejects_junk(text):
     with pytest.raises(ValueError, match="split sizes|sizes must|must sum"):
         parse_split_sizes(text)
@@ -324,6 +358,7 @@ def test_save_and_load_split(tmp_path):
 
 # ---- augmentation and batching -----------------------------------------------------------------
 
+
 def _encoded_pair(h=64, w=64):
     """A mask of blocks and an image whose every channel equals the mask (pixels encode it)."""
     mask = np.zeros((h, w, 1), np.float32)
@@ -358,8 +393,9 @@ def test_min_scale_shrinks_lesions_within_its_range():
     def area_ratios(**options):
         ratios = []
         for seed in range(40):
-            out_i, out_m = augment_pair(image, mask, np.random.default_rng(seed), photometric=False,
-                                        affine_probability=1.0, **options)
+            out_i, out_m = augment_pair(
+                image, mask, np.random.default_rng(seed), photometric=False, affine_probability=1.0, **options
+            )
             assert set(np.unique(out_m)) <= {0.0, 1.0}
             ratios.append(out_m.sum() / mask.sum())
         return np.asarray(ratios)

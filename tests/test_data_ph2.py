@@ -45,8 +45,14 @@ def _case(cid: str) -> tuple[np.ndarray, np.ndarray]:
 
 def _xlsx(path: Path) -> None:
     """A sheet shaped like the real PH2_dataset.xlsx: legend rows first, header on row 13."""
-    header = ["Image Name", "Histological Diagnosis", "Common Nevus", "Atypical Nevus", "Melanoma",
-              "Asymmetry\n(0/1/2)"]
+    header = [
+        "Image Name",
+        "Histological Diagnosis",
+        "Common Nevus",
+        "Atypical Nevus",
+        "Melanoma",
+        "Asymmetry\n(0/1/2)",
+    ]
     rows = [[None] * 6 for _ in range(12)]
     rows[1][5] = "Legends"
     rows[11][2] = "Clinical Diagnosis"
@@ -229,7 +235,10 @@ def test_real_ph2_flat():
     ds = load_ph2(REAL_PH2, image_size=64)
     assert len(ds) == 200 and ds.images.shape == (200, 64, 64, 3)
     assert {d: ds.diagnosis.count(d) for d in set(ds.diagnosis)} == {
-        "common_nevus": 80, "atypical_nevus": 80, "melanoma": 40}
+        "common_nevus": 80,
+        "atypical_nevus": 80,
+        "melanoma": 40,
+    }
     assert set(np.unique(ds.masks)) == {0.0, 1.0}
     parts = split(ds, seed=0)
     assert [len(p) for p in parts] == [100, 50, 50]

@@ -46,15 +46,17 @@ def test_an_ensemble_of_one_model_is_that_model(images):
 def test_a_member_under_tta_equals_kseg_refine_tta(images, tta):
     member = _member("segnet", 2)
     single = ensemble.build_ensemble([member], [tta])
-    np.testing.assert_allclose(single.predict(images, verbose=0), refine.tta_predict_logits(member, images, tta),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        single.predict(images, verbose=0), refine.tta_predict_logits(member, images, tta), atol=1e-5
+    )
 
 
 def test_ensemble_logits_are_the_mean_of_the_members(images):
     members = [_member(name, seed) for seed, name in enumerate(models.available())]
     combined = ensemble.build_ensemble(members, ["none", "flip", "none"])
-    expected = np.mean([refine.tta_predict_logits(m, images, tta) for m, tta in zip(members, ["none", "flip", "none"])],
-                       axis=0)
+    expected = np.mean(
+        [refine.tta_predict_logits(m, images, tta) for m, tta in zip(members, ["none", "flip", "none"])], axis=0
+    )
     np.testing.assert_allclose(combined.predict(images, verbose=0), expected, atol=1e-5)
 
 
@@ -90,8 +92,22 @@ def test_the_ensemble_command_chooses_post_processing_on_a_validation_set(tmp_pa
 
     paths = _saved_members(tmp_path)
     val = write_synthetic_folder(tmp_path / "val", n=6, seed=3, image_size=32)
-    assert main(["ensemble", "--model", *map(str, paths), "--output", str(tmp_path / "e.keras"), "--val", str(val),
-                 "--eval-size", "32"]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                "--model",
+                *map(str, paths),
+                "--output",
+                str(tmp_path / "e.keras"),
+                "--val",
+                str(val),
+                "--eval-size",
+                "32",
+            ]
+        )
+        == 0
+    )
     assert f"chosen on {val}" in capsys.readouterr().out
     assert main(["ensemble", "--model", str(tmp_path / "missing.keras"), "--output", str(tmp_path / "x.keras")]) == 2
     assert "missing.keras" in capsys.readouterr().err
@@ -105,9 +121,17 @@ def test_the_ensemble_predicts_the_same_under_another_backend(tmp_path, images):
         pytest.skip("no other Keras backend is installed")
     model, _ = ensemble.ensemble_files(_saved_members(tmp_path), tmp_path / "e.keras")
     np.save(tmp_path / "x.npy", images)
-    code = ("import kseg, keras, numpy as np; m = keras.saving.load_model(r'%s'); "
-            "np.save(r'%s', m.predict(np.load(r'%s'), verbose=0))" % (tmp_path / "e.keras", tmp_path / "y.npy", tmp_path / "x.npy"))
-    result = subprocess.run([sys.executable, "-c", code], env={**os.environ, "KERAS_BACKEND": others[0]},
-                            capture_output=True, text=True, timeout=300)
+    code = (
+        "import kseg, keras, numpy as np; m = keras.saving.load_model(r'%s'); "
+        "np.save(r'%s', m.predict(np.load(r'%s'), verbose=0))"
+        % (tmp_path / "e.keras", tmp_path / "y.npy", tmp_path / "x.npy")
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "KERAS_BACKEND": others[0]},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), model.predict(images, verbose=0), atol=1e-4)

@@ -91,10 +91,14 @@ def _randomise(model: keras.Model, seed: int) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32), rng.normal(0, 0.1, beta.shape).astype(np.float32),
-                rng.normal(0, 0.1, mean.shape).astype(np.float32), rng.uniform(0.5, 2.0, variance.shape).astype(np.float32),
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32),
+                    rng.normal(0, 0.1, beta.shape).astype(np.float32),
+                    rng.normal(0, 0.1, mean.shape).astype(np.float32),
+                    rng.uniform(0.5, 2.0, variance.shape).astype(np.float32),
+                ]
+            )
     last = model.layers[-1]
     kernel, bias = last.get_weights()
     last.set_weights([kernel * 20.0, bias * 20.0])
@@ -153,7 +157,9 @@ def test_saved_model_export_predicts_what_keras_predicts(saved, tmp_path):
     import tensorflow as tf
 
     name, keras_path, model = saved
-    path = export.export_model(model, tmp_path / f"{name}_saved_model", "saved_model", refine.load_refinement(keras_path))
+    path = export.export_model(
+        model, tmp_path / f"{name}_saved_model", "saved_model", refine.load_refinement(keras_path)
+    )
     x = _images(5, seed=3)
     expected = keras.ops.convert_to_numpy(model.predict(x, verbose=0))
     reloaded = tf.saved_model.load(str(path))  # kept: its variables die with it
@@ -170,8 +176,9 @@ def test_fixed_batch_export_pads_the_last_batch(runtime, tmp_path):
     engine = _engine(runtime, export.export_model(model, tmp_path / "fixed.onnx", batch_size=3))
     assert engine.fixed_batch == 3
     x = _images(5, seed=5)
-    np.testing.assert_allclose(engine.predict(x, batch_size=8), keras.ops.convert_to_numpy(model.predict(x, verbose=0)),
-                               atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        engine.predict(x, batch_size=8), keras.ops.convert_to_numpy(model.predict(x, verbose=0)), atol=TOLERANCE, rtol=0
+    )
 
 
 def test_mixed_precision_model_exports_as_its_float32_twin(tmp_path):
@@ -187,7 +194,9 @@ def test_mixed_precision_model_exports_as_its_float32_twin(tmp_path):
     assert twin is not model and {layer.dtype_policy.name for layer in twin.layers} == {"float32"}
     engine = export.OnnxEngine(export.export_model(model, tmp_path / "mixed.onnx"), providers=["CPUExecutionProvider"])
     x = _images(3, seed=6)
-    np.testing.assert_allclose(engine.predict(x), keras.ops.convert_to_numpy(twin.predict(x, verbose=0)), atol=TOLERANCE, rtol=0)
+    np.testing.assert_allclose(
+        engine.predict(x), keras.ops.convert_to_numpy(twin.predict(x, verbose=0)), atol=TOLERANCE, rtol=0
+    )
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
@@ -200,8 +209,10 @@ def test_exported_engine_runs_the_same_pre_and_post_processing(saved, runtime, t
     refinement = export.load_saved_refinement(onnx_path)
     assert refinement == refine.Refinement(tta="flip", postprocess="fill")
     engine = _engine(runtime, onnx_path)
-    images = [(_images(1, seed=s, size=hw)[0] * 255).round().astype(np.uint8)
-              for s, hw in enumerate([(97, 131), (20, 24), (32, 32), (200, 150)])]
+    images = [
+        (_images(1, seed=s, size=hw)[0] * 255).round().astype(np.uint8)
+        for s, hw in enumerate([(97, 131), (20, 24), (32, 32), (200, 150)])
+    ]
     keras_results = predict_mask_batch(model, images, refinement=refinement, batch_size=3)
     onnx_results = predict_mask_batch(engine, images, refinement=refinement, batch_size=3)
     for image, (keras_mask, keras_logits), (onnx_mask, onnx_logits) in zip(images, keras_results, onnx_results):
@@ -224,8 +235,19 @@ def test_cli_export_then_predict_with_each_engine(saved_model, tmp_path, capsys)
         image = (_images(1, seed=seed, size=hw)[0] * 255).round().astype(np.uint8)
         cv2.imwrite(str(folder / f"im{seed}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     for engine in engines:
-        argv = ["predict", "--engine", engine, "--model", str(path if engine == "keras" else onnx_path),
-                "--input", str(folder), "--output", str(tmp_path / engine), "--openvino-precision", "float32"]
+        argv = [
+            "predict",
+            "--engine",
+            engine,
+            "--model",
+            str(path if engine == "keras" else onnx_path),
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / engine),
+            "--openvino-precision",
+            "float32",
+        ]
         assert main(argv) == 0
         assert f"tta=flip,post=fill, engine={engine}" in capsys.readouterr().out
     for stem in ("im0", "im1"):
@@ -242,8 +264,9 @@ def test_cli_evaluate_scores_each_engine_alike(saved_model, tmp_path):
     import pandas as pd
 
     _, path, _ = saved_model("unet")
-    onnx_path = export.export_model(keras.saving.load_model(path, compile=False), tmp_path / "model.onnx",
-                                    refinement=refine.load_refinement(path))
+    onnx_path = export.export_model(
+        keras.saving.load_model(path, compile=False), tmp_path / "model.onnx", refinement=refine.load_refinement(path)
+    )
     for folder in ("images", "masks"):
         (tmp_path / folder).mkdir()
     for seed, hw in enumerate([(48, 64), (40, 40), (64, 50)]):
@@ -254,9 +277,23 @@ def test_cli_evaluate_scores_each_engine_alike(saved_model, tmp_path):
     engines = ["keras", *_installed_runtimes()]
     csv = tmp_path / "scores.csv"
     for engine in engines:
-        argv = ["evaluate", "--engine", engine, "--model", str(path if engine == "keras" else onnx_path),
-                "--images", str(tmp_path / "images"), "--masks", str(tmp_path / "masks"), "--eval-size", "64",
-                "--csv", str(csv), "--openvino-precision", "float32"]
+        argv = [
+            "evaluate",
+            "--engine",
+            engine,
+            "--model",
+            str(path if engine == "keras" else onnx_path),
+            "--images",
+            str(tmp_path / "images"),
+            "--masks",
+            str(tmp_path / "masks"),
+            "--eval-size",
+            "64",
+            "--csv",
+            str(csv),
+            "--openvino-precision",
+            "float32",
+        ]
         assert main(argv) == 0
     rows = pd.read_csv(csv)
     assert list(rows["engine"]) == engines
@@ -270,8 +307,22 @@ def test_cli_export_errors(tmp_path, capsys):
     if BACKEND == "torch":
         assert main(["export", "--model", str(tmp_path / "any.keras"), "--format", "saved_model"]) == 2
         assert "torch_xla" in capsys.readouterr().err
-    assert main(["predict", "--engine", "onnx", "--model", str(tmp_path / "missing.onnx"),
-                 "--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--engine",
+                "onnx",
+                "--model",
+                str(tmp_path / "missing.onnx"),
+                "--input",
+                str(tmp_path),
+                "--output",
+                str(tmp_path / "out"),
+            ]
+        )
+        == 2
+    )
 
 
 @pytest.mark.backend_independent
@@ -326,11 +377,14 @@ def test_repair_nd_max_pool_runs_the_2d_pool_jax2onnx_meant(tmp_path):
         helper.make_node("Squeeze", ["pooled", "axes01"], ["y"]),
     ]
     graph = helper.make_graph(
-        nodes, "jax2onnx_style_pool",
+        nodes,
+        "jax2onnx_style_pool",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4, 6, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2, 3, 3])],
-        initializer=[numpy_helper.from_array(np.asarray([0], np.int64), "axis0"),
-                     numpy_helper.from_array(np.asarray([0, 1], np.int64), "axes01")],
+        initializer=[
+            numpy_helper.from_array(np.asarray([0], np.int64), "axis0"),
+            numpy_helper.from_array(np.asarray([0, 1], np.int64), "axes01"),
+        ],
     )
     path = tmp_path / "pool.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))

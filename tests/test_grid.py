@@ -44,7 +44,14 @@ def test_smoke_grid_writes_rows_and_artifacts_then_resumes(tmp_path, capsys):
     assert table["test_iou"].between(0, 1).all() and table["config_hash"].nunique() == 2
     for run_id in table["run_id"]:
         names = {p.name for p in (runs / run_id).iterdir()}
-        assert {"model.keras", "history.csv", "predictions.png", "split.json", "test_scores.csv", "config.json"} <= names
+        assert {
+            "model.keras",
+            "history.csv",
+            "predictions.png",
+            "split.json",
+            "test_scores.csv",
+            "config.json",
+        } <= names
         assert len(pd.read_csv(runs / run_id / "history.csv")) == table.loc[table.run_id == run_id, "epochs_run"].item()
     assert results.with_suffix(".png").exists()
     out = capsys.readouterr().out
@@ -84,8 +91,12 @@ def test_expand_resolves_every_config(tmp_path):
     data = DataCache("synthetic", None)
     configs = grid.expand(["unet", "segnet"], ["bce", "dice"], [0, 1], "smoke", data, epochs=1)
     # Seeds outermost: an interrupted grid has compared every pair once.
-    assert [(c.seed, c.model, c.loss) for c in configs[:4]] == [(0, "unet", "bce"), (0, "unet", "dice"),
-                                                               (0, "segnet", "bce"), (0, "segnet", "dice")]
+    assert [(c.seed, c.model, c.loss) for c in configs[:4]] == [
+        (0, "unet", "bce"),
+        (0, "unet", "dice"),
+        (0, "segnet", "bce"),
+        (0, "segnet", "dice"),
+    ]
     for config in configs:
         assert config.dataset == "synthetic" and config.data_fingerprint
         assert config.precision != "auto" and isinstance(config.jit_compile, bool)
@@ -104,8 +115,20 @@ def _rows(path: Path) -> int:
 @pytest.mark.slow
 def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    command = [sys.executable, str(REPO / "run_all.py"), *SMOKE, "--models", "unet", "segnet", "--losses", "bce",
-               "--results", str(results), "--output", str(runs)]
+    command = [
+        sys.executable,
+        str(REPO / "run_all.py"),
+        *SMOKE,
+        "--models",
+        "unet",
+        "segnet",
+        "--losses",
+        "bce",
+        "--results",
+        str(results),
+        "--output",
+        str(runs),
+    ]
     env = {**os.environ, "KSEG_CACHE_DIR": str(tmp_path / "cache")}
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
@@ -143,7 +166,9 @@ def test_bad_arguments_exit_2_with_a_clear_message(args, message, capsys):
 
 def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
     missing = tmp_path / "no-such-ph2"
-    code = run_grid_command(["--preset", "smoke", "--dataset", "ph2", "--data-dir", str(missing), "--results", str(tmp_path / "lb.csv")])
+    code = run_grid_command(
+        ["--preset", "smoke", "--dataset", "ph2", "--data-dir", str(missing), "--results", str(tmp_path / "lb.csv")]
+    )
     assert code == 2
     assert str(missing) in capsys.readouterr().err
     assert not (tmp_path / "lb.csv").exists()
@@ -151,11 +176,27 @@ def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
 
 # ----- the flags that decide what a run is ----------------------------------------------------
 
+
 def test_a_folder_dataset_with_a_mask_suffix(tmp_path):
     folder = write_synthetic_folder(tmp_path / "isic", n=24, mask_suffix="_segmentation")
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    args = ["--preset", "smoke", "--quiet", "--dataset", "folder", "--data-dir", str(folder), "--split", "12,6,6",
-            "--models", "unet", "--losses", "bce", "--output", str(runs)]
+    args = [
+        "--preset",
+        "smoke",
+        "--quiet",
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(folder),
+        "--split",
+        "12,6,6",
+        "--models",
+        "unet",
+        "--losses",
+        "bce",
+        "--output",
+        str(runs),
+    ]
     assert run_grid_command([*args, "--mask-suffix", "_segmentation", "--results", str(results)]) == 0
     table = leaderboard.read(results)
     row = table.iloc[0]
@@ -175,16 +216,28 @@ def test_external_sets_are_scored_and_match_numpy(tmp_path):
     ISIC score and failure fraction of per-image IoUs that numpy recomputes from the saved model."""
     isic = write_synthetic_folder(tmp_path / "ISIC-dev", n=10, seed=5, mask_suffix="_segmentation")
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    args = [*SMOKE, "--models", "unet", "--losses", "bce", "--results", str(results), "--output", str(runs),
-            "--external", f"{isic}:_segmentation"]
+    args = [
+        *SMOKE,
+        "--models",
+        "unet",
+        "--losses",
+        "bce",
+        "--results",
+        str(results),
+        "--output",
+        str(runs),
+        "--external",
+        f"{isic}:_segmentation",
+    ]
     assert run_grid_command(args) == 0
     row = leaderboard.read(results).iloc[0]
     run_dir = runs / row["run_id"]
     model = keras.saving.load_model(run_dir / "model.keras")
     images = DataCache("auto", None).external(str(isic), "_segmentation", int(row["image_size"]))
     truth = np.asarray(DataCache("auto", None).external(str(isic), "_segmentation", int(row["eval_size"])).masks) > 0.5
-    logits = refine.resize_logits(keras.ops.convert_to_numpy(model.predict(np.asarray(images.images), verbose=0)),
-                                  truth.shape[1:3])
+    logits = refine.resize_logits(
+        keras.ops.convert_to_numpy(model.predict(np.asarray(images.images), verbose=0)), truth.shape[1:3]
+    )
     predicted = logits > 0
     intersection = (predicted & truth).sum(axis=(1, 2, 3))
     union = (predicted | truth).sum(axis=(1, 2, 3))
@@ -200,8 +253,21 @@ def test_external_sets_are_scored_and_match_numpy(tmp_path):
 def test_an_added_source_joins_the_data_with_a_split_stratified_by_source(tmp_path):
     isic = write_synthetic_folder(tmp_path / "ISIC-dev", n=12, seed=5, mask_suffix="_segmentation")
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    args = [*SMOKE, "--models", "unet", "--losses", "bce", "--results", str(results), "--output", str(runs),
-            "--add-source", f"{isic}:_segmentation", "--split", "0.5,0.25,0.25"]
+    args = [
+        *SMOKE,
+        "--models",
+        "unet",
+        "--losses",
+        "bce",
+        "--results",
+        str(results),
+        "--output",
+        str(runs),
+        "--add-source",
+        f"{isic}:_segmentation",
+        "--split",
+        "0.5,0.25,0.25",
+    ]
     assert run_grid_command(args) == 0
     row = leaderboard.read(results).iloc[0]
     assert row["status"] == "ok" and row["dataset"] == "synthetic+isic_dev"
@@ -213,10 +279,18 @@ def test_an_added_source_joins_the_data_with_a_split_stratified_by_source(tmp_pa
     per_image = pd.read_csv(runs / row["run_id"] / "test_scores.csv")
     for source in ("synthetic", "isic_dev"):
         assert row[f"test_iou_source_{source}"] == pytest.approx(
-            per_image.loc[per_image["source"] == source, "iou"].mean(), abs=1e-4)
+            per_image.loc[per_image["source"] == source, "iou"].mean(), abs=1e-4
+        )
     # The added source is part of the identity: without it, another hash.
-    plain = grid.expand(["unet"], ["bce"], [0], "smoke", DataCache("synthetic", None), precision="float32",
-                        split_sizes=(0.5, 0.25, 0.25))[0]
+    plain = grid.expand(
+        ["unet"],
+        ["bce"],
+        [0],
+        "smoke",
+        DataCache("synthetic", None),
+        precision="float32",
+        split_sizes=(0.5, 0.25, 0.25),
+    )[0]
     assert plain.config_hash != row["config_hash"] and plain.dataset == "synthetic"
 
 
@@ -231,8 +305,12 @@ def test_split_seed_fixes_one_split_for_every_seed(tmp_path, monkeypatch):
     monkeypatch.setattr(one_run, "fit", no_training)
     common = [*SMOKE, "--models", "unet", "--losses", "bce", "--seeds", "0", "1"]
     fixed_runs, own_runs = tmp_path / "fixed", tmp_path / "own"
-    assert run_grid_command([*common, "--split-seed", "5", "--results", str(tmp_path / "fixed.csv"),
-                             "--output", str(fixed_runs)]) == 1  # every run "nan": not trained
+    assert (
+        run_grid_command(
+            [*common, "--split-seed", "5", "--results", str(tmp_path / "fixed.csv"), "--output", str(fixed_runs)]
+        )
+        == 1
+    )  # every run "nan": not trained
     assert run_grid_command([*common, "--results", str(tmp_path / "own.csv"), "--output", str(own_runs)]) == 1
     fixed, own = leaderboard.read(tmp_path / "fixed.csv"), leaderboard.read(tmp_path / "own.csv")
     assert list(fixed["split_seed"]) == [5, 5] and list(own["split_seed"]) == [0, 1]
@@ -260,8 +338,24 @@ def test_refine_auto_records_the_choice_and_the_model_remembers_it(tmp_path, mon
 
     monkeypatch.setattr(refine, "choose_refinement", choose)
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    assert run_grid_command([*SMOKE, "--models", "unet", "--losses", "bce", "--refine", "auto",
-                             "--results", str(results), "--output", str(runs)]) == 0
+    assert (
+        run_grid_command(
+            [
+                *SMOKE,
+                "--models",
+                "unet",
+                "--losses",
+                "bce",
+                "--refine",
+                "auto",
+                "--results",
+                str(results),
+                "--output",
+                str(runs),
+            ]
+        )
+        == 0
+    )
     assert len(calls) == 1
     row = leaderboard.read(results).iloc[0]
     assert (row["refine"], row["tta"], row["postprocess"]) == ("auto", "flip", "largest+fill")
@@ -279,8 +373,26 @@ def test_refine_auto_records_the_choice_and_the_model_remembers_it(tmp_path, mon
 
 def test_refine_none_records_the_plain_choice(tmp_path):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    assert run_grid_command([*SMOKE, "--models", "segnet", "--losses", "bce", "--epochs", "1", "--refine", "none",
-                             "--results", str(results), "--output", str(runs)]) == 0
+    assert (
+        run_grid_command(
+            [
+                *SMOKE,
+                "--models",
+                "segnet",
+                "--losses",
+                "bce",
+                "--epochs",
+                "1",
+                "--refine",
+                "none",
+                "--results",
+                str(results),
+                "--output",
+                str(runs),
+            ]
+        )
+        == 0
+    )
     row = leaderboard.read(results).iloc[0]
     assert (row["refine"], row["tta"], row["postprocess"]) == ("none", "none", "none")
     assert row["test_iou"] == row["test_iou_plain"]
@@ -291,12 +403,15 @@ def test_refine_none_records_the_plain_choice(tmp_path):
     assert refine.load_refinement(run_dir / "model.keras") == refine.Refinement()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--folds", "1"], "--folds expects 0 (no cross-validation) or K >= 2. Received: 1"),
-    (["--seeds", "0", "-1"], "--seeds expects non-negative integers. Received: 0 -1"),
-    (["--lr", "nan"], "--lr expects a finite learning rate > 0. Received: nan"),
-    (["--lr", "0"], "--lr expects a finite learning rate > 0. Received: 0.0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--folds", "1"], "--folds expects 0 (no cross-validation) or K >= 2. Received: 1"),
+        (["--seeds", "0", "-1"], "--seeds expects non-negative integers. Received: 0 -1"),
+        (["--lr", "nan"], "--lr expects a finite learning rate > 0. Received: nan"),
+        (["--lr", "0"], "--lr expects a finite learning rate > 0. Received: 0.0"),
+    ],
+)
 def test_bad_recipe_values_are_refused_before_any_run(tmp_path, args, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_grid_command([*SMOKE, *args, "--results", str(tmp_path / "lb.csv")])
@@ -335,8 +450,26 @@ def test_the_fold_changes_the_hash_but_not_the_group(tmp_path):
 
 def test_a_cross_validated_grid_scores_every_case_once(tmp_path):
     results = tmp_path / "lb.csv"
-    assert run_grid_command([*SMOKE, "--models", "unet", "--losses", "bce", "--folds", "3", "--split", "12,6,6",
-                             "--results", str(results), "--output", str(tmp_path / "runs")]) == 0
+    assert (
+        run_grid_command(
+            [
+                *SMOKE,
+                "--models",
+                "unet",
+                "--losses",
+                "bce",
+                "--folds",
+                "3",
+                "--split",
+                "12,6,6",
+                "--results",
+                str(results),
+                "--output",
+                str(tmp_path / "runs"),
+            ]
+        )
+        == 0
+    )
     table = leaderboard.read(results)
     assert list(table["fold"]) == [0, 1, 2] and table["group_hash"].nunique() == 1
     per_image = leaderboard.read_per_image(results)

@@ -19,9 +19,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _row(i: int, **extra) -> dict:
-    return {"run_id": f"r{i}", "model": "unet", "loss": "bce", "seed": i, "dataset": "synthetic",
-            "preset": "smoke", "backend": "jax", "precision": "float32", "test_iou": 0.5 + i / 100, "config_hash": f"h{i}",
-            "image_size": 32, "base_filters": 4, "epochs": 2, "status": "ok", **extra}
+    return {
+        "run_id": f"r{i}",
+        "model": "unet",
+        "loss": "bce",
+        "seed": i,
+        "dataset": "synthetic",
+        "preset": "smoke",
+        "backend": "jax",
+        "precision": "float32",
+        "test_iou": 0.5 + i / 100,
+        "config_hash": f"h{i}",
+        "image_size": 32,
+        "base_filters": 4,
+        "epochs": 2,
+        "status": "ok",
+        **extra,
+    }
 
 
 def test_append_creates_header_and_keeps_every_row(tmp_path):
@@ -93,17 +107,22 @@ def test_completed_hashes_count_only_ok_rows(tmp_path):
 
 
 def test_summary_mean_std_n_ranked():
-    table = pd.DataFrame([
-        _row(0, test_iou=0.80, config_hash="a"), _row(1, test_iou=0.90, config_hash="b"),
-        _row(2, model="segnet", test_iou=0.70, config_hash="c"),
-        _row(3, model="segnet", test_iou=0.99, config_hash="d", status="failed"),
-    ])
+    table = pd.DataFrame(
+        [
+            _row(0, test_iou=0.80, config_hash="a"),
+            _row(1, test_iou=0.90, config_hash="b"),
+            _row(2, model="segnet", test_iou=0.70, config_hash="c"),
+            _row(3, model="segnet", test_iou=0.99, config_hash="d", status="failed"),
+        ]
+    )
     summary = leaderboard.summarise(table)
     assert list(summary["model"]) == ["unet", "segnet"]
     assert summary.loc[0, "mean"] == pytest.approx(0.85)
     assert summary.loc[0, "std"] == pytest.approx(pd.Series([0.8, 0.9]).std())
     assert list(summary["n"]) == [2, 1]
-    mixed = leaderboard.summarise(pd.concat([table, pd.DataFrame([_row(4, precision="mixed_bfloat16", config_hash="e")])]))
+    mixed = leaderboard.summarise(
+        pd.concat([table, pd.DataFrame([_row(4, precision="mixed_bfloat16", config_hash="e")])])
+    )
     assert list(mixed["n"]) == [2, 1, 1]  # another precision is another group
     text = leaderboard.format_summary(summary)
     assert "0.850 +- 0.071 (n=2)" in text
@@ -130,10 +149,23 @@ def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
 
     path = tmp_path / "lb.csv"
     for i, iou in enumerate([0.8, 0.9]):
-        leaderboard.append_row(path, _row(i, test_iou=iou, test_dice=iou + 0.05, test_dataset_iou=iou,
-                                          train_seconds=10 * (i + 1), epochs_run=5, device="cpu"))
+        leaderboard.append_row(
+            path,
+            _row(
+                i,
+                test_iou=iou,
+                test_dice=iou + 0.05,
+                test_dataset_iou=iou,
+                train_seconds=10 * (i + 1),
+                epochs_run=5,
+                device="cpu",
+            ),
+        )
     report = leaderboard.markdown_report(leaderboard.read(path))
-    assert "| synthetic | smoke | cpu | jax | float32 | unet | bce | 32px w4 2ep plateau | 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
+    assert (
+        "| synthetic | smoke | cpu | jax | float32 | unet | bce | 32px w4 2ep plateau "
+        "| 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
+    )
     assert main(["leaderboard", "--results", str(path), "--markdown"]) == 0
     assert report in capsys.readouterr().out
     assert main(["leaderboard", "--results", str(tmp_path / "none.csv")]) == 2
@@ -156,22 +188,51 @@ def test_leaderboard_filters_by_version_and_recipe(tmp_path, capsys):
 
 # ----- the schema grows; older and foreign files ------------------------------------------------
 
+
 def _head_header() -> list[str]:
     """The columns of experiments.csv as committed before kseg 0.2 (no group_hash, no recipe)."""
-    return ("timestamp,run_id,model,loss,seed,dataset,split_seed,image_size,eval_size,base_filters,epochs,epochs_run,"
-            "best_epoch,test_iou,test_dice,test_dataset_iou,test_iou_common_nevus,test_iou_atypical_nevus,"
-            "test_iou_melanoma,val_iou,params,train_seconds,device,backend,keras_version,precision,jit_compile,preset,"
-            "config_hash,status,error").split(",")
+    return (
+        "timestamp,run_id,model,loss,seed,dataset,split_seed,image_size,eval_size,base_filters,epochs,epochs_run,"
+        "best_epoch,test_iou,test_dice,test_dataset_iou,test_iou_common_nevus,test_iou_atypical_nevus,"
+        "test_iou_melanoma,val_iou,params,train_seconds,device,backend,keras_version,precision,jit_compile,preset,"
+        "config_hash,status,error"
+    ).split(",")
 
 
 def _old_row(seed: int, test_iou: float, **changes) -> dict:
-    row = dict(timestamp=f"2025-01-0{seed + 1}T00:00:00+00:00", run_id=f"unet-bce-seed{seed}-00000000000{seed}",
-               model="unet", loss="bce", seed=seed, dataset="ph2", split_seed=seed, image_size=128, eval_size=256,
-               base_filters=16, epochs=40, epochs_run=40, best_epoch=30, test_iou=test_iou, test_dice=test_iou + 0.05,
-               test_dataset_iou=test_iou, test_iou_common_nevus=0.9, test_iou_atypical_nevus=0.8,
-               test_iou_melanoma=0.7, val_iou=test_iou, params=1000, train_seconds=100.0, device="Some CPU (2 cores)",
-               backend="tensorflow", keras_version="3.10.0", precision="float32", jit_compile=False, preset="cpu",
-               config_hash=f"00000000000{seed}", status="ok", error="")
+    row = dict(
+        timestamp=f"2025-01-0{seed + 1}T00:00:00+00:00",
+        run_id=f"unet-bce-seed{seed}-00000000000{seed}",
+        model="unet",
+        loss="bce",
+        seed=seed,
+        dataset="ph2",
+        split_seed=seed,
+        image_size=128,
+        eval_size=256,
+        base_filters=16,
+        epochs=40,
+        epochs_run=40,
+        best_epoch=30,
+        test_iou=test_iou,
+        test_dice=test_iou + 0.05,
+        test_dataset_iou=test_iou,
+        test_iou_common_nevus=0.9,
+        test_iou_atypical_nevus=0.8,
+        test_iou_melanoma=0.7,
+        val_iou=test_iou,
+        params=1000,
+        train_seconds=100.0,
+        device="Some CPU (2 cores)",
+        backend="tensorflow",
+        keras_version="3.10.0",
+        precision="float32",
+        jit_compile=False,
+        preset="cpu",
+        config_hash=f"00000000000{seed}",
+        status="ok",
+        error="",
+    )
     row.update(changes)
     return row
 
@@ -187,8 +248,9 @@ def _write_old_file(path: Path, rows: list[dict]) -> Path:
 def test_the_helper_header_is_the_committed_one():
     """_head_header() is the header of experiments.csv as of commit e3c7178 (where git can tell)."""
     try:
-        shown = subprocess.run(["git", "show", "e3c7178:experiments.csv"], cwd=REPO, capture_output=True, text=True,
-                               timeout=30)
+        shown = subprocess.run(
+            ["git", "show", "e3c7178:experiments.csv"], cwd=REPO, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         pytest.skip("git is not available")
     if shown.returncode:
@@ -236,14 +298,18 @@ def test_a_row_with_new_columns_widens_an_old_file(tmp_path):
 def test_a_foreign_csv_is_refused_and_left_untouched(tmp_path):
     path = tmp_path / "foreign.csv"
     path.write_text("a,b\n1,2\n")
-    for action in (lambda: leaderboard.append_row(path, _row(0, group_hash="g")), lambda: leaderboard.read(path),
-                   lambda: leaderboard.merge(path, tmp_path / "lb.csv")):
+    for action in (
+        lambda: leaderboard.append_row(path, _row(0, group_hash="g")),
+        lambda: leaderboard.read(path),
+        lambda: leaderboard.merge(path, tmp_path / "lb.csv"),
+    ):
         with pytest.raises(ValueError, match="not kseg's leaderboard schema"):
             action()
     assert path.read_text() == "a,b\n1,2\n"
 
 
 # ----- grouping -------------------------------------------------------------------------------
+
 
 def test_runs_group_by_group_hash_not_by_their_shown_columns():
     """An --epochs 3 run of the same model, loss, dataset and preset is another experiment, not
@@ -286,8 +352,11 @@ def test_legacy_rows_group_by_their_recorded_columns(tmp_path):
     """Rows of a file from before group_hash: three seeds of one config are one group; a row that
     differs in epochs, precision or device is its own group."""
     rows = [_old_row(seed, 0.80 + seed / 100) for seed in range(3)]
-    rows += [_old_row(3, 0.5, epochs=3, epochs_run=3), _old_row(4, 0.6, precision="mixed_bfloat16"),
-             _old_row(5, 0.7, device="gpu")]
+    rows += [
+        _old_row(3, 0.5, epochs=3, epochs_run=3),
+        _old_row(4, 0.6, precision="mixed_bfloat16"),
+        _old_row(5, 0.7, device="gpu"),
+    ]
     path = _write_old_file(tmp_path / "old.csv", rows)
     summary = leaderboard.summarise(leaderboard.read(path))
     assert sorted(summary["n"]) == [1, 1, 1, 3]
@@ -304,7 +373,6 @@ def test_legacy_rows_group_by_their_recorded_columns(tmp_path):
 
 
 # ----- the chart leaves the plotting backend alone ---------------------------------------------
-
 
 
 def test_plot_leaves_the_matplotlib_backend_alone(pdf_backend, tmp_path):
@@ -332,8 +400,17 @@ def test_paired_comparison_pairs_by_seed_and_counts_the_runs_that_gained(tmp_pat
     gains = {("unet", 0): 0.04, ("unet", 1): -0.01, ("segnet", 0): 0.02, ("segnet", 1): 0.03}
     for i, ((model, seed), score) in enumerate(base_scores.items()):
         rows.append(_row(i, model=model, seed=seed, split_seed=seed, test_iou=score, config_hash=f"b{i}"))
-        rows.append(_row(i, model=model, seed=seed, split_seed=seed, test_iou=score + gains[model, seed],
-                         config_hash=f"n{i}", init_source="isic:abc"))
+        rows.append(
+            _row(
+                i,
+                model=model,
+                seed=seed,
+                split_seed=seed,
+                test_iou=score + gains[model, seed],
+                config_hash=f"n{i}",
+                init_source="isic:abc",
+            )
+        )
     rows.append(_row(9, model="unet", seed=2, split_seed=2, config_hash="n9", init_source="isic:abc"))  # no partner
     table = pd.DataFrame(rows)
     base, new = "32px w4 2ep plateau", "32px w4 2ep plateau init=isic"

@@ -223,9 +223,7 @@ def test_bfloat16_inputs(kind, mixed_bfloat16):
 def _identity_model():
     """A 1x1 conv with kernel 1 and bias 0: the logits are the inputs."""
     inputs = keras.Input((6, 6, 1))
-    outputs = keras.layers.Conv2D(1, 1, kernel_initializer="ones", bias_initializer="zeros")(
-        inputs
-    )
+    outputs = keras.layers.Conv2D(1, 1, kernel_initializer="ones", bias_initializer="zeros")(inputs)
     return keras.Model(inputs, outputs)
 
 

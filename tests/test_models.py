@@ -76,9 +76,9 @@ def test_every_layer_has_a_readable_name(name):
 def test_batchnorm_momentum_is_pytorch_default_and_configurable(name):
     default = kseg.models.build(name, input_shape=(16, 16, 3), base_filters=4, depth=2)
     custom = kseg.models.build(name, input_shape=(16, 16, 3), base_filters=4, depth=2, bn_momentum=0.5)
-    bn = [l for l in default.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert bn and all(l.momentum == 0.9 for l in bn)
-    assert all(l.momentum == 0.5 for l in custom.layers if isinstance(l, keras.layers.BatchNormalization))
+    bn = [layer for layer in default.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bn and all(layer.momentum == 0.9 for layer in bn)
+    assert all(layer.momentum == 0.5 for layer in custom.layers if isinstance(layer, keras.layers.BatchNormalization))
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -88,18 +88,21 @@ def test_fast_batch_norm_builds_the_same_network(name, tmp_path):
     build = dict(input_shape=(32, 32, 3), base_filters=4, depth=2)
     plain = kseg.models.build(name, **build)
     fast = kseg.models.build(name, batch_norm="fast", **build)
-    assert [l.name for l in fast.layers] == [l.name for l in plain.layers]
-    swapped = [l for l in fast.layers if isinstance(l, kseg.layers.FastBatchNormalization)]
-    assert len(swapped) == sum(isinstance(l, keras.layers.BatchNormalization) for l in plain.layers) > 0
+    assert [layer.name for layer in fast.layers] == [layer.name for layer in plain.layers]
+    swapped = [layer for layer in fast.layers if isinstance(layer, kseg.layers.FastBatchNormalization)]
+    assert len(swapped) == sum(isinstance(layer, keras.layers.BatchNormalization) for layer in plain.layers) > 0
     assert [w.path for w in fast.weights] == [w.path for w in plain.weights]
     fast.set_weights(plain.get_weights())
     x = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype("float32")
     for training in (True, False):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(fast(x, training=training)),
-                                   keras.ops.convert_to_numpy(plain(x, training=training)), atol=1e-3)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(fast(x, training=training)),
+            keras.ops.convert_to_numpy(plain(x, training=training)),
+            atol=1e-3,
+        )
     fast.save(tmp_path / "fast.keras")
     loaded = keras.saving.load_model(tmp_path / "fast.keras")
-    assert any(isinstance(l, kseg.layers.FastBatchNormalization) for l in loaded.layers)
+    assert any(isinstance(layer, kseg.layers.FastBatchNormalization) for layer in loaded.layers)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(fast(x)), atol=1e-6)
 
 

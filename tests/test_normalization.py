@@ -159,9 +159,7 @@ def _gradients(layer, x, w, training, dtype):
     w = ops.convert_to_tensor(w)
 
     def loss_terms(x_value, gamma_value, beta_value):
-        y, _ = layer.stateless_call(
-            [gamma_value, beta_value], moving, ops.cast(x_value, dtype), training=training
-        )
+        y, _ = layer.stateless_call([gamma_value, beta_value], moving, ops.cast(x_value, dtype), training=training)
         return ops.cast(y, "float32") * w
 
     _, dx = value_and_grad(lambda v: loss_terms(v, gamma, beta), x)
@@ -240,8 +238,9 @@ def test_frozen_layer_runs_in_inference_mode():
 
 
 def test_config_round_trip_and_keras_config():
-    layer = FastBatchNormalization(momentum=0.9, epsilon=1e-5, center=False, name="bn",
-                                   gamma_initializer="zeros", beta_regularizer="l2")
+    layer = FastBatchNormalization(
+        momentum=0.9, epsilon=1e-5, center=False, name="bn", gamma_initializer="zeros", beta_regularizer="l2"
+    )
     config = layer.get_config()
     clone = FastBatchNormalization.from_config(config)
     assert clone.get_config() == config
@@ -289,8 +288,9 @@ def test_weights_move_between_keras_and_fast_batchnorm():
     fast_model.set_weights(keras_model.get_weights())
     keras_model.get_layer("bn").set_weights(fast_model.get_layer("bn").get_weights())
     x = _data(shape=(2, 8, 8, 3))
-    np.testing.assert_allclose(ops.convert_to_numpy(fast_model(x)), ops.convert_to_numpy(keras_model(x)),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(fast_model(x)), ops.convert_to_numpy(keras_model(x)), rtol=1e-5, atol=1e-5
+    )
     # One training step from the same weights: same loss, same moving statistics.
     y = np.zeros((2, 8, 8, 1), "float32")
     losses = []
@@ -299,5 +299,6 @@ def test_weights_move_between_keras_and_fast_batchnorm():
         losses.append(float(model.train_on_batch(x, y)))
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     for keras_weight, fast_weight in zip(keras_model.weights, fast_model.weights):
-        np.testing.assert_allclose(ops.convert_to_numpy(fast_weight), ops.convert_to_numpy(keras_weight),
-                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            ops.convert_to_numpy(fast_weight), ops.convert_to_numpy(keras_weight), rtol=1e-4, atol=1e-5
+        )

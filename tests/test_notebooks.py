@@ -75,13 +75,31 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
     previous = os.environ.get("KSEG_CACHE_DIR")
     os.environ["KSEG_CACHE_DIR"] = str(root / "cache")
     try:
-        code = run_grid_command([
-            "--preset", "smoke", "--dataset", "synthetic", "--models", "unet", "--losses", "bce", "dice",
-            "--seeds", "0", "1",
-            # float32 explicitly: precision "auto" calls keras.distribution.list_devices, which the
-            # torch backend lacks (kseg.config.resolve_precision, reported to its owner).
-            "--precision", "float32", "--results", str(root / "experiments.csv"), "--output", str(root / "runs"), "--quiet",
-        ])
+        code = run_grid_command(
+            [
+                "--preset",
+                "smoke",
+                "--dataset",
+                "synthetic",
+                "--models",
+                "unet",
+                "--losses",
+                "bce",
+                "dice",
+                "--seeds",
+                "0",
+                "1",
+                # float32 explicitly: precision "auto" calls keras.distribution.list_devices, which the
+                # torch backend lacks (kseg.config.resolve_precision, reported to its owner).
+                "--precision",
+                "float32",
+                "--results",
+                str(root / "experiments.csv"),
+                "--output",
+                str(root / "runs"),
+                "--quiet",
+            ]
+        )
     finally:
         if previous is None:
             os.environ.pop("KSEG_CACHE_DIR", None)

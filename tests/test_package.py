@@ -55,8 +55,9 @@ def test_every_public_module_is_reachable_after_import_kseg():
     names = _public_modules()
     assert {"kseg", "kseg.data", "kseg.data.split", "kseg.models.unet", "kseg.refine", "kseg.run"} <= set(names)
     env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    done = subprocess.run([sys.executable, "-c", CHECK, json.dumps(names)], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK, json.dumps(names)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT ", 1)[1])
     assert result["missing"] == []
@@ -68,8 +69,14 @@ def test_every_public_module_is_reachable_after_import_kseg():
 def test_import_without_the_backend_installed_names_the_extras(backend):
     # sys.modules[name] = None makes `import name` fail as if the package were not installed.
     code = f"import sys; sys.modules[{backend!r}] = None; import kseg"
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "KERAS_BACKEND": backend},
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "KERAS_BACKEND": backend},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: kseg expects the Keras backend") and f"KERAS_BACKEND={backend}" in last

@@ -138,9 +138,13 @@ def test_batch_of_mixed_sizes_equals_one_by_one(model):
         assert np.mean(mask != single_mask) < 1e-3
 
 
-def test_predict_command_writes_masks_and_overlays_and_names_bad_files(model, model_path, image_folder, tmp_path, capsys):
+def test_predict_command_writes_masks_and_overlays_and_names_bad_files(
+    model, model_path, image_folder, tmp_path, capsys
+):
     out = tmp_path / "out"
-    code = main(["predict", "--model", str(model_path), "--input", str(image_folder), "--output", str(out), "--batch-size", "3"])
+    code = main(
+        ["predict", "--model", str(model_path), "--input", str(image_folder), "--output", str(out), "--batch-size", "3"]
+    )
     captured = capsys.readouterr()
     assert code == 1
     for name in BROKEN:
@@ -162,9 +166,35 @@ def test_predict_command_exit_codes(model_path, image_folder, tmp_path, capsys):
     one_file = image_folder / "odd_97x131.png"
     assert main(["predict", "--model", str(model_path), "--input", str(one_file), "--output", str(tmp_path / "a")]) == 0
     assert cv2.imread(str(tmp_path / "a" / "masks" / "odd_97x131.png"), cv2.IMREAD_UNCHANGED).shape == (97, 131)
-    assert main(["predict", "--model", str(tmp_path / "missing.keras"), "--input", str(one_file), "--output", str(tmp_path / "b")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(tmp_path / "missing.keras"),
+                "--input",
+                str(one_file),
+                "--output",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 2
+    )
     assert "missing.keras" in capsys.readouterr().err
-    assert main(["predict", "--model", str(model_path), "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "c")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model_path),
+                "--input",
+                str(tmp_path / "nowhere"),
+                "--output",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 2
+    )
     assert "nowhere" in capsys.readouterr().err
 
 
@@ -175,7 +205,11 @@ def labelled_folder(tmp_path: Path) -> Path:
     (root / "masks").mkdir()
     for seed, (h, w) in enumerate([(97, 131), (200, 300), (64, 64), (50, 70), (120, 90)]):
         image, mask = _lesion_picture(h, w, seed)
-        cv2.imwrite(str(root / "images" / f"case{seed}.jpg"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])
+        cv2.imwrite(
+            str(root / "images" / f"case{seed}.jpg"),
+            cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
+            [cv2.IMWRITE_JPEG_QUALITY, 98],
+        )
         cv2.imwrite(str(root / "masks" / f"case{seed}_seg.png"), mask * 255)
     return root
 
@@ -194,11 +228,24 @@ def _read_pairs_by_hand(root: Path, size: int) -> SegmentationDataset:
 
 def test_evaluate_command_matches_evaluate_and_a_numpy_iou(model, model_path, labelled_folder, tmp_path, capsys):
     csv_path = tmp_path / "scores.csv"
-    code = main([
-        "evaluate", "--model", str(model_path), "--images", str(labelled_folder / "images"),
-        "--masks", str(labelled_folder / "masks"), "--mask-suffix", "_seg", "--eval-size", "48",
-        "--csv", str(csv_path), "--per-image",
-    ])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(model_path),
+            "--images",
+            str(labelled_folder / "images"),
+            "--masks",
+            str(labelled_folder / "masks"),
+            "--mask-suffix",
+            "_seg",
+            "--eval-size",
+            "48",
+            "--csv",
+            str(csv_path),
+            "--per-image",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "mean IoU" in printed and "dataset IoU" in printed and "case3" in printed
@@ -235,9 +282,9 @@ def test_predict_gives_the_mask_that_evaluate_scores(model):
     eval_size = 48
     pictures = [_lesion_picture(eval_size, eval_size, seed) for seed in range(5)]
     images = [image for image, _ in pictures]
-    model_inputs = np.stack([
-        cv2.resize(image, (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_AREA) for image in images
-    ]).astype(np.float32) / np.float32(255)
+    model_inputs = np.stack(
+        [cv2.resize(image, (MODEL_SIZE, MODEL_SIZE), interpolation=cv2.INTER_AREA) for image in images]
+    ).astype(np.float32) / np.float32(255)
     logits = kseg.evaluation.predict_logits(model, model_inputs, (eval_size, eval_size), batch_size=8)
     scored = kseg.refine.binarise(logits)
     assert 0 < scored.mean() < 1
@@ -261,7 +308,9 @@ def test_predict_gives_the_mask_that_evaluate_scores(model):
     # evaluate() scores exactly those masks.
     ids = [f"case{i}" for i in range(len(images))]
     masks = np.stack([mask for _, mask in pictures]).astype(np.float32)[..., None]
-    inputs = SegmentationDataset(model_inputs, np.zeros((len(ids), MODEL_SIZE, MODEL_SIZE, 1), np.float32), ids, None, "in")
+    inputs = SegmentationDataset(
+        model_inputs, np.zeros((len(ids), MODEL_SIZE, MODEL_SIZE, 1), np.float32), ids, None, "in"
+    )
     targets = SegmentationDataset(np.stack(images).astype(np.float32) / 255, masks, ids, None, "eval")
     scores = evaluate(model, inputs, targets)
     predicted = scored[..., 0] > 0.5
@@ -271,10 +320,17 @@ def test_predict_gives_the_mask_that_evaluate_scores(model):
 
 
 def test_evaluate_command_reports_missing_masks(model_path, labelled_folder, capsys):
-    code = main([
-        "evaluate", "--model", str(model_path), "--images", str(labelled_folder / "images"),
-        "--masks", str(labelled_folder / "masks"),  # no --mask-suffix: no image finds its mask
-    ])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(model_path),
+            "--images",
+            str(labelled_folder / "images"),
+            "--masks",
+            str(labelled_folder / "masks"),  # no --mask-suffix: no image finds its mask
+        ]
+    )
     assert code == 2
     assert "without a mask" in capsys.readouterr().err
 
@@ -299,8 +355,22 @@ def test_model_saved_here_predicts_the_same_under_another_backend(model, model_p
     out = tmp_path / "other_backend"
     env = {**os.environ, "KERAS_BACKEND": other}
     result = subprocess.run(
-        [sys.executable, "-m", "kseg", "predict", "--model", str(model_path), "--input", str(image_folder), "--output", str(out)],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "kseg",
+            "predict",
+            "--model",
+            str(model_path),
+            "--input",
+            str(image_folder),
+            "--output",
+            str(out),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     for stem in READABLE:

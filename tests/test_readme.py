@@ -31,6 +31,7 @@ def test_ci_runs_the_readme_test_command_per_backend():
 
 # ----- the README's Python example runs (on the synthetic set, shrunk to seconds) ------------
 
+
 def _readme_python_example() -> str:
     readme = (REPO / "README.md").read_text()
     section = readme.split("## Use it from Python", 1)[1]
@@ -40,8 +41,12 @@ def _readme_python_example() -> str:
 
 
 # (README text, what the test runs instead): each must occur, so a README edit shows up here.
-SHRINK = [("image_size=256", "image_size=32"), ("input_shape=(256, 256, 3)", "input_shape=(32, 32, 3)"),
-          ("base_filters=64", "base_filters=4"), ("epochs=100", "epochs=1")]
+SHRINK = [
+    ("image_size=256", "image_size=32"),
+    ("input_shape=(256, 256, 3)", "input_shape=(32, 32, 3)"),
+    ("base_filters=64", "base_filters=4"),
+    ("epochs=100", "epochs=1"),
+]
 
 
 def test_the_readme_python_example_runs(tmp_path, monkeypatch):
@@ -72,5 +77,6 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     assert saved.exists()
     restored = keras.saving.load_model(saved)
     images = namespace["parts"].test.images[:2]
-    np.testing.assert_allclose(restored.predict(images, verbose=0), namespace["model"].predict(images, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        restored.predict(images, verbose=0), namespace["model"].predict(images, verbose=0), atol=1e-6
+    )

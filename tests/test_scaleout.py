@@ -102,8 +102,14 @@ def test_a_row_whose_config_already_has_an_ok_row_is_not_appended_twice(tmp_path
     ok = {**one_run.base_row(config), "status": "ok"}
     failed = one_run.failed_row(config, RuntimeError("worker lost"))
     results = tmp_path / "lb.csv"
-    rows = grid.run_grid([config], None, results, tmp_path / "runs", executor=_Replay([(config, failed), (config, ok), (config, ok)]),
-                         print_fn=lambda line: None)
+    rows = grid.run_grid(
+        [config],
+        None,
+        results,
+        tmp_path / "runs",
+        executor=_Replay([(config, failed), (config, ok), (config, ok)]),
+        print_fn=lambda line: None,
+    )
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert list(pd.read_csv(results)["status"]) == ["failed", "ok"]
 
@@ -121,7 +127,10 @@ def ray_cluster():
 @pytest.mark.slow
 def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequential_rows):
     results = tmp_path / "lb.csv"
-    assert run_grid_command([*SMOKE, "--executor", "ray", "--results", str(results), "--output", str(tmp_path / "runs")]) == 0
+    assert (
+        run_grid_command([*SMOKE, "--executor", "ray", "--results", str(results), "--output", str(tmp_path / "runs")])
+        == 0
+    )
     _assert_same_rows(pd.read_csv(results), sequential_rows, RAY_TOLERANCE)
     for run_id in pd.read_csv(results)["run_id"]:
         assert (tmp_path / "runs" / run_id / "model.keras").exists()
@@ -132,10 +141,22 @@ def test_ray_retries_a_run_whose_worker_died(ray_cluster, tmp_path, sequential_r
     marker = tmp_path / "crashed-once"
     monkeypatch.setenv(executors.CRASH_ONCE_ENV, f"{marker}:unet-dice")
     results = tmp_path / "lb.csv"
-    args = [*SMOKE, "--losses", "dice", "--executor", "ray", "--results", str(results), "--output", str(tmp_path / "runs")]
+    args = [
+        *SMOKE,
+        "--losses",
+        "dice",
+        "--executor",
+        "ray",
+        "--results",
+        str(results),
+        "--output",
+        str(tmp_path / "runs"),
+    ]
     assert run_grid_command(args) == 0
     assert marker.read_text().startswith("unet-dice-seed0-"), "the test hook should have killed the first attempt"
-    _assert_same_rows(pd.read_csv(results), sequential_rows[sequential_rows["loss"] == "dice"], RAY_TOLERANCE)  # one ok row
+    _assert_same_rows(
+        pd.read_csv(results), sequential_rows[sequential_rows["loss"] == "dice"], RAY_TOLERANCE
+    )  # one ok row
 
 
 def test_ray_missing_exits_2_with_the_install_command(tmp_path, monkeypatch, capsys):
@@ -173,11 +194,13 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 
     assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
     config = RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="synthetic", precision="float32",
-                                   augment="none", epochs=2, batch_size=4, seed=0, split_sizes=(16, 4, 4), synthetic_n=24)
+                                   augment="none", epochs=2, batch_size=4, seed=0, split_sizes=(16, 4, 4),
+                                   synthetic_n=24)
     parts = split(synthetic(n=24, image_size=32), seed=0, sizes=config.split_sizes)
     out = {}
     for distribute in ("none", "data-parallel"):
-        result = fit(config, parts, sys.argv[1] + "/" + distribute, policy="float32", verbose=False, distribute=distribute)
+        result = fit(config, parts, sys.argv[1] + "/" + distribute, policy="float32", verbose=False,
+                     distribute=distribute)
         out[distribute] = {k: [float(v) for v in result.history[k]] for k in ("loss", "val_loss", "val_iou")}
         out[distribute]["devices"] = len(result.model.trainable_variables[0].value.sharding.device_set)
     try:
@@ -194,8 +217,13 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 def test_data_parallel_on_two_cpu_devices_matches_single_device_training(tmp_path):
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    done = subprocess.run([sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(tmp_path)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.split("RESULT ", 1)[1])
     single, parallel = out["none"], out["data-parallel"]

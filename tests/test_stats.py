@@ -79,12 +79,33 @@ def _rows_and_scores(shift_b: float, shift_c: float, n: int = 40):
     for g, (model, shift) in enumerate((("a", 0.0), ("b", shift_b), ("c", shift_c))):
         for seed in (0, 1):
             config_hash = f"{model}{seed}"
-            rows.append({"run_id": f"{model}-{seed}", "model": model, "loss": "bce", "seed": seed, "split_seed": seed,
-                         "dataset": "ph2", "config_hash": config_hash, "group_hash": f"g{model}", "status": "ok",
-                         "test_iou": float((base[seed] - shift).mean())})
-            scores += [{"run_id": f"{model}-{seed}", "config_hash": config_hash, "set": "test", "case_id": f"case{i}",
-                        "iou": float(base[seed, i] - shift + (0.002 * (i % 3) if model == "b" else 0)), "dice": 0.0,
-                        "iou_plain": 0.0, "dice_plain": 0.0} for i in range(n)]
+            rows.append(
+                {
+                    "run_id": f"{model}-{seed}",
+                    "model": model,
+                    "loss": "bce",
+                    "seed": seed,
+                    "split_seed": seed,
+                    "dataset": "ph2",
+                    "config_hash": config_hash,
+                    "group_hash": f"g{model}",
+                    "status": "ok",
+                    "test_iou": float((base[seed] - shift).mean()),
+                }
+            )
+            scores += [
+                {
+                    "run_id": f"{model}-{seed}",
+                    "config_hash": config_hash,
+                    "set": "test",
+                    "case_id": f"case{i}",
+                    "iou": float(base[seed, i] - shift + (0.002 * (i % 3) if model == "b" else 0)),
+                    "dice": 0.0,
+                    "iou_plain": 0.0,
+                    "dice_plain": 0.0,
+                }
+                for i in range(n)
+            ]
     return pd.DataFrame(rows), pd.DataFrame(scores)
 
 
@@ -97,8 +118,9 @@ def test_compare_groups_marks_ties_and_separates_a_clear_loser():
     assert (result["images"] == 80).all()
     text = leaderboard.format_summary(leaderboard.summarise(table, per_image=per_image))
     assert "tied with best" in text or "(best)" in text
-    assert "| no |" in leaderboard.markdown_report(table.assign(test_dice=0.5, test_dataset_iou=0.5, train_seconds=1,
-                                                                epochs_run=1), per_image)
+    assert "| no |" in leaderboard.markdown_report(
+        table.assign(test_dice=0.5, test_dataset_iou=0.5, train_seconds=1, epochs_run=1), per_image
+    )
 
 
 def test_groups_without_shared_images_are_not_compared():

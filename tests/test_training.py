@@ -65,8 +65,10 @@ def test_keras_file_round_trip_with_every_loss_and_metric(name, tmp_path, tiny_d
     restored = keras.saving.load_model(tmp_path / "m.keras")  # no custom_objects needed
     np.testing.assert_array_equal(restored.predict(images, verbose=0), model.predict(images, verbose=0))
     assert type(restored.loss).__name__ == "Combo"
-    assert restored.evaluate(images, masks, verbose=0, return_dict=True).keys() == model.evaluate(
-        images, masks, verbose=0, return_dict=True).keys()
+    assert (
+        restored.evaluate(images, masks, verbose=0, return_dict=True).keys()
+        == model.evaluate(images, masks, verbose=0, return_dict=True).keys()
+    )
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -105,7 +107,10 @@ def test_weights_saved_under_another_backend_give_the_same_predictions(name, tmp
     weights, expected = tmp_path / "w.weights.h5", tmp_path / "pred.npy"
     saved = subprocess.run(
         [sys.executable, "-c", _SAVE_SCRIPT, name, str(weights), str(expected)],
-        env={**__import__("os").environ, "KERAS_BACKEND": other}, capture_output=True, text=True, timeout=300,
+        env={**__import__("os").environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert saved.returncode == 0, saved.stderr[-2000:]
     model = _tiny(name)
@@ -128,6 +133,7 @@ def test_sequence_trains_a_tiny_model():
 
 # ----- a loss that becomes NaN ----------------------------------------------------------------
 
+
 @pytest.fixture
 def smoke_run(tmp_path, monkeypatch):
     """Runs the smoke config of one unet through kseg.run.run_one; returns (row, run folder)."""
@@ -135,8 +141,12 @@ def smoke_run(tmp_path, monkeypatch):
 
     def run():
         data = DataCache("synthetic", None)
-        config = resolve_config(RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="synthetic",
-                                                      precision="float32", epochs=2), data)
+        config = resolve_config(
+            RunConfig.from_preset(
+                "smoke", model="unet", loss="bce", dataset="synthetic", precision="float32", epochs=2
+            ),
+            data,
+        )
         row = run_one(config, data, tmp_path / "runs", verbose=False)
         return row, tmp_path / "runs" / config.run_id
 
@@ -188,7 +198,8 @@ class PoisonFromEpoch2(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         # Before fit() reloads the best checkpoint: the scenario did make the weights NaN.
         PoisonFromEpoch2.weights_were_nan = any(
-            not np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.trainable_weights)
+            not np.isfinite(keras.ops.convert_to_numpy(w)).all() for w in self.model.trainable_weights
+        )
 
 
 class NaNOnPoison(keras.losses.Loss):

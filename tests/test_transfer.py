@@ -75,8 +75,9 @@ def test_a_partial_match_counts_what_it_loaded(tmp_path):
     assert report.loaded > 0 and report.fresh > 0
     assert report.loaded + report.fresh == len(model.weights)
     assert "enc0_down" in report.unmatched_layers and "enc0_block0_conv" not in report.unmatched_layers
-    np.testing.assert_array_equal(model.get_layer("enc1_block1_conv").get_weights()[0],
-                                  source.get_layer("enc1_block1_conv").get_weights()[0])
+    np.testing.assert_array_equal(
+        model.get_layer("enc1_block1_conv").get_weights()[0], source.get_layer("enc1_block1_conv").get_weights()[0]
+    )
 
 
 def test_a_useless_source_fails_naming_the_file_and_the_layers(tmp_path):
@@ -111,18 +112,34 @@ def test_source_identity_is_the_run_hash_or_a_weights_digest(tmp_path):
     _, run_dir = _saved_source(tmp_path)
     digest = transfer.source_identity(run_dir)
     assert digest.startswith("model:") and len(digest.split(":")[1]) == 12
-    (tmp_path / "source-unet" / "config.json").write_text(json.dumps({"config_hash": "00aa11bb22cc", "dataset": "isic"}))
+    (tmp_path / "source-unet" / "config.json").write_text(
+        json.dumps({"config_hash": "00aa11bb22cc", "dataset": "isic"})
+    )
     assert transfer.source_identity(run_dir) == "isic:00aa11bb22cc"
-    config = resolve_config(RunConfig.from_preset("smoke", model="unet", loss="bce", init_from=run_dir),
-                            DataCache("synthetic", None))
+    config = resolve_config(
+        RunConfig.from_preset("smoke", model="unet", loss="bce", init_from=run_dir), DataCache("synthetic", None)
+    )
     assert config.init_source == "isic:00aa11bb22cc"
 
 
 def test_the_grid_refuses_a_useless_source_before_any_run(tmp_path, capsys):
     (tmp_path / "broken.keras").write_text("not a zip")
     results = tmp_path / "lb.csv"
-    code = run_grid_command([*SMOKE, "--models", "unet", "--losses", "bce", "--init-from", str(tmp_path / "broken.keras"),
-                             "--results", str(results), "--output", str(tmp_path / "runs")])
+    code = run_grid_command(
+        [
+            *SMOKE,
+            "--models",
+            "unet",
+            "--losses",
+            "bce",
+            "--init-from",
+            str(tmp_path / "broken.keras"),
+            "--results",
+            str(results),
+            "--output",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 2 and not results.exists()
     assert "broken.keras" in capsys.readouterr().err
 
@@ -143,8 +160,19 @@ def test_init_from_a_grid_run_records_counts_in_the_row(tmp_path):
 def test_pretraining_runs_once_per_architecture_also_when_resumed(tmp_path, capsys):
     source = write_synthetic_folder(tmp_path / "source", n=40, seed=1)
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
-    common = [*SMOKE, "--models", "unet", "--pretrain-on", str(source), "--pretrain-epochs", "1",
-              "--results", str(results), "--output", str(runs)]
+    common = [
+        *SMOKE,
+        "--models",
+        "unet",
+        "--pretrain-on",
+        str(source),
+        "--pretrain-epochs",
+        "1",
+        "--results",
+        str(results),
+        "--output",
+        str(runs),
+    ]
     assert run_grid_command([*common, "--losses", "bce"]) == 0
     assert run_grid_command([*common, "--losses", "bce", "dice"]) == 0  # resumed and extended
     table = leaderboard.read(results)
@@ -171,8 +199,23 @@ def test_pretraining_configs_share_one_run_per_architecture():
 def test_an_external_set_that_overlaps_the_pretraining_set_is_refused(tmp_path, capsys):
     source = write_synthetic_folder(tmp_path / "source", n=40, seed=1)
     results = tmp_path / "lb.csv"
-    code = run_grid_command([*SMOKE, "--models", "unet", "--losses", "bce", "--pretrain-on", str(source),
-                             "--external", str(source), "--results", str(results), "--output", str(tmp_path / "runs")])
+    code = run_grid_command(
+        [
+            *SMOKE,
+            "--models",
+            "unet",
+            "--losses",
+            "bce",
+            "--pretrain-on",
+            str(source),
+            "--external",
+            str(source),
+            "--results",
+            str(results),
+            "--output",
+            str(tmp_path / "runs"),
+        ]
+    )
     assert code == 2 and not results.exists()
     err = capsys.readouterr().err
     assert f"--external {source} shares 40 case(s)" in err and "synthetic_1_0000" in err

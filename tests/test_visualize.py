@@ -10,8 +10,6 @@ from kseg import visualize
 pytestmark = pytest.mark.backend_independent
 
 
-
-
 def _cases(n=5, size=24):
     images = np.full((n, size, size, 3), 0.8, np.float32)
     masks = np.zeros((n, size, size, 1), np.float32)

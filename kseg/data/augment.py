@@ -57,12 +57,18 @@ def augment_pair(
             matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
             matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
             image = cv2.warpAffine(
-                np.ascontiguousarray(image), matrix, (w, h),
-                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101,
+                np.ascontiguousarray(image),
+                matrix,
+                (w, h),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT_101,
             )
             m = cv2.warpAffine(
-                np.ascontiguousarray(m), matrix, (w, h),
-                flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101,
+                np.ascontiguousarray(m),
+                matrix,
+                (w, h),
+                flags=cv2.INTER_NEAREST,
+                borderMode=cv2.BORDER_REFLECT_101,
             )
     if photometric:
         image = np.ascontiguousarray(image)

@@ -70,7 +70,7 @@ class SegmentationDataset:
         digest = hashlib.sha256()
         digest.update("\0".join(self.ids).encode())
         for items in (self.images, self.masks):
-            for array in (items if isinstance(items, list) else [items]):
+            for array in items if isinstance(items, list) else [items]:
                 array = np.ascontiguousarray(array)
                 digest.update(f"{array.dtype}{array.shape}".encode())
                 digest.update(array.tobytes())

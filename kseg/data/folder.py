@@ -15,9 +15,7 @@ def _image_files(folder: Path, what: str) -> dict[str, Path]:
         raise FileNotFoundError(f"{folder}: {what} folder not found")
     files = sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f))
     if not files:
-        raise FileNotFoundError(
-            f"{folder}: {what} folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
-        )
+        raise FileNotFoundError(f"{folder}: {what} folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     by_stem: dict[str, Path] = {}
     for f in files:
         if f.stem in by_stem:
@@ -64,8 +62,7 @@ def load_folder(
     orphans = sorted(m for s, m in masks.items() if s not in used)
     if orphans:
         warnings.warn(
-            f"{masks_dir}: {len(orphans)} mask(s) without an image (not loaded): "
-            f"{[o.name for o in orphans[:10]]}",
+            f"{masks_dir}: {len(orphans)} mask(s) without an image (not loaded): {[o.name for o in orphans[:10]]}",
             stacklevel=2,
         )
     return load_pairs(

@@ -35,9 +35,7 @@ def normalize_size(image_size: ImageSize) -> tuple[int, int] | None:
             h, w = image_size  # type: ignore[misc]
             size = (int(h), int(w))
         except (TypeError, ValueError):
-            raise ValueError(
-                f"image_size must be an int, a (height, width) pair or None; got {image_size!r}"
-            ) from None
+            raise ValueError(f"image_size must be an int, a (height, width) pair or None; got {image_size!r}") from None
     if min(size) <= 0:
         raise ValueError(f"image_size must be positive; got {image_size!r}")
     return size
@@ -89,19 +87,14 @@ def read_mask(path: str | os.PathLike, messages: list[str] | None = None) -> np.
         return grey.astype(np.uint8, copy=False)
     if set(values.tolist()) <= {0, 255}:
         return (grey > 127).astype(np.uint8)
-    message = (
-        f"{path}: mask is not binary ({len(values)} grey levels, e.g. {values[:6].tolist()}); "
-        "thresholding at 127"
-    )
+    message = f"{path}: mask is not binary ({len(values)} grey levels, e.g. {values[:6].tolist()}); thresholding at 127"
     warnings.warn(message, stacklevel=2)
     if messages is not None:
         messages.append(message)
     return (grey > 127).astype(np.uint8)
 
 
-def resize_pair(
-    image: np.ndarray, mask: np.ndarray, size: tuple[int, int] | None
-) -> tuple[np.ndarray, np.ndarray]:
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, np.ndarray]:
     """Resize image (INTER_AREA: no aliasing when shrinking) and mask (INTER_NEAREST: stays 0/1)."""
     if size is None or image.shape[:2] == size:
         return image, mask

@@ -64,12 +64,10 @@ def load_dataset(
         if (Path(path) / "images").is_dir() and (Path(path) / "masks").is_dir():
             return load_folder(*_folder_dirs(path), mask_suffix, image_size)
         raise FileNotFoundError(
-            f"{path}: neither a PH2 folder nor a folder with images/ and masks/.\n"
-            + not_found_message(path)
+            f"{path}: neither a PH2 folder nor a folder with images/ and masks/.\n" + not_found_message(path)
         )
-    notice = (
-        "PH2 not found; using the synthetic dataset instead (results are NOT PH2 results).\n"
-        + not_found_message(None)
+    notice = "PH2 not found; using the synthetic dataset instead (results are NOT PH2 results).\n" + not_found_message(
+        None
     )
     logger.warning(notice)
     warnings.warn(notice, stacklevel=2)

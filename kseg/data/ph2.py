@@ -42,9 +42,7 @@ def _layout(path: Path) -> str | None:
     """``"official"``, ``"flat"`` or ``None`` for a directory that may be a PH2 root."""
     if (path / OFFICIAL_IMAGES_DIR).is_dir():
         return "official"
-    if path.is_dir() and any(
-        f.stem.endswith("_lesion") and is_image_file(f) for f in path.iterdir()
-    ):
+    if path.is_dir() and any(f.stem.endswith("_lesion") and is_image_file(f) for f in path.iterdir()):
         return "flat"
     return None
 
@@ -106,9 +104,7 @@ def not_found_message(path: str | os.PathLike | None = None) -> str:
     )
 
 
-def download_ph2(
-    origin: str, file_hash: str, cache_dir: str | os.PathLike | None = None
-) -> Path:
+def download_ph2(origin: str, file_hash: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Download and extract a PH2 archive with ``keras.utils.get_file``; return its PH2 root.
 
     Args:
@@ -155,9 +151,7 @@ def read_xlsx_diagnosis(path: Path) -> dict[str, str | None]:
     Melanoma.
     """
     raw = pd.read_excel(path, header=None, dtype=object)
-    header_rows = [
-        i for i in range(len(raw)) if any(str(v).strip() == "Image Name" for v in raw.iloc[i])
-    ]
+    header_rows = [i for i in range(len(raw)) if any(str(v).strip() == "Image Name" for v in raw.iloc[i])]
     if not header_rows:
         raise ValueError(f"{path}: no 'Image Name' header row; is this the PH2_dataset.xlsx sheet?")
     header = [str(v).strip() for v in raw.iloc[header_rows[0]]]
@@ -188,13 +182,9 @@ def read_csv_diagnosis(path: Path) -> dict[str, str | None]:
     for column in ("image_id", "clinical_diagnosis"):
         if column not in table.columns:
             raise ValueError(
-                f"{path}: missing column {column!r} (has {list(table.columns)}); "
-                "expected image_id, clinical_diagnosis"
+                f"{path}: missing column {column!r} (has {list(table.columns)}); expected image_id, clinical_diagnosis"
             )
-    return {
-        str(i).strip(): _norm_label(d)
-        for i, d in zip(table["image_id"], table["clinical_diagnosis"])
-    }
+    return {str(i).strip(): _norm_label(d) for i, d in zip(table["image_id"], table["clinical_diagnosis"])}
 
 
 def _diagnosis_for(ids: list[str], candidates: list[Path]) -> list[str | None] | None:
@@ -226,9 +216,7 @@ def _official_pairs(root: Path) -> list[tuple[str, Path, Path]]:
             # The archive uses .bmp; accept any supported extension for re-encoded copies.
             found = [f for f in folder.glob(f"{stem}.*") if is_image_file(f)] if folder.is_dir() else []
             if not found:
-                raise FileNotFoundError(
-                    f"{folder / (stem + '.bmp')}: missing (case {cid} in {images_dir})"
-                )
+                raise FileNotFoundError(f"{folder / (stem + '.bmp')}: missing (case {cid} in {images_dir})")
             return sorted(found)[0]
 
         image = pick(case / f"{cid}_Dermoscopic_Image", cid)
@@ -250,8 +238,7 @@ def _flat_pairs(root: Path) -> list[tuple[str, Path, Path]]:
     no_image = sorted(set(masks) - set(images))
     if no_image:
         raise FileNotFoundError(
-            f"{root}: {len(no_image)} mask(s) without an image, e.g. {masks[no_image[0]]}; "
-            f"all: {no_image[:10]}"
+            f"{root}: {len(no_image)} mask(s) without an image, e.g. {masks[no_image[0]]}; all: {no_image[:10]}"
         )
     return [(cid, images[cid], masks[cid]) for cid in sorted(images)]
 
@@ -282,6 +269,4 @@ def load_ph2(
             f"{root}: no {CSV_NAME} or {XLSX_NAME}; diagnoses unknown, splits not stratified",
             stacklevel=2,
         )
-    return load_pairs(
-        [(c[1], c[2]) for c in cases], ids, image_size, "ph2", diagnosis, use_cache=use_cache
-    )
+    return load_pairs([(c[1], c[2]) for c in cases], ids, image_size, "ph2", diagnosis, use_cache=use_cache)

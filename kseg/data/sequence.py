@@ -48,8 +48,7 @@ class SegmentationSequence(keras.utils.PyDataset):
         if not isinstance(images, np.ndarray):
             if len({im.shape for im in images}) != 1:
                 raise ValueError(
-                    f"dataset {dataset.name!r} has images of different sizes; load it with "
-                    "image_size=... to batch it"
+                    f"dataset {dataset.name!r} has images of different sizes; load it with image_size=... to batch it"
                 )
             images, masks = np.stack(images), np.stack(masks)
         self.images = images

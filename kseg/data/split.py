@@ -134,9 +134,7 @@ def fold_indices(
     return rest[train], rest[val], test
 
 
-def split(
-    dataset: SegmentationDataset, seed: int = 0, sizes: Sequence[float] = (100, 50, 50)
-) -> Split:
+def split(dataset: SegmentationDataset, seed: int = 0, sizes: Sequence[float] = (100, 50, 50)) -> Split:
     """Split ``dataset`` into train/val/test parts by :func:`split_indices` (same arguments)."""
     return Split(*(dataset.subset(p) for p in split_indices(dataset, seed, sizes)))
 

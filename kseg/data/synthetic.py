@@ -62,9 +62,7 @@ def _draw_hairs(rng: np.random.Generator, h: int, w: int, scale: float) -> np.nd
         mid = (p0 + p2) / 2 + rng.normal(0, 0.15 * min(h, w), 2)
         pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * mid + t**2 * p2  # quadratic Bezier
         thickness = max(1, int(round(rng.uniform(0.6, 1.8) * scale)))
-        cv2.polylines(
-            layer, [np.round(pts * 16).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA, 4
-        )
+        cv2.polylines(layer, [np.round(pts * 16).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA, 4)
     return np.clip(layer, 0, 1)
 
 
@@ -155,6 +153,9 @@ def synthetic(n: int = 200, image_size: ImageSize = 256, seed: int = 0) -> Segme
         images[i], mask = synthetic_case(seed, i, size)
         masks[i, ..., 0] = mask
     return SegmentationDataset(
-        images=images, masks=masks, ids=[f"synthetic_{seed}_{i:04d}" for i in range(n)],
-        diagnosis=None, name="synthetic",
+        images=images,
+        masks=masks,
+        ids=[f"synthetic_{seed}_{i:04d}" for i in range(n)],
+        diagnosis=None,
+        name="synthetic",
     )
