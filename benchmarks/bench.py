@@ -40,9 +40,9 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(HERE))  # _machine, torch_twin: also when this file is loaded by path
+sys.path.insert(0, str(HERE))  # _hardware, torch_twin: also when this file is loaded by path
 
-import _machine  # noqa: E402
+from _hardware import device as hardware  # noqa: E402
 
 WORKER = HERE / "_worker.py"
 TORCH_TWIN = HERE / "torch_twin.py"
@@ -136,9 +136,9 @@ def plan_bf16(
     precisions: list[str], torch_modes: list[str], flags: set[str] | None = None, force: bool = False
 ) -> tuple[list[str], list[str], list[str]]:
     """The Keras precisions and torch modes to run, and one SKIP line per thing left out: bf16
-    ones are dropped where the CPU has no bf16 hardware (``_machine.bf16_support``) unless
+    ones are dropped where the CPU has no bf16 hardware (``hardware.bf16_support``) unless
     ``force``."""
-    supported, why = _machine.bf16_support(flags)
+    supported, why = hardware.bf16_support(flags)
     if supported or force:
         return list(precisions), list(torch_modes), []
     keep_p = [p for p in precisions if "bfloat16" not in p]
@@ -528,9 +528,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     deadline = Deadline(args.time_limit)
 
     # The machine first: what every figure below depends on.
-    flags = _machine.cpu_flags()
-    machine = _machine.machine_info(flags)
-    print(_machine.describe(machine), flush=True)
+    flags = hardware.cpu_flags()
+    machine = hardware.machine_info(flags)
+    print(hardware.describe(machine), flush=True)
     print(f"bf16: {'yes' if machine['bf16_supported'] else 'no'} ({machine['bf16_reason']})", flush=True)
     precisions, torch_modes, skipped = plan_bf16(args.precisions, args.torch_modes.split(","), flags, args.force_bf16)
     args.precisions, args.torch_modes = precisions, ",".join(torch_modes)

@@ -92,9 +92,9 @@ def main() -> None:
     if len(sys.argv) > 1:
         print(json.dumps({"tensorflow": time_tensorflow, "torch": time_torch}[sys.argv[1]]()))
         return
-    import _machine
+    from _hardware import device as hardware
 
-    print(_machine.describe(_machine.machine_info()))
+    print(hardware.describe(hardware.machine_info()))
     times = {}
     for framework in ("tensorflow", "torch"):
         done = subprocess.run([sys.executable, __file__, framework], capture_output=True, text=True, check=True)

@@ -58,11 +58,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if missing:
         print(f"SKIP int8 probe: needs {', '.join(missing)} (pip install nncf openvino)")
         return []
-    import _machine
     import nncf
     import openvino
+    from _hardware import device as hardware
 
-    print(_machine.describe(_machine.machine_info()), flush=True)
+    print(hardware.describe(hardware.machine_info()), flush=True)
     core = openvino.Core()
     size, batch = args.image_size, args.batch
     rng = np.random.default_rng(0)

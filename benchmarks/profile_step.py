@@ -36,7 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 HERE = REPO / "benchmarks"
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(HERE))  # _machine, torch_twin
+sys.path.insert(0, str(HERE))  # torch_twin
 TORCH_TWIN = HERE / "torch_twin.py"
 TORCH_REFERENCE = REPO.parent / "shared" / "bench" / "torch_reference.py"
 
@@ -280,10 +280,10 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         return
-    import _machine
+    from _hardware import device as hardware
 
-    info = _machine.machine_info()
-    print(_machine.describe(info), flush=True)
+    info = hardware.machine_info()
+    print(hardware.describe(info), flush=True)
     if args.precision == "mixed_bfloat16" and not (info["bf16_supported"] or args.force_bf16):
         print(
             f"SKIP bf16 (Keras mixed_bfloat16, torch bf16 autocast): {info['bf16_reason']}; "

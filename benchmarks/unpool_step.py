@@ -40,12 +40,12 @@ def one_hot_unpooling(values, positions, pool_size: int = 2):
 
 
 def main() -> None:
-    import _machine
     import tensorflow as tf
+    from _hardware import device as hardware
 
     from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 
-    print(_machine.describe(_machine.machine_info()))
+    print(hardware.describe(hardware.machine_info()))
     print("| unpooled shape | formulation | forward ms | forward + backward ms |\n|---|---|---|---|")
     layer = MaxUnpooling2D(dtype="mixed_bfloat16")  # as in a mixed_bfloat16 model: no cast to float32
     for shape in SHAPES:

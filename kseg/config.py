@@ -12,12 +12,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from typing import Any
 
 import keras
 
 from kseg import __version__ as KSEG_VERSION
+from kseg import device
 from kseg.layers import BATCH_NORMALIZATIONS
 
 # Each preset is a complete set of RunConfig defaults; flags override single fields.
@@ -209,7 +209,7 @@ class RunConfig:
             **fields,
             "backend": keras.backend.backend(),
             "kseg_version": KSEG_VERSION,
-            "device": device_description(),
+            "device": device.device_description(),
         }
 
     @property
@@ -242,38 +242,6 @@ def _hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _on_gpu() -> bool:
-    """True where Keras' backend sees a GPU (device names differ: "gpu:0", "cuda:0", ...)."""
-    try:
-        devices = keras.distribution.list_devices()
-    except (AttributeError, NotImplementedError):
-        # The torch backend has no distribution library; a tensor shows where Keras puts data.
-        devices = [str(keras.ops.convert_to_tensor(0.0).device)]
-    return any(d.lower().split(":")[0].endswith(("gpu", "cuda")) for d in devices)
-
-
-def device_description() -> str:
-    """Where runs execute, for the leaderboard: "gpu" or the CPU's model name and core count."""
-    if _on_gpu():
-        return "gpu"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        model = "cpu"
-    return f"{model} ({os.cpu_count()} cores)"
-
-
-def _cpu_has_bf16() -> bool:
-    """True where the CPU has native bf16 matrix units (AVX512-BF16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
     AVX512-BF16/AMX, where TensorFlow trained 1.3-1.7x and Keras-on-torch 1.3-2.1x faster than in
@@ -283,9 +251,9 @@ def resolve_precision(precision: str = "auto") -> str:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
     if precision != "auto":
         return precision
-    if _on_gpu():
+    if device.on_gpu():
         return "mixed_bfloat16"
-    if _cpu_has_bf16() and keras.backend.backend() != "jax":
+    if device.cpu_has_bf16() and keras.backend.backend() != "jax":
         return "mixed_bfloat16"
     return "float32"
 
@@ -305,4 +273,4 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     backend = keras.backend.backend()
     if backend == "jax":
         return True
-    return backend == "tensorflow" and _on_gpu()
+    return backend == "tensorflow" and device.on_gpu()

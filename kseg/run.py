@@ -17,8 +17,9 @@ import keras
 import numpy as np
 
 from kseg import leaderboard, refine, transfer
-from kseg.config import KSEG_VERSION, RunConfig, device_description, resolve_jit_compile, resolve_precision
+from kseg.config import KSEG_VERSION, RunConfig, resolve_jit_compile, resolve_precision
 from kseg.data import SegmentationDataset, Split, concatenate, fold_indices, load_dataset, split_indices
+from kseg.device import device_description
 from kseg.evaluation import predict_logits, score_masks
 from kseg.refine import binarise
 from kseg.training import DivergedError, fit

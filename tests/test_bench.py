@@ -303,15 +303,15 @@ def bench():
 
 @pytest.mark.backend_independent
 def test_bf16_is_skipped_where_the_cpu_lacks_it(bench, monkeypatch):
-    monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: CPUINFO_NO_BF16)
-    assert bench._machine.cpu_flags() == {"fpu", "sse2", "avx2", "avx512f"}
+    monkeypatch.setattr(bench.hardware, "read_cpuinfo", lambda: CPUINFO_NO_BF16)
+    assert bench.hardware.cpu_flags() == {"fpu", "sse2", "avx2", "avx512f"}
     precisions, modes, notes = bench.plan_bf16(["float32", "mixed_bfloat16"], ["fp32", "fp32-cl", "bf16", "bf16-cl"])
     assert precisions == ["float32"] and modes == ["fp32", "fp32-cl"]
     assert len(notes) == 1 and notes[0].startswith("SKIP bf16")
     assert "mixed_bfloat16" in notes[0] and "torch bf16-cl" in notes[0] and "avx512_bf16" in notes[0]
     # --force-bf16 keeps them
     assert bench.plan_bf16(["mixed_bfloat16"], ["bf16"], force=True) == (["mixed_bfloat16"], ["bf16"], [])
-    info = bench._machine.machine_info()
+    info = bench.hardware.machine_info()
     assert info["cpu_flags"] == {
         "avx2": True,
         "avx512f": True,
@@ -327,7 +327,7 @@ def test_bf16_is_skipped_where_the_cpu_lacks_it(bench, monkeypatch):
 )
 @pytest.mark.backend_independent
 def test_bf16_runs_where_the_cpu_has_it(bench, monkeypatch, cpuinfo):
-    monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: cpuinfo)
+    monkeypatch.setattr(bench.hardware, "read_cpuinfo", lambda: cpuinfo)
     assert bench.plan_bf16(["float32", "mixed_bfloat16"], ["fp32", "bf16-cl"]) == (
         ["float32", "mixed_bfloat16"],
         ["fp32", "bf16-cl"],
@@ -337,15 +337,15 @@ def test_bf16_runs_where_the_cpu_has_it(bench, monkeypatch, cpuinfo):
 
 @pytest.mark.backend_independent
 def test_no_cpuinfo_means_no_bf16(bench, monkeypatch):
-    monkeypatch.setattr(bench._machine, "read_cpuinfo", lambda: "")
-    supported, why = bench._machine.bf16_support()
+    monkeypatch.setattr(bench.hardware, "read_cpuinfo", lambda: "")
+    supported, why = bench.hardware.bf16_support()
     assert not supported and "unknown" in why
 
 
 @pytest.mark.backend_independent
 def test_the_header_names_the_cpu_and_its_flags(bench):
-    info = bench._machine.machine_info({"avx2", "amx_tile"})
-    line = bench._machine.describe(info)
+    info = bench.hardware.machine_info({"avx2", "amx_tile"})
+    line = bench.hardware.describe(info)
     assert info["cpu_model"] and info["cpu_model"] in line
     assert "avx2=yes" in line and "amx_tile=yes" in line and "avx512_bf16=no" in line
 

@@ -99,7 +99,7 @@ def test_kseg_version_backend_and_device_are_part_of_the_hash(monkeypatch):
     assert config.identity()["kseg_version"] == "9.9.9"
     after_version = config.config_hash, config.group_hash
     assert after_version[0] != before[0] and after_version[1] != before[1]
-    monkeypatch.setattr(kconfig, "device_description", lambda: "gpu")
+    monkeypatch.setattr(kconfig.device, "device_description", lambda: "gpu")
     assert config.config_hash not in (before[0], after_version[0])
 
 
@@ -165,14 +165,14 @@ MACHINES = [
 
 @pytest.mark.parametrize("backend, gpu, bf16, precision, jit", MACHINES)
 def test_auto_precision_and_jit_per_machine(monkeypatch, backend, gpu, bf16, precision, jit):
-    monkeypatch.setattr(kconfig, "_on_gpu", lambda: gpu)
-    monkeypatch.setattr(kconfig, "_cpu_has_bf16", lambda: bf16)
+    monkeypatch.setattr(kconfig.device, "on_gpu", lambda: gpu)
+    monkeypatch.setattr(kconfig.device, "cpu_has_bf16", lambda: bf16)
     monkeypatch.setattr(kconfig.keras.backend, "backend", lambda: backend)
     assert resolve_precision("auto") == precision
     assert resolve_jit_compile("auto") is jit
     assert resolve_precision("float32") == "float32" and resolve_precision("mixed_float16") == "mixed_float16"
     assert resolve_jit_compile("false") is False and resolve_jit_compile(True) is True
-    assert kconfig.device_description() == "gpu" if gpu else "cores)" in kconfig.device_description()
+    assert kconfig.device.device_description() == "gpu" if gpu else "cores)" in kconfig.device.device_description()
 
 
 def test_bad_precision_and_jit_values():
@@ -184,9 +184,9 @@ def test_bad_precision_and_jit_values():
 
 def test_on_gpu_reads_the_backends_devices(monkeypatch):
     monkeypatch.setattr(kconfig.keras.distribution, "list_devices", lambda: ["cpu:0", "cuda:0"])
-    assert kconfig._on_gpu() is True
+    assert kconfig.device.on_gpu() is True
     monkeypatch.setattr(kconfig.keras.distribution, "list_devices", lambda: ["CPU:0"])
-    assert kconfig._on_gpu() is False
+    assert kconfig.device.on_gpu() is False
 
 
 def test_smoke_preset_is_small():

@@ -1,9 +1,11 @@
-"""What the benchmarks need to know about the CPU: its model name, the vector/matrix flags that
-decide how fast fp32 and bf16 run, and whether bf16 has hardware support at all.
+"""What kseg knows about the hardware it runs on: the CPU's model name and flags, whether bf16
+has hardware support, whether Keras sees a GPU, and the device string that enters every run's
+identity. The benchmarks (``benchmarks/``) print and record the same facts.
 
 bf16 counts as supported only with ``avx512_bf16`` or ``amx_bf16`` (x86) or ``bf16`` (Arm's
 ``Features``). Without them PyTorch and oneDNN emulate bf16 with fp32 arithmetic plus
-conversions, slower than fp32 itself, so timing it says nothing about the code under test.
+conversions, slower than fp32 itself: precision ``auto`` then trains in float32, and the
+benchmarks skip bf16.
 """
 
 from __future__ import annotations
@@ -88,3 +90,46 @@ def describe(info: dict) -> str:
     """One line for the top of the output."""
     flags = " ".join(f"{f}={'yes' if on else 'no'}" for f, on in info["cpu_flags"].items())
     return f"cpu: {info['cpu_model']} ({info['cpus']} cpus); flags: {flags}"
+
+
+def cpu_has_bf16() -> bool:
+    """True where the CPU computes bf16 natively (:data:`BF16_FLAGS`)."""
+    return bf16_support()[0]
+
+
+def on_gpu() -> bool:
+    """True where Keras' backend sees a GPU (device names differ: "gpu:0", "cuda:0", ...)."""
+    import keras  # here, so that the benchmarks' driver can read the CPU without a backend
+
+    try:
+        devices = keras.distribution.list_devices()
+    except (AttributeError, NotImplementedError):
+        # The torch backend has no distribution library; a tensor shows where Keras puts data.
+        devices = [str(keras.ops.convert_to_tensor(0.0).device)]
+    return any(d.lower().split(":")[0].endswith(("gpu", "cuda")) for d in devices)
+
+
+def device_description() -> str:
+    """Where runs execute, for the leaderboard and every run's identity: "gpu", or /proc/cpuinfo's
+    model name and the core count (not lscpu's longer name: the committed rows' hashes hold this)."""
+    if on_gpu():
+        return "gpu"
+    model = next(
+        (line.split(":", 1)[1].strip() for line in read_cpuinfo().splitlines() if line.startswith("model name")), "cpu"
+    )
+    return f"{model} ({os.cpu_count()} cores)"
+
+
+__all__ = [
+    "BF16_FLAGS",
+    "RELEVANT_FLAGS",
+    "bf16_support",
+    "cpu_flags",
+    "cpu_has_bf16",
+    "cpu_model",
+    "describe",
+    "device_description",
+    "machine_info",
+    "on_gpu",
+    "read_cpuinfo",
+]
