@@ -517,8 +517,12 @@ def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) 
     if summary.empty:
         return "No completed runs yet."
     dice = summarise(table, metric="test_dice").set_index("group")
+    # External sets the runs were scored on (--external): their IoU, mean +- std over seeds.
+    externals = [c for c in table if EXTERNAL_COLUMN.match(c) and c.endswith("_iou") and not c.endswith("dataset_iou")]
+    externals = {c: summarise(table, metric=c).set_index("group") for c in externals if table[c].notna().any()}
     compared = "pooled" in summary
     header = [*SHOWN, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
+    header += [c.removeprefix("ext_").removesuffix("_iou") + " IoU" for c in externals]
     header += ["pooled IoU [95% CI]", "tied with best"] if compared else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in summary.itertuples(index=False):
@@ -530,24 +534,24 @@ def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) 
             f"{r.train_seconds:.0f}",
             f"{r.epochs_run:.0f}",
         ]
+        for other in externals.values():
+            known = r.group in other.index and not pd.isna(other.loc[r.group, "mean"])
+            cells.append(_spread(other.loc[r.group, "mean"], other.loc[r.group, "std"]) if known else "-")
         if compared:
-            known = not pd.isna(r.pooled)
-            cells += [
-                f"{r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]" if known else "-",
-                (
-                    "best"
-                    if r.note == "best"
-                    else "yes"
-                    if r.tied is True
-                    else "no"
-                    if r.tied is False
-                    else "not compared"
-                )
-                if known
-                else "-",
-            ]
+            cells += (
+                [f"{r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]", _tie_label(r)]
+                if not pd.isna(r.pooled)
+                else ["-"] * 2
+            )
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _tie_label(r) -> str:
+    """``best``, ``yes`` (tied with it), ``no``, or ``not compared`` (no image in common)."""
+    if r.note == "best":
+        return "best"
+    return "not compared" if pd.isna(r.tied) else "yes" if r.tied else "no"
 
 
 def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | None = None) -> str:
