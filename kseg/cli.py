@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from kseg._errors import unknown_name
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 
 
@@ -25,14 +27,14 @@ def _names(values: Sequence[str]) -> list[str]:
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1; got {value}")
+        raise argparse.ArgumentTypeError(f"expects an integer >= 1. Received: {value}")
     return value
 
 
 def _probability(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be strictly between 0 and 1; got {value}")
+        raise argparse.ArgumentTypeError(f"expects a number strictly between 0 and 1. Received: {value}")
     return value
 
 
@@ -283,7 +285,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     model_names, loss_names = _names(args.models), _names(args.losses)
     unknown_models = [m for m in model_names if m not in models.available()]
     if unknown_models:
-        parser.error(f"unknown model(s) {', '.join(unknown_models)}; choose from {', '.join(models.available())}")
+        parser.error(str(unknown_name("model", ", ".join(unknown_models), models.available())))
     for name in loss_names:
         try:
             losses.get(name)

@@ -18,6 +18,7 @@ import keras
 
 from kseg import __version__ as KSEG_VERSION
 from kseg import device
+from kseg._errors import invalid_value, unknown_name
 from kseg.layers import BATCH_NORMALIZATIONS
 
 # Each preset is a complete set of RunConfig defaults; flags override single fields.
@@ -161,23 +162,23 @@ class RunConfig:
             ("batch_norm", BATCH_NORMS),
         ):
             if getattr(self, name) not in allowed:
-                raise ValueError(f"Unknown {name} {getattr(self, name)!r}; choose one of {', '.join(allowed)}.")
+                raise unknown_name(name, getattr(self, name), allowed)
         if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must be a momentum in [0, 1); got {self.ema}")
+            raise invalid_value("ema", "a momentum in [0, 1)", self.ema)
         if not 0.0 < self.min_scale <= 1.1:
-            raise ValueError(f"min_scale must be in (0, 1.1]; got {self.min_scale}")
+            raise invalid_value("min_scale", "in (0, 1.1]", self.min_scale)
         if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
             raise ValueError(
                 f"folds expects 0 (no cross-validation) or >= 2 with 0 <= fold < folds. "
                 f"Received: folds={self.folds}, fold={self.fold}"
             )
         if self.val_every < 1:
-            raise ValueError(f"val_every must be at least 1; got {self.val_every}")
+            raise invalid_value("val_every", "at least 1", self.val_every)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "RunConfig":
         if preset not in PRESETS:
-            raise ValueError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+            raise unknown_name("preset", preset, PRESETS)
         fields = {**PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
         return cls(preset=preset, **fields)
 
@@ -248,7 +249,7 @@ def resolve_precision(precision: str = "auto") -> str:
     float32, at the same IoU: BENCHMARKS.md), else float32. JAX stays float32 on a CPU: there
     its bf16 trained at 0.91-1.06x its float32 speed, no gain for the lost precision."""
     if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}.")
+        raise unknown_name("precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
     if device.on_gpu():
@@ -269,7 +270,7 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     if jit_compile in ("false", "False", "0"):
         return False
     if jit_compile != "auto":
-        raise ValueError(f"jit_compile must be auto, true or false; got {jit_compile!r}.")
+        raise invalid_value("jit_compile", "auto, true or false", jit_compile)
     backend = keras.backend.backend()
     if backend == "jax":
         return True

@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Protocol, Sequence
 import keras
 
 from kseg import run as one_run
+from kseg._errors import invalid_value, unknown_name
 from kseg.config import RunConfig
 
 EXECUTORS = ("local", "ray")
@@ -81,7 +82,7 @@ class LocalExecutor:
 
     def __init__(self, jobs: int = 1):
         if jobs < 1:
-            raise ValueError(f"--jobs must be at least 1; got {jobs}")
+            raise invalid_value("jobs", "at least 1", jobs)
         self.jobs = jobs
 
     def run(
@@ -233,4 +234,4 @@ def make_executor(
         return LocalExecutor(jobs)
     if name == "ray":
         return RayExecutor(ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
-    raise ValueError(f"Unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}.")
+    raise unknown_name("executor", name, EXECUTORS)

@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from kseg import refine
+from kseg._errors import unknown_name
 
 __all__ = [
     "FORMATS",
@@ -84,7 +85,7 @@ def unsupported_reason(format: str, backend: str | None = None) -> str | None:
 
     backend = backend or keras.backend.backend()
     if format not in FORMATS:
-        return f"unknown export format {format!r}; choose from {', '.join(FORMATS)}"
+        return str(unknown_name("export format", format, FORMATS))
     if (backend, format) not in _EXPORTER_MODULES:
         if backend == "torch" and format == "saved_model":
             return (
@@ -281,7 +282,7 @@ class _ExportedEngine:
     def _set_input_shape(self, shape: Sequence) -> None:
         batch, *rest = shape
         if len(rest) != 3 or not all(isinstance(d, int) for d in rest):
-            raise ValueError(f"{self.path}: expected a fixed (H, W, C) input; got {list(shape)}")
+            raise ValueError(f"{self.path}: expected a fixed (H, W, C) input. Received: {list(shape)}")
         #: The batch size the artifact was exported with, or ``None`` when it takes any.
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.input_shape = (self.fixed_batch, *rest)
@@ -381,7 +382,7 @@ class OpenVinoEngine(_ExportedEngine):
         except ImportError as error:
             raise ImportError("the openvino engine needs OpenVINO: pip install 'kseg[openvino]'") from error
         if precision not in OPENVINO_PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}; choose from {', '.join(OPENVINO_PRECISIONS)}")
+            raise unknown_name("precision", precision, OPENVINO_PRECISIONS)
         self.path = self._check_file(path)
         self.precision = precision
         self.core = openvino.Core()

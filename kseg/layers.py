@@ -13,12 +13,14 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kseg._errors import unknown_name
+
 
 def _check_divisible(shape: tuple, pool_size: int, layer_name: str) -> None:
     height, width = shape[1], shape[2]
     for side, label in ((height, "height"), (width, "width")):
         if side is None:
-            raise ValueError(f"{layer_name} needs a static {label}; got input shape {shape}.")
+            raise ValueError(f"{layer_name} expects a static {label}. Received: input shape {shape}")
         if side % pool_size:
             raise ValueError(f"{layer_name}: input {label} {side} is not divisible by pool_size {pool_size}.")
 
@@ -152,7 +154,7 @@ def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9, batch_norm:
     function and weights in fewer passes.
     """
     if batch_norm not in BATCH_NORMALIZATIONS:
-        raise ValueError(f"Unknown batch_norm {batch_norm!r}; choose one of {', '.join(BATCH_NORMALIZATIONS)}.")
+        raise unknown_name("batch_norm", batch_norm, BATCH_NORMALIZATIONS)
     norm = BATCH_NORMALIZATIONS[batch_norm]
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
@@ -489,7 +491,7 @@ class FastBatchNormalization(layers.Layer):
     def build(self, input_shape):
         channels = input_shape[-1]
         if channels is None:
-            raise ValueError(f"{self.name} needs a static channel count; got input shape {input_shape}.")
+            raise ValueError(f"{self.name} expects a static channel count. Received: input shape {input_shape}")
         shape = (channels,)
         if self.scale:
             self.gamma = self.add_weight(

@@ -27,6 +27,8 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 from filelock import FileLock
 
+from kseg._errors import unknown_name
+
 COLUMNS: tuple[str, ...] = (
     "timestamp",
     "run_id",
@@ -204,9 +206,11 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
     path = Path(path)
     unknown = {c for c in row if not known_column(c)}
     if unknown:
-        raise ValueError(f"Unknown leaderboard columns {sorted(unknown)}; the schema is {COLUMNS}.")
+        raise ValueError(
+            f"Unknown leaderboard columns. Expected those of the schema {COLUMNS}. Received: {sorted(unknown)}"
+        )
     if row.get("status") not in STATUSES:
-        raise ValueError(f"status must be one of {STATUSES}; got {row.get('status')!r}")
+        raise unknown_name("status", row.get("status"), STATUSES)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         old = path.read_text() if path.exists() else ""

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 import kseg  # noqa: F401  (registers kseg's layers, losses and metrics for load_model)
 from kseg import refine
+from kseg._errors import invalid_value, unknown_name
 from kseg.data import load_dataset, load_folder, read_image
 from kseg.data.io import is_image_file
 from kseg.evaluation import Evaluation, evaluate
@@ -42,7 +43,7 @@ def _as_uint8_rgb(image: np.ndarray) -> np.ndarray:
     """Accepts uint8 RGB or float RGB in [0, 1]; returns uint8 RGB ``(H, W, 3)``."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image; got shape {image.shape}")
+        raise ValueError(f"Expected an (H, W, 3) RGB image. Received: shape {image.shape}")
     if image.dtype == np.uint8:
         return image
     return (np.clip(image, 0.0, 1.0) * 255.0).round().astype(np.uint8)
@@ -70,7 +71,7 @@ def predict_mask_batch(
     if not len(images):
         return []
     if not 0.0 < threshold < 1.0:
-        raise ValueError(f"threshold must be a probability strictly between 0 and 1; got {threshold}")
+        raise invalid_value("threshold", "a probability strictly between 0 and 1", threshold)
     refinement = refinement or refine.Refinement()
     uint8_images = [_as_uint8_rgb(im) for im in images]
     batch = _model_batch(uint8_images, model_input_size(model))
@@ -213,7 +214,7 @@ def load_engine(path: str | os.PathLike, engine: str = "keras", precision: str =
         from kseg.export import OpenVinoEngine
 
         return OpenVinoEngine(path, precision=precision)
-    raise ValueError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    raise unknown_name("engine", engine, ENGINES)
 
 
 # ----- end of inference engines -----

@@ -41,6 +41,7 @@ import keras
 import numpy as np
 
 from kseg import metrics
+from kseg._errors import unknown_name
 
 __all__ = [
     "TTA_MODES",
@@ -78,7 +79,7 @@ ArrayFn = Callable[[np.ndarray], np.ndarray]
 
 def _check_mode(mode: str, modes: tuple[str, ...], what: str) -> str:
     if mode not in modes:
-        raise ValueError(f"Unknown {what} mode {mode!r}; expected one of {modes}")
+        raise unknown_name(f"{what} mode", mode, modes)
     return mode
 
 
@@ -115,7 +116,7 @@ class Refinement:
         """Builds a refinement from ``to_dict()``'s output; missing keys take their defaults."""
         unknown = set(config) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"Unknown refinement keys {sorted(unknown)}; expected 'tta' and 'postprocess'")
+            raise ValueError(f"A refinement expects the keys 'tta' and 'postprocess'. Received: {sorted(unknown)}")
         return cls(**config)
 
     def describe(self) -> str:
@@ -183,9 +184,11 @@ def tta_predict_logits(model: keras.Model, images: np.ndarray, mode: str = "none
     views = _views(mode)
     images = np.asarray(images)
     if images.ndim != 4:
-        raise ValueError(f"Expected an NHWC batch of images; got shape {images.shape}")
+        raise ValueError(f"Expected an NHWC batch of images. Received: shape {images.shape}")
     if mode == "d4" and images.shape[1] != images.shape[2]:
-        raise ValueError(f"TTA mode 'd4' rotates by 90 degrees and needs square images; got shape {images.shape}")
+        raise ValueError(
+            f"TTA mode 'd4' rotates by 90 degrees and expects square images. Received: shape {images.shape}"
+        )
     total = None
     for forward, inverse in views:
         # Contiguous copy: torch cannot wrap numpy's negative-stride views.
@@ -278,7 +281,7 @@ def postprocess(masks: np.ndarray, mode: str) -> np.ndarray:
         for index, mask in enumerate(masks):
             processed[index, ..., 0] = _postprocess_one(mask[..., 0], mode)
         return processed
-    raise ValueError(f"Expected masks of shape (N, H, W, 1), (H, W, 1) or (H, W); got {masks.shape}")
+    raise ValueError(f"Expected masks of shape (N, H, W, 1), (H, W, 1) or (H, W). Received: {masks.shape}")
 
 
 # --- Choosing on validation -----------------------------------------------------------------
@@ -417,7 +420,7 @@ def attach(model: keras.Model, refinement: Refinement) -> keras.Model:
     ``load_model_with_refinement(path)`` attaches it again.
     """
     if not isinstance(refinement, Refinement):
-        raise TypeError(f"Expected a Refinement; got {type(refinement).__name__}")
+        raise TypeError(f"Expected a Refinement. Received: {type(refinement).__name__}")
     setattr(model, _ATTRIBUTE, refinement)
     return model
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 
 from kseg import losses, metrics, models, transfer
+from kseg._errors import unknown_name
 from kseg.config import RunConfig, resolve_jit_compile
 from kseg.data import SegmentationSequence, Split
 
@@ -66,7 +67,7 @@ DISTRIBUTE = ("none", "data-parallel")
 def check_distribute(distribute: str) -> None:
     """Raises ValueError where ``distribute`` cannot run here (before any run starts, ideally)."""
     if distribute not in DISTRIBUTE:
-        raise ValueError(f"Unknown distribute {distribute!r}; choose one of {', '.join(DISTRIBUTE)}.")
+        raise unknown_name("distribute", distribute, DISTRIBUTE)
     if distribute == "data-parallel" and keras.backend.backend() != "jax":
         raise ValueError(
             "data-parallel training needs the JAX backend (keras.distribution supports JAX only); "

@@ -176,9 +176,11 @@ def test_auto_precision_and_jit_per_machine(monkeypatch, backend, gpu, bf16, pre
 
 
 def test_bad_precision_and_jit_values():
-    with pytest.raises(ValueError, match="Unknown precision 'fp8'"):
+    with pytest.raises(
+        ValueError, match=r"Unknown precision 'fp8'. Expected one of: auto, float32, .*Received: precision='fp8'"
+    ):
         resolve_precision("fp8")
-    with pytest.raises(ValueError, match="jit_compile must be"):
+    with pytest.raises(ValueError, match=r"`jit_compile` must be auto, true or false. Received: jit_compile='maybe'"):
         resolve_jit_compile("maybe")
 
 

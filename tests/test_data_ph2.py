@@ -178,7 +178,10 @@ def test_load_dataset_auto(tmp_path, monkeypatch):
     assert load_dataset("auto", image_size=16).name == "ph2"
     with pytest.raises(FileNotFoundError, match="neither"):
         load_dataset("auto", path=tmp_path / "empty_dir_that_is_missing")
-    with pytest.raises(ValueError, match="unknown dataset kind"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown dataset kind .* Expected one of: auto, ph2, synthetic, folder. Received: dataset kind=",
+    ):
         load_dataset("isic")
 
 

@@ -347,7 +347,9 @@ def test_openvino_engine_rejects_an_unknown_precision(tmp_path):
 def test_unsupported_reasons_name_the_way_out():
     assert "torch_xla" in export.unsupported_reason("saved_model", "torch")
     assert "KERAS_BACKEND=tensorflow" in export.unsupported_reason("saved_model", "torch")
-    assert "unknown export format" in export.unsupported_reason("tflite", "tensorflow")
+    assert "Unknown export format 'tflite'. Expected one of: onnx, saved_model. Received: export format='tflite'" in (
+        export.unsupported_reason("tflite", "tensorflow")
+    )
     assert "cannot export" in export.unsupported_reason("onnx", "numpy")
     assert export.default_output("runs/a/model.keras", "onnx") == Path("runs/a/model.onnx")
     assert export.default_output("runs/a/model.keras", "saved_model") == Path("runs/a/model_saved_model")

@@ -152,7 +152,10 @@ def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--models", "resnet"], "unknown model(s) resnet; choose from segnet, unet, unet2"),
+        (
+            ["--models", "resnet"],
+            "Unknown model 'resnet'. Expected one of: segnet, unet, unet2. Received: model='resnet'",
+        ),
         (["--losses", "hinge"], "hinge"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
     ],

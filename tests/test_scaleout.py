@@ -170,7 +170,7 @@ def test_ray_missing_exits_2_with_the_install_command(tmp_path, monkeypatch, cap
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--jobs", "0"], "--jobs: must be at least 1"),
+        (["--jobs", "0"], "--jobs: expects an integer >= 1. Received: 0"),
         (["--executor", "ray", "--jobs", "2"], "--jobs is for --executor local"),
         (["--gpus-per-run", "1"], "need --executor ray"),
         (["--executor", "dask"], "invalid choice: 'dask'"),

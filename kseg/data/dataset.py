@@ -132,7 +132,7 @@ def concatenate(datasets: Sequence[SegmentationDataset], names: Sequence[str] | 
     """
     names = [d.name for d in datasets] if names is None else list(names)
     if len(names) != len(datasets) or len(set(names)) != len(names):
-        raise ValueError(f"concatenate needs one distinct source name per dataset; got {names}")
+        raise ValueError(f"concatenate expects one distinct source name per dataset. Received: {names}")
     sizes = {d.image_size for d in datasets}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"datasets {names} have image sizes {sorted(map(str, sizes))}; load them at one image_size")

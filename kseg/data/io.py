@@ -15,6 +15,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from kseg._errors import invalid_value
 from kseg.data import cache
 from kseg.data.dataset import SegmentationDataset
 
@@ -35,9 +36,9 @@ def normalize_size(image_size: ImageSize) -> tuple[int, int] | None:
             h, w = image_size  # type: ignore[misc]
             size = (int(h), int(w))
         except (TypeError, ValueError):
-            raise ValueError(f"image_size must be an int, a (height, width) pair or None; got {image_size!r}") from None
+            raise invalid_value("image_size", "an int, a (height, width) pair or None", image_size) from None
     if min(size) <= 0:
-        raise ValueError(f"image_size must be positive; got {image_size!r}")
+        raise invalid_value("image_size", "positive", image_size)
     return size
 
 

@@ -7,6 +7,7 @@ import os
 import warnings
 from pathlib import Path
 
+from kseg._errors import invalid_value, unknown_name
 from kseg.data.dataset import SegmentationDataset
 from kseg.data.folder import load_folder
 from kseg.data.io import ImageSize
@@ -20,7 +21,7 @@ KINDS = ("auto", "ph2", "synthetic", "folder")
 def _folder_dirs(path) -> tuple[Path, Path]:
     if isinstance(path, (tuple, list)):
         if len(path) != 2:
-            raise ValueError(f"folder path must be a dir or an (images_dir, masks_dir) pair; got {path!r}")
+            raise invalid_value("path", "a dir or an (images_dir, masks_dir) pair", path)
         return Path(path[0]), Path(path[1])
     if path is None:
         raise ValueError("kind='folder' needs path= (a dir with images/ and masks/, or a pair of dirs)")
@@ -46,7 +47,7 @@ def load_dataset(
       masks_dir)`` pair; ``mask_suffix`` names the masks (``"_segmentation"`` for ISIC).
     """
     if kind not in KINDS:
-        raise ValueError(f"unknown dataset kind {kind!r}; choose one of {KINDS}")
+        raise unknown_name("dataset kind", kind, KINDS)
     if kind == "ph2":
         return load_ph2(path, image_size)
     if kind == "synthetic":

@@ -7,6 +7,7 @@ import math
 import keras
 import numpy as np
 
+from kseg._errors import invalid_value
 from kseg.data.augment import augment_pair
 from kseg.data.dataset import SegmentationDataset
 
@@ -41,7 +42,7 @@ class SegmentationSequence(keras.utils.PyDataset):
     ) -> None:
         super().__init__(**pydataset_kwargs)
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+            raise invalid_value("batch_size", "at least 1", batch_size)
         if len(dataset) == 0:
             raise ValueError(f"dataset {dataset.name!r} is empty")
         images, masks = dataset.images, dataset.masks

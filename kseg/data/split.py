@@ -9,6 +9,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from kseg._errors import invalid_value
 from kseg.data.dataset import SegmentationDataset
 
 
@@ -26,9 +27,9 @@ class Split(NamedTuple):
 
 def _counts(n: int, sizes: Sequence[float]) -> list[int]:
     if len(sizes) != 3:
-        raise ValueError(f"sizes must have 3 entries (train, val, test); got {sizes!r}")
+        raise invalid_value("sizes", "3 entries (train, val, test)", sizes)
     if any(s < 0 for s in sizes):
-        raise ValueError(f"sizes must be non-negative; got {sizes!r}")
+        raise invalid_value("sizes", "non-negative", sizes)
     # ints are case counts, floats are fractions: (1, 0, 0) and (1.0, 0.0, 0.0) differ on purpose.
     if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in sizes):
         counts = [int(s) for s in sizes]
@@ -39,7 +40,7 @@ def _counts(n: int, sizes: Sequence[float]) -> list[int]:
             )
         return counts
     if abs(sum(sizes) - 1.0) > 1e-6:
-        raise ValueError(f"fractional sizes must sum to 1; got {sizes!r} (sum {sum(sizes)})")
+        raise ValueError(f"Fractional sizes must sum to 1. Received: sizes={sizes!r} (sum {sum(sizes)})")
     # Largest remainder so the three counts add up to n exactly.
     raw = np.asarray(sizes, dtype=float) * n
     counts = np.floor(raw).astype(int)
@@ -53,14 +54,14 @@ def parse_split_sizes(text: str) -> tuple[int, int, int] | tuple[float, float, f
     with a decimal point makes all three fractions). For the ``--split`` flag."""
     parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
     if len(parts) != 3:
-        raise ValueError(f"split sizes need three numbers (train,val,test); got {text!r}")
+        raise ValueError(f"Split sizes expect three numbers (train,val,test). Received: {text!r}")
     try:
         if any("." in p or "e" in p.lower() for p in parts):
             sizes = tuple(float(p) for p in parts)
         else:
             sizes = tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"split sizes must be numbers such as 100,50,50 or 0.6,0.2,0.2; got {text!r}") from None
+        raise ValueError(f"Split sizes must be numbers such as 100,50,50 or 0.6,0.2,0.2. Received: {text!r}") from None
     _counts(sum(sizes) if isinstance(sizes[0], int) else 10**6, sizes)  # validates signs and sums
     return sizes
 

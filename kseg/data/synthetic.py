@@ -12,6 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from kseg._errors import invalid_value
 from kseg.data.dataset import SegmentationDataset
 from kseg.data.io import ImageSize, normalize_size
 
@@ -145,7 +146,7 @@ def synthetic(n: int = 200, image_size: ImageSize = 256, seed: int = 0) -> Segme
         seed: the same seed always gives the same arrays.
     """
     if n < 1:
-        raise ValueError(f"n must be at least 1; got {n}")
+        raise invalid_value("n", "at least 1", n)
     size = normalize_size(image_size) or (256, 256)
     images = np.empty((n, *size, 3), np.float32)
     masks = np.empty((n, *size, 1), np.float32)

@@ -6,6 +6,7 @@ from typing import Callable
 
 import keras
 
+from kseg._errors import unknown_name
 from kseg.models.segnet import segnet
 from kseg.models.unet import unet, unet2
 
@@ -26,7 +27,7 @@ def build(name: str, **kwargs) -> keras.Model:
     try:
         builder = _BUILDERS[name.lower()]
     except KeyError:
-        raise ValueError(f"Unknown model {name!r}; choose one of {', '.join(available())}.") from None
+        raise unknown_name("model", name, available()) from None
     return builder(**kwargs)
 
 

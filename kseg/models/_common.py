@@ -6,13 +6,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from kseg._errors import invalid_value
 from kseg.layers import ShadesOfGray
 
 
 def segmentation_input(input_shape: tuple[int, int, int], depth: int) -> keras.KerasTensor:
     """The model input, after checking that ``depth`` halvings of each side stay whole."""
     if len(input_shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels); got {input_shape}.")
+        raise invalid_value("input_shape", "(height, width, channels)", input_shape)
     factor = 2**depth
     for side, label in zip(input_shape[:2], ("height", "width")):
         if side is None or side % factor:
