@@ -441,7 +441,7 @@ def _refinement(args: argparse.Namespace, model_path: str):
     from kseg import refine
     from kseg.export import (
         load_saved_refinement,
-    )  # export (issue 14): also reads an exported model's PATH.refinement.json
+    )  # also reads an exported model's PATH.refinement.json
 
     saved = load_saved_refinement(model_path)
     return refine.Refinement(
@@ -541,7 +541,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     return EXIT_OK
 
 
-# ----- export (issue 14) -----
+# ----- export and ensembles -----
 
 
 def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -734,7 +734,7 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument(
         "--eval-size", type=_positive_int, default=256, help="with --val: masks and logits are compared at this size"
     )
-    p = parsers["export"]  # export (issue 14)
+    p = parsers["export"]
     p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
     p.add_argument(
         "--format",
@@ -769,3 +769,22 @@ def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py"
     )
     add_grid_arguments(parser)
     return grid_command(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
+
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "EXIT_BAD_ARGUMENTS",
+    "add_grid_arguments",
+    "RECIPE_FLAGS",
+    "grid_command",
+    "predict_command",
+    "evaluate_command",
+    "export_command",
+    "ensemble_command",
+    "leaderboard_command",
+    "COMMANDS",
+    "build_parser",
+    "main",
+    "run_grid_command",
+]

@@ -275,3 +275,18 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     if backend == "jax":
         return True
     return backend == "tensorflow" and device.on_gpu()
+
+
+__all__ = [
+    "PRESETS",
+    "PRECISIONS",
+    "SCHEDULES",
+    "AUGMENTATIONS",
+    "REFINE_CHOICES",
+    "BATCH_NORMS",
+    "NEUTRAL_KNOBS",
+    "NOT_IDENTITY",
+    "RunConfig",
+    "resolve_precision",
+    "resolve_jit_compile",
+]

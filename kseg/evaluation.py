@@ -114,3 +114,6 @@ def evaluate(
     refinement = refinement or refine.Refinement()
     logits = predict_logits(model, inputs.images, np.asarray(targets.masks).shape[1:3], batch_size, refinement.tta)
     return score_masks(targets, binarise(logits, threshold, refinement.postprocess))
+
+
+__all__ = ["Evaluation", "predict_logits", "score_masks", "evaluate"]

@@ -235,3 +235,18 @@ def make_executor(
     if name == "ray":
         return RayExecutor(ray_address, num_cpus=cpus_per_run, num_gpus=gpus_per_run)
     raise unknown_name("executor", name, EXECUTORS)
+
+
+__all__ = [
+    "EXECUTORS",
+    "RAY_MISSING",
+    "CRASH_ONCE_ENV",
+    "FORWARDED_ENV",
+    "Executor",
+    "run_cell",
+    "LocalExecutor",
+    "import_ray",
+    "ray_env_vars",
+    "RayExecutor",
+    "make_executor",
+]

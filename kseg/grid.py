@@ -183,3 +183,6 @@ def run_pretraining(
         print_fn(f"[pretrain] {len(todo)} pretraining run(s) on {source.path}, loss {transfer.PRETRAIN_LOSS}")
         run_grid(todo, source, results, output_dir, force=True, print_fn=print_fn, **grid_options)
     return {h for h, path in model_of.items() if path.is_file() and h in leaderboard.completed_hashes(results)}
+
+
+__all__ = ["ARCHITECTURE_FIELDS", "expand", "run_grid", "pretraining_configs", "run_pretraining"]

@@ -587,3 +587,12 @@ BATCH_NORMALIZATIONS: dict[str, type[layers.Layer]] = {
     "keras": layers.BatchNormalization,
     "fast": FastBatchNormalization,
 }
+
+__all__ = [
+    "MaxPoolingWithArgmax2D",
+    "MaxUnpooling2D",
+    "conv_block",
+    "ShadesOfGray",
+    "FastBatchNormalization",
+    "BATCH_NORMALIZATIONS",
+]

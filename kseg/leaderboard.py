@@ -724,3 +724,36 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU ov
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+__all__ = [
+    "COLUMNS",
+    "EXTERNAL_COLUMN",
+    "SOURCE_COLUMN",
+    "known_column",
+    "folder_label",
+    "external_prefix",
+    "REQUIRED",
+    "TEXT_COLUMNS",
+    "STATUSES",
+    "append_row",
+    "PER_IMAGE_COLUMNS",
+    "per_image_path",
+    "append_per_image",
+    "read_per_image",
+    "merge",
+    "read",
+    "completed_hashes",
+    "SHOWN",
+    "recipe",
+    "with_groups",
+    "latest_ok_rows",
+    "compare_groups",
+    "summarise",
+    "format_summary",
+    "markdown_report",
+    "recipe_comparison",
+    "paired_comparison",
+    "transfer_report",
+    "plot",
+]

@@ -191,7 +191,7 @@ def load_trained_model(path: str | os.PathLike) -> keras.Model:
         raise ValueError(f"{path}: cannot load the model ({type(error).__name__}: {error})") from error
 
 
-# ----- inference engines (issue 14: ``predict --engine keras|onnx|openvino``) -----
+# ----- inference engines: ``predict --engine keras|onnx|openvino`` -----
 #: What ``load_engine`` runs: keras (a ``.keras`` file); onnx and openvino (an ``.onnx`` file from
 #: ``python -m kseg export``, run by ONNX Runtime or by OpenVINO).
 ENGINES = ("keras", "onnx", "openvino")
@@ -266,3 +266,19 @@ def summary_row(scores: Evaluation, **context: object) -> dict[str, object]:
     the bootstrap 95% interval of the mean IoU."""
     low, high = scores.iou_interval()
     return {**context, "n": len(scores.per_image), **scores.as_row(), "test_iou_ci_low": low, "test_iou_ci_high": high}
+
+
+__all__ = [
+    "model_input_size",
+    "predict_mask_batch",
+    "predict_masks",
+    "find_images",
+    "PredictionReport",
+    "predict_files",
+    "load_trained_model",
+    "ENGINES",
+    "load_engine",
+    "evaluate_folder",
+    "format_evaluation",
+    "summary_row",
+]

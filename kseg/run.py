@@ -344,3 +344,16 @@ def _save_predictions(targets: SegmentationDataset, predicted: np.ndarray, path:
     save_prediction_grid(
         np.asarray(targets.images[:n]), predicted[:n], np.asarray(targets.masks[:n]), path, titles=list(targets.ids[:n])
     )
+
+
+__all__ = [
+    "DataCache",
+    "resolve_config",
+    "ROW_FIELDS",
+    "base_row",
+    "run_one",
+    "PER_IMAGE_KEY",
+    "score_external",
+    "failed_row",
+    "run_one_or_fail",
+]

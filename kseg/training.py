@@ -296,3 +296,25 @@ def augment_options(config: RunConfig) -> dict:
     if config.illuminant:
         options["illuminant"] = config.illuminant
     return options
+
+
+__all__ = [
+    "FitResult",
+    "dtype_policy",
+    "EpochLine",
+    "DISTRIBUTE",
+    "check_distribute",
+    "distribution_scope",
+    "steps_per_epoch",
+    "learning_rate",
+    "optimizer_for",
+    "build_architecture",
+    "check_init",
+    "build_model",
+    "BestFiniteCheckpoint",
+    "validation_epochs",
+    "callbacks_for",
+    "DivergedError",
+    "fit",
+    "augment_options",
+]

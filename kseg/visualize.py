@@ -52,3 +52,6 @@ def save_prediction_grid(
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path
+
+
+__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "overlay", "save_prediction_grid"]

@@ -87,3 +87,33 @@ def test_the_version_is_declared_once_and_the_package_is_typed():
     pyproject = (REPO / "pyproject.toml").read_text()
     assert 'version = { attr = "kseg.__version__" }' in pyproject and not (REPO / "setup.cfg").exists()
     assert (REPO / "kseg" / "py.typed").exists()
+
+
+def test_every_public_module_declares_its_public_api():
+    import ast
+
+    for path in sorted((REPO / "kseg").rglob("*.py")):
+        if path.name.startswith("_") and path.name != "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        declared = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "__all__"]
+        assert declared, f"{path.relative_to(REPO)} has no __all__"
+        names = ast.literal_eval(declared[-1].value)
+        defined = (
+            {getattr(n, "name", None) for n in tree.body}
+            | {
+                t.id
+                for n in tree.body
+                if isinstance(n, (ast.Assign, ast.AnnAssign))
+                for t in ast.walk(n.targets[0] if isinstance(n, ast.Assign) else n.target)
+                if isinstance(t, ast.Name)
+            }
+            | {
+                alias.asname or alias.name.split(".")[0]
+                for n in tree.body
+                if isinstance(n, (ast.Import, ast.ImportFrom))
+                for alias in n.names
+            }
+        )
+        missing = [name for name in names if name not in defined]
+        assert not missing, f"{path.relative_to(REPO)}: __all__ names {missing}, which it does not define"

@@ -86,3 +86,6 @@ def augment_pair(
     image = np.ascontiguousarray(image, dtype=np.float32)
     m = np.ascontiguousarray(m, dtype=np.float32)
     return image, (m[..., None] if squeeze else m)
+
+
+__all__ = ["augment_pair"]

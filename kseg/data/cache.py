@@ -101,3 +101,6 @@ def get_or_build(key: str, build: Callable[[], tuple[object, object, list[str]]]
         except OSError as err:  # read-only or full disk: still return the data
             warnings.warn(f"could not write cache file {path}: {err}", stacklevel=2)
         return result
+
+
+__all__ = ["CACHE_VERSION", "cache_dir", "cache_key", "load", "save", "get_or_build"]

@@ -144,3 +144,6 @@ def concatenate(datasets: Sequence[SegmentationDataset], names: Sequence[str] | 
         name="+".join(names),
         source=[name for name, d in zip(names, datasets) for _ in range(len(d))],
     )
+
+
+__all__ = ["SegmentationDataset", "concatenate"]

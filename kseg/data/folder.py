@@ -73,3 +73,6 @@ def load_folder(
         None,
         use_cache=use_cache,
     )
+
+
+__all__ = ["load_folder"]

@@ -172,3 +172,16 @@ def load_pairs(
         warnings.warn(message if issued_now else f"{message} (cached)", stacklevel=3)
     images, masks = to_float(cached[0], cached[1])
     return SegmentationDataset(images=images, masks=masks, ids=list(ids), diagnosis=diagnosis, name=name)
+
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "normalize_size",
+    "is_image_file",
+    "read_image",
+    "read_mask",
+    "resize_pair",
+    "load_case",
+    "to_float",
+    "load_pairs",
+]

@@ -73,3 +73,6 @@ def load_dataset(
     logger.warning(notice)
     warnings.warn(notice, stacklevel=2)
     return synthetic(n=n, image_size=image_size, seed=seed)
+
+
+__all__ = ["KINDS", "load_dataset"]

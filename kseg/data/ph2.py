@@ -270,3 +270,20 @@ def load_ph2(
             stacklevel=2,
         )
     return load_pairs([(c[1], c[2]) for c in cases], ids, image_size, "ph2", diagnosis, use_cache=use_cache)
+
+
+__all__ = [
+    "OFFICIAL_IMAGES_DIR",
+    "XLSX_NAME",
+    "CSV_NAME",
+    "DIAGNOSIS_COLUMNS",
+    "KERAS_CANDIDATES",
+    "resolve_root",
+    "search_locations",
+    "find_ph2",
+    "not_found_message",
+    "download_ph2",
+    "read_xlsx_diagnosis",
+    "read_csv_diagnosis",
+    "load_ph2",
+]

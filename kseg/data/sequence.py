@@ -89,3 +89,6 @@ class SegmentationSequence(keras.utils.PyDataset):
 
     def on_epoch_end(self) -> None:
         self.set_epoch(self.epoch + 1)
+
+
+__all__ = ["SegmentationSequence"]

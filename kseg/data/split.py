@@ -157,3 +157,6 @@ def load_split(path: str | os.PathLike, dataset: SegmentationDataset) -> Split:
         return Split(*(dataset.select_ids(payload[part]) for part in ("train", "val", "test")))
     except KeyError as err:
         raise KeyError(f"{path}: split does not match dataset {dataset.name!r}: {err}") from None
+
+
+__all__ = ["Split", "parse_split_sizes", "split_indices", "fold_indices", "split", "save_split", "load_split"]

@@ -160,3 +160,6 @@ def synthetic(n: int = 200, image_size: ImageSize = 256, seed: int = 0) -> Segme
         diagnosis=None,
         name="synthetic",
     )
+
+
+__all__ = ["synthetic_case", "synthetic"]

@@ -63,3 +63,6 @@ def segnet(
         x = block(x, out_widths[level], f"dec{level}_block1")
 
     return keras.Model(inputs, logit_head(x), name=name)
+
+
+__all__ = ["segnet"]

@@ -95,3 +95,6 @@ def unet2(
     BatchNorm or ReLU. Arguments as for ``unet``.
     """
     return _unet(input_shape, base_filters, depth, bn_momentum, True, name, colour_constancy, batch_norm)
+
+
+__all__ = ["unet", "unet2"]
