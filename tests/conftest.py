@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import keras
 import matplotlib
 import pytest
 
@@ -36,3 +37,13 @@ def pdf_backend():
     matplotlib.use("pdf")
     yield "pdf"
     matplotlib.use(previous)
+
+
+@pytest.fixture
+def mixed_bfloat16():
+    """Runs the test under the mixed_bfloat16 dtype policy and always restores float32."""
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")

@@ -7,6 +7,7 @@ import pytest
 import kseg
 from kseg.data import augment_pair
 from kseg.layers import ShadesOfGray
+from tests.harness import assert_layer_round_trip
 
 MODELS = kseg.models.available()
 
@@ -30,15 +31,6 @@ def _cast_image(seed: int = 0, size: int = 24) -> np.ndarray:
     rng = np.random.default_rng(seed)
     grey = rng.uniform(0.2, 0.9, (1, size, size, 1))
     return (grey * np.array([1.0, 0.7, 0.45])).astype("float32")
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
 
 
 # ---- the layer ----------------------------------------------------------------------------------
@@ -75,10 +67,18 @@ def test_black_image_and_single_channel_stay_as_they_are():
     np.testing.assert_allclose(keras.ops.convert_to_numpy(ShadesOfGray()(grey)), grey, rtol=1e-6)
 
 
-def test_layer_has_no_weights_and_round_trips_its_config():
+def test_layer_has_no_weights_and_round_trips_its_config(tmp_path):
     layer = ShadesOfGray(power=4, epsilon=1e-5, name="sog")
     layer(np.ones((1, 4, 4, 3), "float32"))
     assert not layer.weights
+    # Its own float32 policy: under mixed bfloat16 it still outputs float32.
+    assert_layer_round_trip(
+        lambda: ShadesOfGray(power=4, epsilon=1e-5, name="sog"),
+        _cast_image(),
+        tmp_path,
+        bf16_output_dtype="float32",
+        atol=1e-6,
+    )
     clone = ShadesOfGray.from_config(layer.get_config())
     assert (clone.name, clone.power, clone.epsilon, clone.compute_dtype) == ("sog", 4.0, 1e-5, "float32")
     assert ShadesOfGray().name == "shades_of_gray"

@@ -13,6 +13,7 @@ import pytest
 
 from kseg import ensemble, models, refine
 from kseg.cli import main
+from tests.harness import assert_layer_round_trip
 
 SHAPE = (32, 32, 3)
 
@@ -34,6 +35,10 @@ def test_dihedral_matches_numpy_and_inverts(images, quarter_turns, mirror):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(forward(images)), expected)
     back = ensemble.Dihedral(quarter_turns, mirror, inverse=True)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(back(forward(images))), images)
+
+
+def test_dihedral_round_trips(images, tmp_path):
+    assert_layer_round_trip(lambda: ensemble.Dihedral(3, True, name="d4_view"), images, tmp_path)
 
 
 def test_an_ensemble_of_one_model_is_that_model(images):

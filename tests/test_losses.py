@@ -11,20 +11,12 @@ import pytest
 from keras import ops
 
 import kseg.losses as L
+from tests.backend_utils import value_and_grad as backend_value_and_grad
+from tests.harness import assert_config_round_trip
 
 B, H, W = 3, 5, 5
 SINGLE_NAMES = ("bce", "dice", "focal")
 NAMES = ("bce", "dice", "focal", "bce+dice")
-
-
-@pytest.fixture
-def float32_policy_after():
-    """Runs the test under mixed_bfloat16 and always restores float32."""
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
 
 
 def _data(seed=0, scale=3.0):
@@ -66,28 +58,8 @@ def ref_focal(y, x, gamma=2.0, alpha=None):
 
 def value_and_grad(loss, y, x):
     """Loss value and d loss / d logits with the active backend's autodiff."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        xt = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            value = loss(y, xt)
-        return float(value), tape.gradient(value, xt).numpy()
-    if backend == "jax":
-        import jax
-
-        value, grad = jax.value_and_grad(lambda t: loss(y, t))(jax.numpy.asarray(x))
-        return float(value), np.asarray(grad)
-    if backend == "torch":
-        import torch
-
-        xt = torch.tensor(x, requires_grad=True)
-        value = loss(y, xt)
-        value.backward()
-        return float(value.detach()), xt.grad.numpy()
-    pytest.skip(f"no gradient helper for backend {backend}")
+    value, grad = backend_value_and_grad(lambda t: loss(y, t), x)
+    return float(value), grad
 
 
 # --------------------------------------------------------------------------- values
@@ -279,7 +251,7 @@ def test_dice_smooth0_empty_mask_stays_finite():
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_mixed_bfloat16_inputs(name, float32_policy_after):
+def test_mixed_bfloat16_inputs(name, mixed_bfloat16):
     y, x = _data(10)
     x_bf16 = ops.cast(x, "bfloat16")
     loss = L.get(name)
@@ -291,7 +263,7 @@ def test_mixed_bfloat16_inputs(name, float32_policy_after):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_train_step_mixed_bfloat16_saturated_logits(name, float32_policy_after):
+def test_train_step_mixed_bfloat16_saturated_logits(name, mixed_bfloat16):
     # A 1x1 conv with kernel 1e4 on +-1 inputs gives +-1e4 logits in bfloat16.
     inputs = keras.Input((4, 4, 1))
     conv = keras.layers.Conv2D(1, 1, kernel_initializer=keras.initializers.Constant(1e4))
@@ -331,10 +303,7 @@ def _probs():
 @pytest.mark.parametrize("make", CONFIGURED, ids=["bce", "dice", "focal", "combo"])
 def test_get_config_round_trip(make):
     loss = make()
-    config = loss.get_config()
-    clone = type(loss).from_config(config)
-    assert clone.get_config() == config
-    json.dumps(config)  # plain JSON, as .keras files need
+    clone = assert_config_round_trip(loss)
     y, p = _probs()
     np.testing.assert_allclose(_np(clone(y, p)), _np(loss(y, p)), rtol=1e-6)
 

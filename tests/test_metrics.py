@@ -12,18 +12,9 @@ from keras import ops
 
 import kseg.losses
 import kseg.metrics as M
+from tests.harness import assert_config_round_trip
 
 CLASSES = {"iou": M.IoU, "dice": M.Dice, "dataset_iou": M.DatasetIoU}
-
-
-@pytest.fixture
-def mixed_bfloat16():
-    """Runs the test under mixed_bfloat16 and always restores float32."""
-    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
 
 
 def img(rows):
@@ -292,9 +283,7 @@ CONFIGURED = [
 @pytest.mark.parametrize("make", CONFIGURED, ids=["iou", "dice", "dataset_iou"])
 def test_get_config_round_trip(make):
     metric = make()
-    config = metric.get_config()
-    clone = type(metric).from_config(config)
-    assert clone.get_config() == config
+    clone = assert_config_round_trip(metric)
     assert (clone.threshold, clone.from_logits, clone.name) == (
         metric.threshold,
         metric.from_logits,
