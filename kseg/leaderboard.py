@@ -633,7 +633,7 @@ def paired_comparison(table: pd.DataFrame, base_recipe: str, new_recipe: str, me
                     str(len(g)),
                     _spread(g[f"{metric}_base"].mean(), g[f"{metric}_base"].std()),
                     _spread(g[f"{metric}_new"].mean(), g[f"{metric}_new"].std()),
-                    f"{g['gain'].mean():+.3f} +- {g['gain'].std():.3f}",
+                    f"{g['gain'].mean():+.3f}" + ("" if len(g) < 2 else f" +- {g['gain'].std():.3f}"),
                     f"{int((g['gain'] > 0).sum())} of {len(g)}",
                 ]
             )
