@@ -351,6 +351,12 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if configs and configs[0].dataset != "ph2":
         name = configs[0].dataset
         print(f"[grid] dataset: {name} (results are labelled {name!r}, never mixed with PH2)")
+    for config in {(c.model, c.image_size, c.depth): c for c in configs}.values():
+        try:  # an image size the model's total stride does not divide: refused here, not as a failed row
+            training.build_architecture(config, "float32")
+        except ValueError as error:
+            print(f"error: --image-size {config.image_size} for {config.model}: {error}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
     options = dict(verbose=not args.quiet, executor=executor, distribute=args.distribute)
     try:
         if args.init_from:

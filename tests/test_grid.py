@@ -477,3 +477,10 @@ def test_a_cross_validated_grid_scores_every_case_once(tmp_path):
     assert list(table["fold"]) == [0, 1, 2] and table["group_hash"].nunique() == 1
     per_image = leaderboard.read_per_image(results)
     assert per_image["case_id"].is_unique and len(per_image) == 24  # the smoke set's 24 cases, once each
+
+
+def test_an_image_size_the_model_cannot_divide_is_refused_before_any_run(tmp_path, capsys):
+    code = run_grid_command([*SMOKE, "--models", "unet", "--image-size", "30", "--results", str(tmp_path / "lb.csv")])
+    assert code == 2 and not (tmp_path / "lb.csv").exists()
+    err = capsys.readouterr().err
+    assert "--image-size 30 for unet" in err and "divisible by 2**depth = 4" in err

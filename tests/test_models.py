@@ -113,7 +113,10 @@ def test_unknown_batch_norm_is_named():
 
 @pytest.mark.parametrize("name", MODELS)
 def test_indivisible_input_size_is_rejected(name):
-    with pytest.raises(ValueError, match=r"height 40 is not divisible by 2\*\*depth = 16"):
+    with pytest.raises(
+        ValueError,
+        match=r"Expected an input height divisible by 2\*\*depth = 16 \(depth=4\), e.g. 32. Received: height 40",
+    ):
         kseg.models.build(name, input_shape=(40, 64, 3), depth=4)
 
 

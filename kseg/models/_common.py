@@ -18,8 +18,8 @@ def segmentation_input(input_shape: tuple[int, int, int], depth: int) -> keras.K
     for side, label in zip(input_shape[:2], ("height", "width")):
         if side is None or side % factor:
             raise ValueError(
-                f"Input {label} {side} is not divisible by 2**depth = {factor} (depth={depth}); "
-                f"choose a size that is a multiple of {factor}, e.g. {max(factor, (side or 0) // factor * factor)}."
+                f"Expected an input {label} divisible by 2**depth = {factor} (depth={depth}), e.g. "
+                f"{max(factor, (side or 0) // factor * factor)}. Received: {label} {side}"
             )
     return keras.Input(shape=input_shape, name="image")
 
