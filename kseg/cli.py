@@ -628,6 +628,8 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     for column in ("dataset", "preset", "kseg_version"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)]
+    if args.seed is not None:
+        table = table[table["seed"] == args.seed]
     if args.recipe:
         table = table[leaderboard.with_groups(table)["recipe"] == args.recipe]
     if args.recipes:
@@ -702,6 +704,7 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
+    p.add_argument("--seed", type=int, help="only rows of this seed (an ablation run on one seed)")
     p.add_argument("--recipe", help="only rows of this recipe, as the table's recipe column writes it")
     p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
     p.add_argument(

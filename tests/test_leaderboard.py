@@ -188,6 +188,9 @@ def test_leaderboard_filters_by_version_and_recipe(tmp_path, capsys):
     assert main(["leaderboard", "--results", str(path), "--markdown", "--recipe", "32px w4 3ep plateau"]) == 0
     out = capsys.readouterr().out
     assert "0.830" in out and "0.820" not in out and "0.810" not in out
+    assert main(["leaderboard", "--results", str(path), "--markdown", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "0.820" in out and "0.830" not in out and "0.810" not in out
 
 
 # ----- the schema grows; older and foreign files ------------------------------------------------
