@@ -24,11 +24,8 @@ from kseg.config import RunConfig
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs Ray: pip install 'kseg[ray]'"
-# Test hook: "<marker file>:<run_id substring>" makes the first attempt at a matching run kill its
-# worker process (os._exit), as a lost node would; the marker file records that it happened.
-CRASH_ONCE_ENV = "KSEG_TEST_CRASH_ONCE"
 # Passed on to Ray workers, which may not inherit the driver's environment.
-FORWARDED_ENV = ("KSEG_CACHE_DIR", "KSEG_PH2_DIR", "KERAS_HOME", CRASH_ONCE_ENV)
+FORWARDED_ENV = ("KSEG_CACHE_DIR", "KSEG_PH2_DIR", "KERAS_HOME")
 
 Announce = Callable[[int, RunConfig], None]
 Results = Iterator[tuple[RunConfig, dict]]
@@ -53,23 +50,12 @@ class Executor(Protocol):
 _data_caches: dict = {}
 
 
-def _maybe_crash_for_test(config: RunConfig) -> None:
-    spec = os.environ.get(CRASH_ONCE_ENV)
-    if not spec:
-        return
-    marker, _, needle = spec.rpartition(":")
-    if needle in config.run_id and not os.path.exists(marker):
-        Path(marker).write_text(config.run_id)
-        os._exit(1)
-
-
 def run_cell(
     config: RunConfig, data_spec: dict, output_dir: str, verbose: bool = False, distribute: str = "none"
 ) -> dict:
     """The worker function of the process-pool and Ray executors: loads the data described by
     ``data_spec`` (:meth:`kseg.run.DataCache.spec`; once per worker process), runs ``config`` and
     returns its leaderboard row, a failed row if it raised."""
-    _maybe_crash_for_test(config)
     key = repr(sorted(data_spec.items()))
     if key not in _data_caches:
         _data_caches[key] = one_run.DataCache(**data_spec)
@@ -240,7 +226,6 @@ def make_executor(
 __all__ = [
     "EXECUTORS",
     "RAY_MISSING",
-    "CRASH_ONCE_ENV",
     "FORWARDED_ENV",
     "Executor",
     "run_cell",

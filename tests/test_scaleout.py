@@ -1,6 +1,7 @@
 """Scaling the grid out: parallel local processes, Ray tasks (with a worker killed mid-run),
 data-parallel training on two virtual devices, and the messages for what cannot run here."""
 
+import functools
 import json
 import os
 import subprocess
@@ -31,7 +32,41 @@ RAY_TOLERANCE = 1e-3 if keras.backend.backend() == "torch" else 1e-5
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("KSEG_PH2_DIR", raising=False)
-    monkeypatch.delenv(executors.CRASH_ONCE_ENV, raising=False)
+
+
+def crash_once_then_run(marker: str, needle: str, config, *args, **kwargs):
+    """The executors' worker function, except that the first attempt at a run whose id holds
+    ``needle`` kills its worker process (``os._exit``), as a lost node would; ``marker`` records
+    that it happened. A test hook: it lives here, never in kseg."""
+    if needle in config.run_id and not os.path.exists(marker):
+        Path(marker).write_text(config.run_id)
+        os._exit(1)
+    return executors.run_cell(config, *args, **kwargs)
+
+
+@pytest.fixture
+def crash_once(monkeypatch):
+    """``crash_once(marker, needle)`` makes the executors run :func:`crash_once_then_run`: a
+    partial of this module's function for the process pool (pickled by reference: spawned workers
+    import it), a closure pickled by value for Ray (its workers need not import the tests)."""
+
+    def install(marker, needle, ray=False):
+        if ray:
+            from ray import cloudpickle
+
+            cloudpickle.register_pickle_by_value(sys.modules[__name__])
+            monkeypatch.setattr(
+                executors, "run_cell", lambda *a, **k: crash_once_then_run(str(marker), needle, *a, **k)
+            )
+        else:
+            monkeypatch.setattr(executors, "run_cell", functools.partial(crash_once_then_run, str(marker), needle))
+
+    yield install
+    if "ray" in sys.modules and hasattr(sys.modules["ray"], "cloudpickle"):
+        try:
+            sys.modules["ray"].cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+        except ValueError:
+            pass
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +108,8 @@ def test_jobs_2_gives_the_rows_of_a_sequential_grid(tmp_path, sequential_rows, c
 
 
 @pytest.mark.slow
-def test_a_dead_local_worker_gives_failed_rows_and_the_grid_ends(tmp_path, monkeypatch):
-    monkeypatch.setenv(executors.CRASH_ONCE_ENV, f"{tmp_path / 'crashed-once'}:unet-bce")
+def test_a_dead_local_worker_gives_failed_rows_and_the_grid_ends(tmp_path, crash_once):
+    crash_once(tmp_path / "crashed-once", "unet-bce")
     results = tmp_path / "lb.csv"
     assert run_grid_command([*SMOKE, "--jobs", "2", "--results", str(results), "--output", str(tmp_path / "runs")]) == 1
     table = pd.read_csv(results)
@@ -137,9 +172,9 @@ def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequenti
 
 
 @pytest.mark.slow
-def test_ray_retries_a_run_whose_worker_died(ray_cluster, tmp_path, sequential_rows, monkeypatch):
+def test_ray_retries_a_run_whose_worker_died(ray_cluster, tmp_path, sequential_rows, crash_once):
     marker = tmp_path / "crashed-once"
-    monkeypatch.setenv(executors.CRASH_ONCE_ENV, f"{marker}:unet-dice")
+    crash_once(marker, "unet-dice", ray=True)
     results = tmp_path / "lb.csv"
     args = [
         *SMOKE,
