@@ -390,9 +390,14 @@ def latest_ok_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _split_key(rows: pd.DataFrame) -> pd.Series:
-    """Which test split a run scored: its split seed, and its fold where it has one."""
-    fold = rows["fold"].fillna(0).astype(int).astype(str) if "fold" in rows else "0"
-    return rows["split_seed"].astype("Int64").astype(str) + "/" + fold
+    """Which test split a run scored: its split seed and sizes, and with --folds K its K and fold
+    (fold 0 of 5 and a 100/50/50 split of the same seed are other splits)."""
+
+    def column(name):
+        return rows[name].fillna(0).astype(int).astype(str) if name in rows else "0"
+
+    sizes = rows["split_sizes"].fillna("").astype(str) if "split_sizes" in rows else ""
+    return rows["split_seed"].astype("Int64").astype(str) + "/" + sizes + "/" + column("folds") + "/" + column("fold")
 
 
 def compare_groups(
@@ -402,9 +407,10 @@ def compare_groups(
     image) it scored, its 95% bootstrap interval (:func:`kseg.stats.bootstrap_interval`, images
     resampled within splits) and whether it is tied with the best group of its dataset.
 
-    Each group is compared with its dataset's best (highest pooled mean) on the images both scored
-    in the same split, by a paired bootstrap of the mean difference within splits
-    (:func:`kseg.stats.paired_bootstrap`); the p-values of a dataset's comparisons are Holm-adjusted
+    Groups of one dataset scored on the same test splits (the same seeds, or the same folds) form a
+    design; each group is compared with its design's best (highest pooled mean) on the images both
+    scored in the same split, by a paired bootstrap of the mean difference within splits
+    (:func:`kseg.stats.paired_bootstrap`); the p-values of a design's comparisons are Holm-adjusted
     (:func:`kseg.stats.holm`), and ``tied`` is True where the adjusted p-value is >= ``level``.
     Groups that share no image with the best get ``tied`` NA and a ``note`` saying so.
     Folds pool: a 5-fold group scores each image once, by the fold model that never saw it.
@@ -420,7 +426,11 @@ def compare_groups(
     scores = test.merge(ok[["config_hash", "group", "dataset", "split"]], on="config_hash")
     scores["key"] = scores["split"] + ":" + scores["case_id"].astype(str)
     out = []
-    for _, scored in scores.groupby("dataset", sort=False):
+    # Groups compare within a design: the same dataset and the same set of test splits (seeds 0-2
+    # of 100/50/50, or the 5 folds of seed 0, ...). Across designs they share no split.
+    design = scores.groupby("group")["split"].agg(lambda splits: "|".join(sorted(set(splits))))
+    scores["design"] = scores["dataset"] + "#" + scores["group"].map(design)
+    for _, scored in scores.groupby("design", sort=False):
         by_group = {
             g: frame.drop_duplicates("key", keep="last").set_index("key")
             for g, frame in scored.groupby("group", sort=False)

@@ -128,3 +128,11 @@ def test_groups_without_shared_images_are_not_compared():
     per_image.loc[per_image.run_id.str.startswith("c"), "case_id"] += "-other"
     result = leaderboard.compare_groups(table, per_image).set_index("group")
     assert pd.isna(result.loc["gc", "tied"]) and "no test image in common" in result.loc["gc", "note"]
+
+
+def test_groups_on_other_splits_form_their_own_design():
+    table, per_image = _rows_and_scores(shift_b=0.0, shift_c=0.05)
+    table.loc[table["model"] == "c", ["folds", "fold"]] = [[5, 0], [5, 1]]  # c: two folds of a 5-fold design
+    result = leaderboard.compare_groups(table, per_image).set_index("group")
+    assert result.loc["gc", "note"] == "best"  # the only group of its design
+    assert (result["note"] == "best").sum() == 2
