@@ -95,7 +95,8 @@ def unsupported_reason(format: str, backend: str | None = None) -> str | None:
         return f"Keras cannot export {format} under the {backend} backend"
     missing = [m for m in _EXPORTER_MODULES[backend, format] if importlib.util.find_spec(m) is None]
     if missing:
-        return f"exporting {format} under {backend} needs {', '.join(missing)}: pip install 'kseg[onnx]'"
+        extra = "tensorflow" if missing == ["tensorflow"] else "onnx"
+        return f"exporting {format} under {backend} needs {', '.join(missing)}: pip install 'kseg[{extra}]'"
     return None
 
 
