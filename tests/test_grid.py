@@ -406,6 +406,7 @@ def test_refine_none_records_the_plain_choice(tmp_path):
     assert refine.load_refinement(run_dir / "model.keras") == refine.Refinement()
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -422,6 +423,7 @@ def test_bad_recipe_values_are_refused_before_any_run(tmp_path, args, message, c
     assert not (tmp_path / "lb.csv").exists()
 
 
+@pytest.mark.backend_independent
 def test_folds_partition_the_cases_and_stay_stratified():
     from kseg.data import fold_indices, load_dataset
 
@@ -439,6 +441,7 @@ def test_folds_partition_the_cases_and_stay_stratified():
     assert sorted(tests) == list(range(60))  # every case tested exactly once
 
 
+@pytest.mark.backend_independent
 def test_the_fold_changes_the_hash_but_not_the_group(tmp_path):
     from kseg.config import RunConfig
 
@@ -451,6 +454,7 @@ def test_the_fold_changes_the_hash_but_not_the_group(tmp_path):
         plain.replace(folds=5, fold=5)
 
 
+@pytest.mark.backend_independent
 def test_a_cross_validated_grid_scores_every_case_once(tmp_path):
     results = tmp_path / "lb.csv"
     assert (
@@ -479,6 +483,7 @@ def test_a_cross_validated_grid_scores_every_case_once(tmp_path):
     assert per_image["case_id"].is_unique and len(per_image) == 24  # the smoke set's 24 cases, once each
 
 
+@pytest.mark.backend_independent
 def test_an_image_size_the_model_cannot_divide_is_refused_before_any_run(tmp_path, capsys):
     code = run_grid_command([*SMOKE, "--models", "unet", "--image-size", "30", "--results", str(tmp_path / "lb.csv")])
     assert code == 2 and not (tmp_path / "lb.csv").exists()

@@ -95,6 +95,7 @@ def test_a_useless_source_fails_naming_the_file_and_the_layers(tmp_path):
         transfer.source_identity(tmp_path / "missing")
 
 
+@pytest.mark.backend_independent
 def test_the_init_changes_the_hash_and_the_path_does_not():
     plain = RunConfig(model="unet", loss="bce")
     a = plain.replace(init_from="runs/a", init_source="isic:0123456789ab")
@@ -122,6 +123,7 @@ def test_source_identity_is_the_run_hash_or_a_weights_digest(tmp_path):
     assert config.init_source == "isic:00aa11bb22cc"
 
 
+@pytest.mark.backend_independent
 def test_the_grid_refuses_a_useless_source_before_any_run(tmp_path, capsys):
     (tmp_path / "broken.keras").write_text("not a zip")
     results = tmp_path / "lb.csv"
@@ -144,6 +146,7 @@ def test_the_grid_refuses_a_useless_source_before_any_run(tmp_path, capsys):
     assert "broken.keras" in capsys.readouterr().err
 
 
+@pytest.mark.backend_independent
 def test_init_from_a_grid_run_records_counts_in_the_row(tmp_path):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
     common = ["--models", "unet", "--losses", "bce", "--results", str(results), "--output", str(runs)]
@@ -157,6 +160,7 @@ def test_init_from_a_grid_run_records_counts_in_the_row(tmp_path):
     assert "init=synthetic" in leaderboard.recipe(row)
 
 
+@pytest.mark.backend_independent
 def test_pretraining_runs_once_per_architecture_also_when_resumed(tmp_path, capsys):
     source = write_synthetic_folder(tmp_path / "source", n=40, seed=1)
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
@@ -184,6 +188,7 @@ def test_pretraining_runs_once_per_architecture_also_when_resumed(tmp_path, caps
     assert "pretrained already" in capsys.readouterr().out
 
 
+@pytest.mark.backend_independent
 def test_pretraining_configs_share_one_run_per_architecture():
     data = DataCache("synthetic", None)
     configs = grid.expand(["unet", "segnet"], ["bce", "dice"], [0, 1], "smoke", data, precision="float32")
@@ -196,6 +201,7 @@ def test_pretraining_configs_share_one_run_per_architecture():
     assert {c.init_source for c in fine_tuned} == {f"pretraining_set:{c.config_hash}" for c in pretraining}
 
 
+@pytest.mark.backend_independent
 def test_an_external_set_that_overlaps_the_pretraining_set_is_refused(tmp_path, capsys):
     source = write_synthetic_folder(tmp_path / "source", n=40, seed=1)
     results = tmp_path / "lb.csv"
