@@ -393,9 +393,9 @@ def _scored_sets(configs, data) -> dict[str, list[str]]:
 def _check_init_from(configs, data) -> None:
     """Before any run: every architecture loads the source, and no scored set holds a case the
     source trained or validated on (where its split.json says)."""
-    from kseg import training, transfer
+    from kseg import grid, training, transfer
 
-    for config in {(c.model, c.image_size, c.base_filters, c.depth, c.batch_norm): c for c in configs}.values():
+    for config in {grid.architecture(c): c for c in configs}.values():
         report = training.check_init(config)
         print(
             f"[grid] --init-from {config.init_from}: {config.model} loads {report.loaded} weight tensors, "

@@ -3,7 +3,7 @@ member under its own test-time augmentation.
 
     logits(x) = (1 / M) * sum_m (1 / V_m) * sum_v T_v^-1(member_m(T_v(x)))
 
-where ``T_v`` runs over the views of member ``m``'s saved TTA mode (:mod:`kseg.refine`). The
+where ``T_v`` runs over the views of member ``m``'s saved TTA mode (:data:`kseg.refine.VIEWS`). The
 views are layers of the graph (:class:`Dihedral`), so the ensemble is a plain functional model:
 it saves, loads without ``custom_objects`` and goes wherever a model goes (``predict``,
 ``evaluate``, ``export``). Its own refinement is post-processing only (TTA is inside), chosen
@@ -58,19 +58,10 @@ class Dihedral(keras.layers.Layer):
         }
 
 
-# The views of each TTA mode as (quarter turns, mirror): "flip"'s up-down flip is a mirror and
-# a half turn, and both flips together a half turn.
-VIEWS = {
-    "none": [(0, False)],
-    "flip": [(0, False), (0, True), (2, True), (2, False)],
-    "d4": [(k, mirror) for mirror in (False, True) for k in range(4)],
-}
-
-
 def _member_logits(member: keras.Model, x, tta: str, index: int):
     """The member's logits on ``x``, averaged over the views of ``tta``."""
     outputs = []
-    for k, mirror in VIEWS[tta]:
+    for k, mirror in refine.VIEWS[tta]:
         view = x if (k, mirror) == (0, False) else Dihedral(k, mirror, name=f"member{index}_view_{k}{'m' * mirror}")(x)
         logits = member(view)
         if (k, mirror) != (0, False):
@@ -139,4 +130,4 @@ def ensemble_files(
     return model, chosen
 
 
-__all__ = ["Dihedral", "VIEWS", "build_ensemble", "ensemble_files", "shared_postprocess"]
+__all__ = ["Dihedral", "build_ensemble", "ensemble_files", "shared_postprocess"]

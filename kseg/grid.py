@@ -119,6 +119,11 @@ def run_grid(
     return rows
 
 
+def architecture(config: RunConfig) -> tuple:
+    """The config's :data:`ARCHITECTURE_FIELDS`: runs that share it share one set of weights' shapes."""
+    return tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)
+
+
 def pretraining_configs(
     configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path, epochs: int
 ) -> tuple[list[RunConfig], list[RunConfig]]:
@@ -130,7 +135,7 @@ def pretraining_configs(
     label = leaderboard.folder_label(source.path)
     by_architecture: dict[tuple, RunConfig] = {}
     for config in configs:
-        key = tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)
+        key = architecture(config)
         if key not in by_architecture:
             by_architecture[key] = resolve_config(
                 RunConfig.from_preset(
@@ -148,7 +153,7 @@ def pretraining_configs(
             )
     fine_tuned = []
     for config in configs:
-        pretrained = by_architecture[tuple(getattr(config, f) for f in ARCHITECTURE_FIELDS)]
+        pretrained = by_architecture[architecture(config)]
         fine_tuned.append(
             config.replace(
                 init_from=str(Path(output_dir) / pretrained.run_id / transfer.MODEL_FILE),
@@ -185,4 +190,4 @@ def run_pretraining(
     return {h for h, path in model_of.items() if path.is_file() and h in leaderboard.completed_hashes(results)}
 
 
-__all__ = ["ARCHITECTURE_FIELDS", "expand", "run_grid", "pretraining_configs", "run_pretraining"]
+__all__ = ["ARCHITECTURE_FIELDS", "architecture", "expand", "run_grid", "pretraining_configs", "run_pretraining"]

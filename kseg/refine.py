@@ -45,6 +45,7 @@ from kseg._errors import unknown_name
 
 __all__ = [
     "TTA_MODES",
+    "VIEWS",
     "POSTPROCESS_MODES",
     "REFINEMENT_MEMBER",
     "Refinement",
@@ -141,20 +142,20 @@ def _dihedral(quarter_turns: int, mirror: bool) -> tuple[ArrayFn, ArrayFn]:
     return forward, inverse
 
 
-def _views(mode: str) -> list[tuple[ArrayFn, ArrayFn]]:
-    """The (forward, inverse) transforms of a TTA mode, identity first.
+# The views of each TTA mode as (quarter turns, mirror), identity first: "flip" is identity,
+# left-right, up-down (a mirror and a half turn) and both (a half turn); "d4" the 8 symmetries of
+# the square. kseg.ensemble builds the same views as layers.
+VIEWS = {
+    "none": [(0, False)],
+    "flip": [(0, False), (0, True), (2, True), (2, False)],
+    "d4": [(k, mirror) for mirror in (False, True) for k in range(4)],
+}
 
-    ``"none"``: identity. ``"flip"``: identity, left-right, up-down and both (a 180-degree
-    rotation); each is its own inverse. ``"d4"``: the 8 symmetries of the square, i.e. 0-3
-    quarter turns with and without a left-right mirror.
-    """
+
+def _views(mode: str) -> list[tuple[ArrayFn, ArrayFn]]:
+    """The (forward, inverse) transforms of a TTA mode (:data:`VIEWS`), identity first."""
     _check_mode(mode, TTA_MODES, "TTA")
-    if mode == "none":
-        return [_dihedral(0, False)]
-    if mode == "flip":
-        flips = [(), (2,), (1,), (1, 2)]  # NHWC axes: width, height, both
-        return [(lambda x, a=axes: np.flip(x, a),) * 2 for axes in flips]
-    return [_dihedral(k, mirror) for mirror in (False, True) for k in range(4)]
+    return [_dihedral(k, mirror) for k, mirror in VIEWS[mode]]
 
 
 def tta_predict_logits(model: keras.Model, images: np.ndarray, mode: str = "none", batch_size: int = 8) -> np.ndarray:

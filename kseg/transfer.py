@@ -15,6 +15,7 @@ run is scored on, and the grid refuses an overlap before any run starts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -98,7 +99,13 @@ def source_identity(source: str | Path) -> str:
     config = _run_config(path)
     if config.get("config_hash"):
         return f"{config.get('dataset') or path.parent.name}:{config['config_hash']}"
-    return f"{path.stem}:{weights_digest(load_source(path))}"
+    return f"{path.stem}:{_file_digest(str(path.resolve()), path.stat().st_mtime_ns)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _file_digest(path: str, mtime_ns: int) -> str:
+    """:func:`weights_digest` of a file, once per file version: every config of a grid resolves it."""
+    return weights_digest(load_source(path))
 
 
 def source_case_ids(source: str | Path) -> set[str]:
