@@ -1,4 +1,5 @@
-"""Losses for binary segmentation: BCE, Dice, Focal and weighted combinations.
+"""Losses for binary segmentation: BCE, Dice, Focal, Tversky, focal Tversky, Lovász hinge and
+weighted combinations.
 
 Every loss takes ``y_true`` masks of 0/1 values and ``y_pred`` LOGITS (by default)
 of the same shape, usually ``(B, H, W, 1)``. ``call`` returns one value per image,
@@ -22,7 +23,9 @@ from typing import Any, Sequence
 import keras
 from keras import ops
 
-__all__ = ["BCE", "Dice", "Focal", "Combo", "get", "available"]
+from kseg._errors import invalid_value
+
+__all__ = ["BCE", "Dice", "Focal", "Tversky", "FocalTversky", "LovaszHinge", "Combo", "get", "available"]
 
 # Registered names carry a "Loss" suffix because kseg.metrics also has a class
 # called Dice: the registry is one flat "package>name" dict, and a shared key would
@@ -243,6 +246,204 @@ class Focal(_SegLoss):
         }
 
 
+@_register(package="kseg", name="TverskyLoss")
+class Tversky(_SegLoss):
+    """Tversky loss (Salehi et al., 2017), computed per image and then reduced over the batch.
+
+    With ``p = sigmoid(y_pred)`` (or ``p = y_pred`` when ``from_logits=False``) and the
+    soft counts of one image ``TP = sum(y * p)``, ``FP = sum((1 - y) * p)`` and
+    ``FN = sum(y * (1 - p))``:
+
+        tversky = 1 - (TP + smooth) / (TP + alpha * FP + beta * FN + smooth)
+
+    ``alpha`` weighs false positives and ``beta`` false negatives (Abraham & Khan, 2019,
+    name them the other way round); ``beta > alpha`` favours recall. With
+    ``alpha = beta = 0.5`` this is the Dice loss with twice the smoothing,
+    ``Dice(smooth=2 * smooth)``, and exactly ``Dice(smooth=0)`` for ``smooth=0``. With
+    ``smooth=0`` the denominator is floored at ``epsilon`` so it stays finite.
+
+    Args:
+        alpha: Weight of the false positives, ``>= 0``.
+        beta: Weight of the false negatives, ``>= 0``.
+        smooth: Additive smoothing of numerator and denominator, ``>= 0``.
+        from_logits: Whether ``y_pred`` holds logits (default) or probabilities.
+        reduction: Keras reduction over the per-image values.
+        name: Name of the loss.
+
+    Example:
+
+    >>> y = np.array([1, 0, 0, 0], "float32").reshape(1, 2, 2, 1)
+    >>> round(float(Tversky()(y, np.zeros_like(y))), 6)  # p = .5: 1 - (.5+1)/(.5+.5*1.5+.5*.5+1)
+    0.4
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        smooth: float = 1.0,
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "tversky",
+    ):
+        super().__init__(from_logits=from_logits, name=name, reduction=reduction)
+        for arg, value in (("alpha", alpha), ("beta", beta), ("smooth", smooth)):
+            if not value >= 0:  # also rejects NaN
+                raise invalid_value(arg, ">= 0", value)
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.smooth = float(smooth)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_true, y_pred = _prepare(y_true, y_pred)
+        p = ops.sigmoid(y_pred) if self.from_logits else y_pred
+        tp = _per_image_sum(y_true * p)
+        fp = _per_image_sum((1.0 - y_true) * p)
+        fn = _per_image_sum(y_true * (1.0 - p))
+        denominator = tp + self.alpha * fp + self.beta * fn + self.smooth
+        denominator = ops.maximum(denominator, keras.config.epsilon())
+        return 1.0 - (tp + self.smooth) / denominator
+
+    def get_config(self) -> dict:
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "smooth": self.smooth,
+            "from_logits": self.from_logits,
+            "reduction": self.reduction,
+            "name": self.name,
+        }
+
+
+@_register(package="kseg", name="FocalTverskyLoss")
+class FocalTversky(Tversky):
+    """Focal Tversky loss (Abraham & Khan, 2019): the per-image Tversky loss to a power.
+
+        focal_tversky = tversky ** gamma
+
+    with ``tversky`` as in :class:`Tversky`. The paper writes the exponent as ``1/gamma``
+    with ``gamma = 4/3``, hence the default ``gamma=0.75``: below 1 it raises small losses,
+    so well-segmented images keep pulling. The power is taken only where the Tversky loss
+    is positive (it is 0 elsewhere), so a perfect prediction has a zero, not NaN, gradient
+    although ``t ** 0.75`` has an infinite slope at 0.
+
+    Args:
+        alpha: Weight of the false positives, ``>= 0``.
+        beta: Weight of the false negatives, ``>= 0``.
+        gamma: Exponent, ``> 0``; ``gamma=1`` is :class:`Tversky`.
+        smooth: Additive smoothing of numerator and denominator, ``>= 0``.
+        from_logits: Whether ``y_pred`` holds logits (default) or probabilities.
+        reduction: Keras reduction over the per-image values.
+        name: Name of the loss.
+
+    Example:
+
+    >>> y = np.array([1, 0, 0, 0], "float32").reshape(1, 2, 2, 1)
+    >>> float(FocalTversky()(y, np.zeros_like(y)))  # 0.4 ** 0.75
+    0.5029...
+    """
+
+    def __init__(
+        self,
+        alpha: float = 0.5,
+        beta: float = 0.5,
+        gamma: float = 0.75,
+        smooth: float = 1.0,
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "focal_tversky",
+    ):
+        super().__init__(alpha=alpha, beta=beta, smooth=smooth, from_logits=from_logits, reduction=reduction, name=name)
+        if not gamma > 0:
+            raise invalid_value("gamma", "> 0", gamma)
+        self.gamma = float(gamma)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        t = super().call(y_true, y_pred)
+        # Double where: the unused branch gets a safe base, so no inf * 0 in the gradient.
+        positive = t > 0.0
+        safe = ops.where(positive, t, ops.ones_like(t))
+        return ops.where(positive, ops.power(safe, self.gamma), ops.zeros_like(t))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "gamma": self.gamma}
+
+
+@_register(package="kseg", name="LovaszHingeLoss")
+class LovaszHinge(_SegLoss):
+    """Lovász hinge loss (Berman et al., 2018), a convex surrogate of the Jaccard loss.
+
+    For one image with logits ``x`` and mask ``y``, flattened over its pixels, the hinge
+    errors ``e = 1 - x * (2y - 1)`` are sorted in decreasing order (``e_s``, with the mask
+    reordered alike as ``y_s``). With ``g = sum(y)``,
+
+        jaccard_i = 1 - (g - cumsum(y_s)_i) / (g + cumsum(1 - y_s)_i)
+        grad = (jaccard_1, jaccard_2 - jaccard_1, ..., jaccard_N - jaccard_{N-1})
+        lovasz = sum_i relu(e_s)_i * grad_i
+
+    the Lovász extension of the Jaccard loss evaluated at the positive errors. The
+    denominator is >= 1, so an empty mask is fine (then only the largest error counts).
+    The loss is piecewise linear in the logits. Masks must be 0/1.
+
+    Args:
+        per_image: Whether each image gets its own Lovász loss (default) or the whole batch
+            is taken as one image (Berman's ``per_image=False``); then every image gets
+            that batch value, so the default reduction returns it.
+        from_logits: Whether ``y_pred`` holds logits (default) or probabilities
+            (clipped to ``[epsilon, 1 - epsilon]`` and turned into logits).
+        reduction: Keras reduction over the per-image values.
+        name: Name of the loss.
+
+    Example:
+
+    >>> y = np.array([1, 0], "float32").reshape(1, 1, 2, 1)
+    >>> x = np.array([2, 1], "float32").reshape(1, 1, 2, 1)  # errors -1 and 2
+    >>> float(LovaszHinge()(y, x))  # sorted: (2, y=0), (-1, y=1); grad (0.5, 0.5)
+    1.0
+    """
+
+    def __init__(
+        self,
+        per_image: bool = True,
+        from_logits: bool = True,
+        reduction: str | None = "sum_over_batch_size",
+        name: str = "lovasz",
+    ):
+        super().__init__(from_logits=from_logits, name=name, reduction=reduction)
+        self.per_image = bool(per_image)
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        y_true, y_pred = _prepare(y_true, y_pred)
+        x = y_pred if self.from_logits else _probabilities_to_logits(y_pred)
+        batch = ops.shape(x)[0]
+        x = ops.reshape(x, (batch, -1))
+        y = ops.reshape(y_true, (batch, -1))
+        errors = 1.0 - x * (2.0 * y - 1.0)
+        if not self.per_image:
+            errors, y = ops.reshape(errors, (1, -1)), ops.reshape(y, (1, -1))
+        order = ops.argsort(-errors, axis=-1)
+        errors_sorted = ops.take_along_axis(errors, order, axis=-1)
+        y_sorted = ops.take_along_axis(y, order, axis=-1)
+        # grad depends on the mask only (the order is integer), so no gradient flows through it.
+        gts = ops.sum(y_sorted, axis=-1, keepdims=True)
+        intersection = gts - ops.cumsum(y_sorted, axis=-1)
+        union = gts + ops.cumsum(1.0 - y_sorted, axis=-1)
+        jaccard = 1.0 - intersection / union
+        grad = ops.concatenate([jaccard[:, :1], jaccard[:, 1:] - jaccard[:, :-1]], axis=-1)
+        loss = ops.sum(ops.relu(errors_sorted) * ops.stop_gradient(grad), axis=-1)
+        if not self.per_image:
+            loss = ops.zeros_like(x[:, 0]) + loss
+        return loss
+
+    def get_config(self) -> dict:
+        return {
+            "per_image": self.per_image,
+            "from_logits": self.from_logits,
+            "reduction": self.reduction,
+            "name": self.name,
+        }
+
+
 @_register(package="kseg", name="ComboLoss")
 class Combo(keras.losses.Loss):
     """Weighted sum of kseg losses: ``sum_i weights[i] * losses[i]``.
@@ -311,8 +512,25 @@ class Combo(keras.losses.Loss):
         return cls(**config)
 
 
-_BY_NAME = {"bce": BCE, "dice": Dice, "focal": Focal}
-_AVAILABLE = ("bce", "dice", "focal", "bce+dice", "bce+focal", "dice+focal")
+_BY_NAME = {
+    "bce": BCE,
+    "dice": Dice,
+    "focal": Focal,
+    "tversky": Tversky,
+    "focal_tversky": FocalTversky,
+    "lovasz": LovaszHinge,
+}
+_AVAILABLE = (
+    "bce",
+    "dice",
+    "focal",
+    "tversky",
+    "focal_tversky",
+    "lovasz",
+    "bce+dice",
+    "bce+focal",
+    "dice+focal",
+)
 
 
 def available() -> tuple[str, ...]:
@@ -324,7 +542,8 @@ def get(identifier: Any) -> keras.losses.Loss:
     """Returns a loss from a name, a ``"+"``-joined name, a config or an instance.
 
     Args:
-        identifier: ``"bce"``, ``"dice"``, ``"focal"``, a combination such as
+        identifier: ``"bce"``, ``"dice"``, ``"focal"``, ``"tversky"``,
+            ``"focal_tversky"``, ``"lovasz"``, a combination such as
             ``"bce+dice"`` (a :class:`Combo` with weights 1), a serialized
             config dict, or a ``keras.losses.Loss`` instance (returned as is).
 

@@ -15,8 +15,8 @@ from tests.backend_utils import value_and_grad as backend_value_and_grad
 from tests.harness import assert_config_round_trip
 
 B, H, W = 3, 5, 5
-SINGLE_NAMES = ("bce", "dice", "focal")
-NAMES = ("bce", "dice", "focal", "bce+dice")
+SINGLE_NAMES = ("bce", "dice", "focal", "tversky", "focal_tversky", "lovasz")
+NAMES = ("bce", "dice", "focal", "bce+dice", "tversky", "focal_tversky", "lovasz")
 
 
 def _data(seed=0, scale=3.0):
@@ -54,6 +54,53 @@ def ref_focal(y, x, gamma=2.0, alpha=None):
     if alpha is not None:
         loss = loss * np.where(y == 1, alpha, 1.0 - alpha)
     return loss.mean(axis=(1, 2, 3))
+
+
+def ref_tversky(y, x, alpha=0.5, beta=0.5, smooth=1.0):
+    p = _sigmoid(x)
+    tp = (y * p).sum(axis=(1, 2, 3))
+    fp = ((1.0 - y) * p).sum(axis=(1, 2, 3))
+    fn = (y * (1.0 - p)).sum(axis=(1, 2, 3))
+    return 1.0 - (tp + smooth) / (tp + alpha * fp + beta * fn + smooth)
+
+
+def ref_focal_tversky(y, x, alpha=0.5, beta=0.5, gamma=0.75, smooth=1.0):
+    return ref_tversky(y, x, alpha, beta, smooth) ** gamma
+
+
+# A port of lovasz_grad / lovasz_hinge_flat from Berman et al.'s reference code
+# (github.com/bermanmaxim/LovaszSoftmax, pytorch/lovasz_losses.py), torch -> numpy.
+def lovasz_grad(gt_sorted):
+    """Gradient of the Lovasz extension w.r.t. sorted errors (see the paper's Alg. 1)."""
+    p = len(gt_sorted)
+    gts = gt_sorted.sum()
+    intersection = gts - gt_sorted.cumsum(0)
+    union = gts + (1.0 - gt_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    if p > 1:  # cover 1-pixel case
+        jaccard[1:p] = jaccard[1:p] - jaccard[0:-1]
+    return jaccard
+
+
+def lovasz_hinge_flat(logits, labels):
+    """Binary Lovasz hinge loss of flat logits [P] and 0/1 labels [P]."""
+    if len(labels) == 0:
+        return logits.sum() * 0.0
+    signs = 2.0 * labels - 1.0
+    errors = 1.0 - logits * signs
+    perm = np.argsort(-errors, kind="stable")  # torch.sort(errors, descending=True)
+    errors_sorted = errors[perm]
+    gt_sorted = labels[perm]
+    grad = lovasz_grad(gt_sorted)
+    return np.dot(np.maximum(errors_sorted, 0.0), grad)  # F.relu
+
+
+def ref_lovasz(y, x, per_image=True):
+    """Berman's lovasz_hinge, but one value per image; per_image=False repeats the batch value."""
+    x, y = np.asarray(x, "float64"), np.asarray(y, "float64")
+    if per_image:
+        return np.array([lovasz_hinge_flat(xi.ravel(), yi.ravel()) for xi, yi in zip(x, y)])
+    return np.full(len(x), lovasz_hinge_flat(x.ravel(), y.ravel()))
 
 
 def value_and_grad(loss, y, x):
@@ -141,6 +188,102 @@ def test_focal_gamma0_is_bce_and_probabilities_equal_logits():
     assert from_p == pytest.approx(float(L.Focal()(y, x)), rel=1e-4)
 
 
+# Two foreground pixels of 2x2 with p = 0.5: TP = 0.5, FP = 1.5, FN = 0.5 (y = [1, 0, 0, 0]).
+@pytest.mark.parametrize(
+    "alpha, beta, smooth, want",
+    [
+        (0.5, 0.5, 1.0, 1 - 1.5 / (0.5 + 0.75 + 0.25 + 1)),  # 0.4
+        (0.7, 0.3, 1.0, 1 - 1.5 / (0.5 + 1.05 + 0.15 + 1)),  # 4/9: false positives weigh more
+        (0.3, 0.7, 1.0, 1 - 1.5 / (0.5 + 0.45 + 0.35 + 1)),  # 8/23
+        (1.0, 1.0, 0.0, 1 - 0.5 / (0.5 + 1.5 + 0.5)),  # 0.8, the soft Jaccard loss
+    ],
+)
+def test_tversky_hand_value(alpha, beta, smooth, want):
+    y = np.array([[1, 0], [0, 0]], "float32").reshape(1, 2, 2, 1)
+    got = float(L.Tversky(alpha=alpha, beta=beta, smooth=smooth)(y, np.zeros_like(y)))
+    assert got == pytest.approx(want, abs=1e-6)
+
+
+@pytest.mark.parametrize("alpha, beta, smooth", [(0.5, 0.5, 1.0), (0.3, 0.7, 1.0), (0.7, 0.3, 0.1), (1.0, 1.0, 0.0)])
+def test_tversky_matches_numpy_reference(alpha, beta, smooth):
+    y, x = _data(13)
+    got = _np(L.Tversky(alpha=alpha, beta=beta, smooth=smooth, reduction="none")(y, x))
+    np.testing.assert_allclose(got, ref_tversky(y, x, alpha, beta, smooth), rtol=1e-5, atol=1e-6)
+    from_p = _np(L.Tversky(alpha, beta, smooth, from_logits=False, reduction="none")(y, _sigmoid(x).astype("float32")))
+    np.testing.assert_allclose(from_p, got, atol=1e-5)
+
+
+@pytest.mark.parametrize("smooth", [0.0, 0.5, 1.0])
+def test_tversky_half_half_is_dice(smooth):
+    # TP + FP/2 + FN/2 = (sum(y) + sum(p)) / 2, so with alpha = beta = 0.5
+    # (TP + s) / ((sum y + sum p) / 2 + s) = (2 TP + 2s) / (sum y + sum p + 2s): Dice with smooth 2s.
+    y, x = _data(14)
+    got = _np(L.Tversky(alpha=0.5, beta=0.5, smooth=smooth, reduction="none")(y, x))
+    want = _np(L.Dice(smooth=2.0 * smooth, reduction="none")(y, x))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    if smooth == 0.0:  # without smoothing, the same loss as Dice
+        np.testing.assert_allclose(got, _np(L.Dice(smooth=0.0, reduction="none")(y, x)), rtol=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.75, 1.0, 2.0])
+@pytest.mark.parametrize("alpha, beta", [(0.5, 0.5), (0.3, 0.7)])
+def test_focal_tversky_is_tversky_to_the_gamma(gamma, alpha, beta):
+    y, x = _data(15)
+    got = _np(L.FocalTversky(alpha=alpha, beta=beta, gamma=gamma, reduction="none")(y, x))
+    np.testing.assert_allclose(got, ref_focal_tversky(y, x, alpha, beta, gamma), rtol=1e-5, atol=1e-7)
+    tversky = _np(L.Tversky(alpha=alpha, beta=beta, reduction="none")(y, x))
+    np.testing.assert_allclose(got, tversky**gamma, rtol=1e-5)
+    assert L.FocalTversky().gamma == 0.75  # Abraham & Khan's 1/gamma with gamma = 4/3
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+@pytest.mark.parametrize("seed", [16, 17])
+def test_lovasz_matches_berman_reference(per_image, seed):
+    y, x = _data(seed)
+    got = _np(L.LovaszHinge(per_image=per_image, reduction="none")(y, x))
+    assert got.shape == (B,)
+    np.testing.assert_allclose(got, ref_lovasz(y, x, per_image), rtol=1e-5, atol=1e-6)
+    # The default reduction of per_image=False is Berman's batch-wide value.
+    if not per_image:
+        assert float(L.LovaszHinge(per_image=False)(y, x)) == pytest.approx(ref_lovasz(y, x, False)[0], rel=1e-5)
+
+
+def test_lovasz_hand_values():
+    # 1x2, y = (1, 0), x = (2, 1): errors 1 - 2 = -1 and 1 + 1 = 2. Sorted: (2, y=0), (-1, y=1);
+    # gts = 1, intersection = (1, 0), union = (2, 2), jaccard = (1/2, 1), grad = (1/2, 1/2):
+    # loss = 1/2 * relu(2) + 1/2 * relu(-1) = 1.
+    y = np.array([1, 0], "float32").reshape(1, 1, 2, 1)
+    x = np.array([2, 1], "float32").reshape(1, 1, 2, 1)
+    assert float(L.LovaszHinge()(y, x)) == pytest.approx(1.0, abs=1e-6)
+    # 2x2, y = [[1, 0], [1, 0]], x = [[3, -2], [0.5, 1]]: errors [[-2, -1], [0.5, 2]].
+    # Sorted: 2 (y=0), 0.5 (y=1), -1 (y=0), -2 (y=1); gts = 2, intersection = (2, 1, 1, 0),
+    # union = (3, 3, 4, 4), jaccard = (1/3, 2/3, 3/4, 1), grad = (1/3, 1/3, 1/12, 1/4):
+    # loss = 2/3 + 0.5/3 = 5/6.
+    y = np.array([[1, 0], [1, 0]], "float32").reshape(1, 2, 2, 1)
+    x = np.array([[3, -2], [0.5, 1]], "float32").reshape(1, 2, 2, 1)
+    assert float(L.LovaszHinge()(y, x)) == pytest.approx(5 / 6, abs=1e-6)
+    # From probabilities: the same loss.
+    p = _sigmoid(x).astype("float32")
+    assert float(L.LovaszHinge(from_logits=False)(y, p)) == pytest.approx(5 / 6, abs=1e-5)
+
+
+@pytest.mark.parametrize("per_image", [True, False])
+def test_lovasz_empty_mask_is_finite(per_image):
+    # Image 0 has an empty mask: union = cumsum(1 - y) >= 1, so the gradient of the
+    # Lovasz extension is (1, 0, ..., 0) and only the largest error counts.
+    y, x = _data(18)
+    y[0] = 0.0
+    loss = L.LovaszHinge(per_image=per_image, reduction="none")
+    value, grad = backend_value_and_grad(lambda t: loss(y, t), x)  # one value per image
+    assert np.all(np.isfinite(value)) and np.all(np.isfinite(grad)), (value, grad)
+    np.testing.assert_allclose(value, ref_lovasz(y, x, per_image), rtol=1e-5, atol=1e-6)
+    if per_image:
+        assert value[0] == pytest.approx(max(1.0 + x[0].max(), 0.0), rel=1e-6)
+    # Every mask empty.
+    value, grad = value_and_grad(L.LovaszHinge(per_image=per_image), np.zeros_like(y), x)
+    assert np.isfinite(value) and np.all(np.isfinite(grad))
+
+
 def test_combo_is_weighted_sum():
     y, x = _data(7)
     combo = L.Combo([L.BCE(), L.Dice(), L.Focal(gamma=1.0)], weights=[0.5, 2.0, 3.0])
@@ -191,6 +334,16 @@ HAND = {
     # 1 - 1 / (|y| + |1-y| + 1) = 1 - 1/5 for 4 pixels.
     ("dice", True): lambda kind: 0.0,
     ("dice", False): lambda kind: 0.8,
+    # correct: TP = |y|, FP = FN = 0 -> 0; wrong: TP = 0, FP = |1-y|, FN = |y|, so
+    # 1 - 1 / (0.5 |1-y| + 0.5 |y| + 1) = 1 - 1/3 for 4 pixels.
+    ("tversky", True): lambda kind: 0.0,
+    ("tversky", False): lambda kind: 2 / 3,
+    ("focal_tversky", True): lambda kind: 0.0,  # 0 ** 0.75, with a finite gradient
+    ("focal_tversky", False): lambda kind: (2 / 3) ** 0.75,
+    # correct: every error 1 - 1e4 < 0; wrong: every error 1 + 1e4, and the gradient of
+    # the Lovasz extension sums to jaccard_N = 1 for any mask.
+    ("lovasz", True): lambda kind: 0.0,
+    ("lovasz", False): lambda kind: 1e4 + 1,
 }
 
 
@@ -218,10 +371,26 @@ def test_gradient_matches_finite_differences(name):
     _, grad = value_and_grad(loss, y, x)
     idx = (1, 2, 3, 0)
     h = 1e-2
+    if "lovasz" in name:
+        # The Lovasz hinge is piecewise linear: its kinks are where two hinge errors of an
+        # image tie (the sort order changes) or one crosses 0 (the relu). The random logits
+        # have no ties; a small step that crosses no kink gives the exact slope.
+        h = 1e-3
+        errors = (1.0 - x * (2.0 * y - 1.0))[idx[0]].ravel()
+        own = errors[np.ravel_multi_index(idx[1:], x.shape[1:])]
+        others = np.delete(errors, np.ravel_multi_index(idx[1:], x.shape[1:]))
+        assert np.min(np.abs(others - own)) > 2 * h and abs(own) > h
     xp, xm = x.astype("float64").copy(), x.astype("float64").copy()
     xp[idx] += h
     xm[idx] -= h
-    refs = {"bce": ref_bce, "dice": ref_dice, "focal": ref_focal}
+    refs = {
+        "bce": ref_bce,
+        "dice": ref_dice,
+        "focal": ref_focal,
+        "tversky": ref_tversky,
+        "focal_tversky": ref_focal_tversky,
+        "lovasz": ref_lovasz,
+    }
     f = lambda v: sum(refs[p](y, v).mean() for p in name.split("+"))  # noqa: E731
     numeric = (f(xp) - f(xm)) / (2 * h)
     assert grad[idx] == pytest.approx(numeric, rel=1e-2, abs=1e-6)
@@ -279,7 +448,7 @@ def test_train_step_mixed_bfloat16_saturated_logits(name, mixed_bfloat16):
     assert np.isfinite(loss)
     for w in model.weights:
         assert np.all(np.isfinite(_np(w))), w.path
-    if name != "dice":  # sigmoid' is exactly 0 at +-1e4, so Dice alone has no pull
+    if name not in ("dice", "tversky", "focal_tversky"):  # sigmoid' is exactly 0 at +-1e4: no pull
         # The step really moved the weights: gradients were computed, not zeros.
         assert _np(conv.kernel).item() != pytest.approx(1e4, abs=1e-3)
 
@@ -291,8 +460,12 @@ CONFIGURED = [
     lambda: L.BCE(from_logits=False, reduction="sum", name="b"),
     lambda: L.Dice(from_logits=False, smooth=0.25, reduction="none", name="d"),
     lambda: L.Focal(gamma=1.5, alpha=0.3, from_logits=False, reduction="sum", name="f"),
+    lambda: L.Tversky(alpha=0.3, beta=0.7, smooth=0.5, from_logits=False, reduction="sum", name="t"),
+    lambda: L.FocalTversky(alpha=0.7, beta=0.3, gamma=1.5, smooth=2.0, from_logits=False, reduction="none", name="ft"),
+    lambda: L.LovaszHinge(per_image=False, from_logits=False, reduction="sum", name="l"),
     lambda: L.Combo([L.BCE(), L.Focal(gamma=1.0, alpha=0.4)], weights=[0.3, 0.7], name="c"),
 ]
+CONFIGURED_IDS = ["bce", "dice", "focal", "tversky", "focal_tversky", "lovasz", "combo"]
 
 
 def _probs():
@@ -300,7 +473,7 @@ def _probs():
     return y, _sigmoid(np.clip(x, -5, 5)).astype("float32")
 
 
-@pytest.mark.parametrize("make", CONFIGURED, ids=["bce", "dice", "focal", "combo"])
+@pytest.mark.parametrize("make", CONFIGURED, ids=CONFIGURED_IDS)
 def test_get_config_round_trip(make):
     loss = make()
     clone = assert_config_round_trip(loss)
@@ -308,7 +481,7 @@ def test_get_config_round_trip(make):
     np.testing.assert_allclose(_np(clone(y, p)), _np(loss(y, p)), rtol=1e-6)
 
 
-@pytest.mark.parametrize("make", CONFIGURED, ids=["bce", "dice", "focal", "combo"])
+@pytest.mark.parametrize("make", CONFIGURED, ids=CONFIGURED_IDS)
 def test_serialize_keras_object_round_trip(make):
     import kseg.metrics  # noqa: F401  registers a metric Dice as well: names must not clash
 
@@ -323,11 +496,12 @@ def test_serialize_keras_object_round_trip(make):
 
 
 def test_combo_sub_losses_survive_round_trip():
-    combo = L.Combo([L.Dice(smooth=3.0), "focal"], weights=[1.0, 2.0])
+    combo = L.Combo([L.Dice(smooth=3.0), "focal", L.FocalTversky(gamma=2.0)], weights=[1.0, 2.0, 0.5])
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(combo))
-    assert [type(s) for s in clone.losses] == [L.Dice, L.Focal]
+    assert [type(s) for s in clone.losses] == [L.Dice, L.Focal, L.FocalTversky]
     assert clone.losses[0].smooth == 3.0
-    assert clone.weights == [1.0, 2.0]
+    assert clone.losses[2].gamma == 2.0
+    assert clone.weights == [1.0, 2.0, 0.5]
 
 
 # --------------------------------------------------------------------- get/available
@@ -335,7 +509,7 @@ def test_combo_sub_losses_survive_round_trip():
 
 def test_available_names_all_resolve():
     names = L.available()
-    assert {"bce", "dice", "focal", "bce+dice"} <= set(names)
+    assert {"bce", "dice", "focal", "bce+dice", "tversky", "focal_tversky", "lovasz"} <= set(names)
     for name in names:
         loss = L.get(name)
         assert isinstance(loss, keras.losses.Loss)
@@ -348,15 +522,19 @@ def test_get_builds_combo_and_passes_instances_through():
     assert [type(s) for s in combo.losses] == [L.BCE, L.Dice]
     assert combo.weights == [1.0, 1.0]
     assert isinstance(L.get("focal"), L.Focal)
+    assert isinstance(L.get("tversky"), L.Tversky)
+    assert type(L.get("focal_tversky")) is L.FocalTversky
+    assert isinstance(L.get("lovasz"), L.LovaszHinge)
+    assert [type(s) for s in L.get("bce+lovasz").losses] == [L.BCE, L.LovaszHinge]
     inst = L.Focal(gamma=3.0)
     assert L.get(inst) is inst
 
 
-@pytest.mark.parametrize("bad", ["lovasz", "bce+tversky", ""])
+@pytest.mark.parametrize("bad", ["jaccard", "bce+hausdorff", ""])
 def test_get_unknown_name_lists_known_names(bad):
     with pytest.raises(ValueError) as err:
         L.get(bad)
-    for name in ("bce", "dice", "focal", "bce+dice"):
+    for name in ("bce", "dice", "focal", "bce+dice", "tversky", "focal_tversky", "lovasz"):
         assert name in str(err.value)
 
 
@@ -371,3 +549,11 @@ def test_invalid_arguments_raise():
         L.Combo([L.BCE(), L.Dice()], weights=[1.0])
     with pytest.raises(ValueError):
         L.get(3)
+    with pytest.raises(ValueError, match=r"`alpha` must be >= 0. Received: alpha=-0.1"):
+        L.Tversky(alpha=-0.1)
+    with pytest.raises(ValueError, match=r"`beta` must be >= 0. Received: beta=-1"):
+        L.FocalTversky(beta=-1)
+    with pytest.raises(ValueError, match=r"`smooth` must be >= 0"):
+        L.Tversky(smooth=float("nan"))
+    with pytest.raises(ValueError, match=r"`gamma` must be > 0. Received: gamma=0"):
+        L.FocalTversky(gamma=0)
