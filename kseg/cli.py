@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kseg._errors import unknown_name
-
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 
 
@@ -111,7 +109,20 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from kseg.data.load import KINDS
 
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and recipe")
-    p.add_argument("--models", nargs="+", default=list(models.available()), help="model names")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(models.SEED_MODELS),
+        help=f"DECODER or DECODER:ENCODER (e.g. fpn:efficientnetb0); decoders: {', '.join(models.available())}; "
+        f"encoders: {', '.join(models.encoders())}",
+    )
+    p.add_argument(
+        "--encoder-weights",
+        default="",
+        metavar="imagenet|PATH",
+        help="a keras.applications encoder's starting weights: imagenet (downloads once) or a local weights file; "
+        "default random",
+    )
     p.add_argument(
         "--losses", nargs="+", default=["bce", "dice", "focal"], help="loss names, e.g. bce, dice, focal, bce+dice"
     )
@@ -273,6 +284,7 @@ RECIPE_FLAGS = (
     "split_sizes",
     "mask_suffix",
     "init_from",
+    "encoder_weights",
 )
 
 
@@ -282,10 +294,20 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     from kseg import executors, grid, leaderboard, losses, models, training
     from kseg.run import DataCache
 
-    model_names, loss_names = _names(args.models), _names(args.losses)
-    unknown_models = [m for m in model_names if m not in models.available()]
-    if unknown_models:
-        parser.error(str(unknown_name("model", ", ".join(unknown_models), models.available())))
+    try:  # one spelling per model, so "unet" and "unet:unet" are one experiment
+        model_names = [models.canonical_name(name) for name in _names(args.models)]
+    except ValueError as error:
+        parser.error(f"--models: {error}")
+    loss_names = _names(args.losses)
+    if args.encoder_weights:
+        if args.encoder_weights != "imagenet" and not Path(args.encoder_weights).is_file():
+            parser.error(f"--encoder-weights expects imagenet or a weights file. Received: {args.encoder_weights}")
+        own = [name for name in model_names if models.resolve(name)[1].family == "kseg"]
+        if own:
+            parser.error(
+                f"--encoder-weights applies to keras.applications encoders; {', '.join(own)} start from random "
+                "weights (use --init-from for a kseg model's weights)"
+            )
     for name in loss_names:
         try:
             losses.get(name)
@@ -353,9 +375,9 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print(f"[grid] dataset: {name} (results are labelled {name!r}, never mixed with PH2)")
     for config in {(c.model, c.image_size, c.depth): c for c in configs}.values():
         try:  # an image size the model's total stride does not divide: refused here, not as a failed row
-            training.build_architecture(config, "float32")
+            training.build_architecture(config.replace(encoder_weights=""), "float32")  # no download here
         except ValueError as error:
-            print(f"error: --image-size {config.image_size} for {config.model}: {error}", file=sys.stderr)
+            print(f"error: {config.model} at --image-size {config.image_size}: {error}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
     options = dict(verbose=not args.quiet, executor=executor, distribute=args.distribute)
     try:

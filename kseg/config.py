@@ -10,8 +10,10 @@ spread are always over runs that differ only by seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 from typing import Any
 
 import keras
@@ -74,7 +76,7 @@ AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
 BATCH_NORMS = tuple(BATCH_NORMALIZATIONS)
 # Knobs added within kseg 0.3: at their field default they compute what 0.3 did without them.
-NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale", "init_source", "folds", "fold")
+NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale", "init_source", "folds", "fold", "encoder_weights")
 # Where a source's weights are on this machine: its identity is ``init_source``, not its path.
 NOT_IDENTITY: tuple[str, ...] = ("init_from",)
 
@@ -112,6 +114,9 @@ class RunConfig:
         folds, fold: K-fold cross-validation (``folds`` >= 2): the run tests on fold ``fold``
             of the split seed's stratified order and trains and validates on the rest
             (:func:`kseg.data.fold_indices`); 0: the ``split_sizes`` split.
+        encoder_weights: a pretrained encoder's starting weights (``kseg.models.build``):
+            empty (random), ``imagenet`` or a local weights file, which enters the identity by
+            its content's digest rather than its path.
     """
 
     model: str
@@ -149,6 +154,7 @@ class RunConfig:
     init_source: str = ""
     folds: int = 0
     fold: int = 0
+    encoder_weights: str = ""
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs hash equally: a list and a tuple of sizes are one split.
@@ -206,6 +212,8 @@ class RunConfig:
             for k, v in self.to_dict().items()
             if k not in NOT_IDENTITY and not (k in NEUTRAL_KNOBS and v == defaults[k])
         }
+        if self.encoder_weights not in ("", "imagenet"):
+            fields["encoder_weights"] = _file_digest(self.encoder_weights)
         return {
             **fields,
             "backend": keras.backend.backend(),
@@ -235,7 +243,23 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         fold = f"-fold{self.fold}" if self.folds else ""
-        return f"{self.model}-{self.loss}-seed{self.seed}{fold}-{self.config_hash}"
+        model = self.model.replace(":", "_")  # "fpn:resnet50" names a folder on every file system
+        return f"{model}-{self.loss}-seed{self.seed}{fold}-{self.config_hash}"
+
+
+def _file_digest(path: str) -> str:
+    """ "sha256:" and 12 hex digits of a file's bytes, once per file version."""
+    stat = os.stat(path)
+    return _cached_file_digest(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_file_digest(path: str, mtime_ns: int, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()[:12]
 
 
 def _hash(payload: dict[str, Any]) -> str:

@@ -144,8 +144,17 @@ class MaxUnpooling2D(layers.Layer):
         return {**super().get_config(), "pool_size": self.pool_size}
 
 
-def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9, batch_norm: str = "keras"):
-    """Conv3x3 (same padding) -> ReLU -> BatchNorm, the block of the original notebook.
+def conv_block(
+    x,
+    filters: int,
+    name: str,
+    bn_momentum: float = 0.9,
+    batch_norm: str = "keras",
+    kernel_size: int = 3,
+    dilation_rate: int = 1,
+):
+    """Conv (3x3 unless ``kernel_size``; same padding) -> ReLU -> BatchNorm, the block of the
+    original notebook; ``dilation_rate`` > 1 makes it atrous (DeepLab's ASPP).
 
     BatchNorm comes after the ReLU, as the notebook had it. ``bn_momentum`` 0.9 is PyTorch's
     default (its momentum 0.1); Keras' 0.99 lags far behind on a dataset of ~10 steps per epoch.
@@ -156,7 +165,8 @@ def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9, batch_norm:
     if batch_norm not in BATCH_NORMALIZATIONS:
         raise unknown_name("batch_norm", batch_norm, BATCH_NORMALIZATIONS)
     norm = BATCH_NORMALIZATIONS[batch_norm]
-    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
+    conv_options = {"dilation_rate": dilation_rate} if dilation_rate != 1 else {}
+    x = layers.Conv2D(filters, kernel_size, padding="same", name=f"{name}_conv", **conv_options)(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
     return norm(momentum=bn_momentum, epsilon=1e-5, name=f"{name}_bn")(x)
 
@@ -230,6 +240,57 @@ class ShadesOfGray(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "power": self.power, "epsilon": self.epsilon}
+
+
+# What each keras.applications family expects of an image (Keras's ``imagenet_utils`` modes),
+# given kseg's images in [0, 1]: "pixels" for the families that normalise inside themselves.
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+PREPROCESSING_MODES = ("pixels", "tf", "torch", "caffe")
+
+
+@keras.saving.register_keras_serializable(package="kseg")
+class EncoderPreprocessing(layers.Layer):
+    """Turns kseg's RGB images in [0, 1] into what a pretrained encoder was trained on, inside
+    the model, so ``predict``, ``evaluate``, export and the engines need no per-encoder code.
+
+        pixels: y = 255 x                                  (the encoder normalises itself)
+        tf:     y = 2 x - 1                                (MobileNetV2)
+        torch:  y = (x - mean) / std, ImageNet's RGB mean and std   (DenseNet)
+        caffe:  y = 255 x[..., ::-1] - ImageNet's BGR mean          (ResNet50)
+
+    Args:
+        mode: one of ``PREPROCESSING_MODES``.
+
+    Example:
+    >>> EncoderPreprocessing("tf")(keras.ops.ones((1, 2, 2, 3))).shape
+    (1, 2, 2, 3)
+    """
+
+    def __init__(self, mode: str = "pixels", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in PREPROCESSING_MODES:
+            raise unknown_name("mode", mode, PREPROCESSING_MODES)
+        self.mode = mode
+
+    def call(self, inputs):
+        x = ops.cast(inputs, "float32")
+        if self.mode == "pixels":
+            y = x * 255.0
+        elif self.mode == "tf":
+            y = x * 2.0 - 1.0
+        elif self.mode == "torch":
+            y = (x - ops.array(_IMAGENET_MEAN)) / ops.array(_IMAGENET_STD)
+        else:
+            y = ops.flip(x, axis=-1) * 255.0 - ops.array(_CAFFE_BGR_MEAN)
+        return ops.cast(y, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
 
 
 def _on_tensorflow() -> bool:
@@ -593,6 +654,8 @@ __all__ = [
     "MaxUnpooling2D",
     "conv_block",
     "ShadesOfGray",
+    "EncoderPreprocessing",
+    "PREPROCESSING_MODES",
     "FastBatchNormalization",
     "BATCH_NORMALIZATIONS",
 ]

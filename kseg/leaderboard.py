@@ -96,6 +96,8 @@ COLUMNS: tuple[str, ...] = (
     # Added with cross-validation (--folds K): K, and which fold a run tests on.
     "folds",
     "fold",
+    # Added with the encoder family: a pretrained encoder's starting weights (imagenet, sha256:...).
+    "encoder_weights",
 )
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
@@ -148,6 +150,7 @@ TEXT_COLUMNS = (
     "postprocess",
     "batch_norm",
     "init_source",
+    "encoder_weights",
 )
 STATUSES = ("ok", "failed", "nan")
 
@@ -370,6 +373,8 @@ def recipe(row: Mapping[str, Any]) -> str:
         parts.append(f"cv{int(row['folds'])}")
     if present("init_source"):
         parts.append(f"init={str(row['init_source']).split(':')[0]}")
+    if present("encoder_weights"):
+        parts.append(f"enc={str(row['encoder_weights']).split(':')[0]}")
     return " ".join(parts)
 
 

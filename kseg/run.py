@@ -177,6 +177,7 @@ ROW_FIELDS = (
     "init_source",
     "folds",
     "fold",
+    "encoder_weights",
 )
 
 
@@ -186,6 +187,7 @@ def base_row(config: RunConfig) -> dict:
     row.update({field: getattr(config, field) for field in ROW_FIELDS})
     row.update(
         split_sizes="/".join(map(str, config.split_sizes)),
+        encoder_weights=config.identity().get("encoder_weights", ""),  # a file by its digest, as in the hash
         device=device_description(),
         backend=keras.backend.backend(),
         keras_version=keras.version(),

@@ -135,6 +135,7 @@ def build_architecture(config: RunConfig, policy: str) -> keras.Model:
             depth=config.depth,
             colour_constancy=config.colour_constancy,
             batch_norm=config.batch_norm,
+            encoder_weights=config.encoder_weights or None,
         )
 
 

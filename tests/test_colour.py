@@ -9,7 +9,7 @@ from kseg.data import augment_pair
 from kseg.layers import ShadesOfGray
 from tests.harness import assert_layer_round_trip
 
-MODELS = kseg.models.available()
+MODELS = kseg.models.SEED_MODELS
 
 
 def _reference(images: np.ndarray, power: float = 6, epsilon: float = 1e-6) -> np.ndarray:

@@ -69,7 +69,17 @@ def test_a_knob_at_its_neutral_value_leaves_the_identity_as_before_it_existed():
     neutral = {field.name: field.default for field in dataclasses.fields(RunConfig)}
     for knob in kconfig.NEUTRAL_KNOBS:
         assert getattr(config, knob) == neutral[knob] and knob not in config.identity()
-        assert knob in config.replace(**{knob: 0.5}).identity()
+        assert knob in config.replace(**{knob: "imagenet" if knob == "encoder_weights" else 0.5}).identity()
+
+
+def test_an_encoder_weights_file_enters_the_identity_by_content_not_path(tmp_path):
+    first, second, other = tmp_path / "a.weights.h5", tmp_path / "b.weights.h5", tmp_path / "c.weights.h5"
+    first.write_bytes(b"same"), second.write_bytes(b"same"), other.write_bytes(b"different")
+    config = RunConfig.from_preset("cpu", model="fpn:mobilenetv2", loss="bce")
+    hashes = [config.replace(encoder_weights=str(path)).config_hash for path in (first, second, other)]
+    assert hashes[0] == hashes[1] != hashes[2] != config.config_hash
+    assert config.replace(encoder_weights=str(first)).identity()["encoder_weights"].startswith("sha256:")
+    assert "fpn_mobilenetv2-bce-seed0-" in config.run_id  # no ":" in a folder name
 
 
 @pytest.mark.parametrize(

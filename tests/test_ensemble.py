@@ -57,7 +57,7 @@ def test_a_member_under_tta_equals_kseg_refine_tta(images, tta):
 
 
 def test_ensemble_logits_are_the_mean_of_the_members(images):
-    members = [_member(name, seed) for seed, name in enumerate(models.available())]
+    members = [_member(name, seed) for seed, name in enumerate(models.SEED_MODELS)]
     combined = ensemble.build_ensemble(members, ["none", "flip", "none"])
     expected = np.mean(
         [refine.tta_predict_logits(m, images, tta) for m, tta in zip(members, ["none", "flip", "none"])], axis=0

@@ -154,8 +154,15 @@ def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
     [
         (
             ["--models", "resnet"],
-            "Unknown model 'resnet'. Expected one of: segnet, unet, unet2. Received: model='resnet'",
+            "--models: Unknown decoder 'resnet'. Expected one of: segnet, unet, unet2, fpn, deeplabv3plus. "
+            "Received: decoder='resnet'",
         ),
+        (
+            ["--models", "fpn:resnet5"],
+            "--models: Unknown encoder 'resnet5'. Expected one of: segnet, unet, unet2, mobilenetv2",
+        ),
+        (["--models", "unet", "--encoder-weights", "imagenet"], "--encoder-weights applies to keras.applications"),
+        (["--models", "fpn:mobilenetv2", "--encoder-weights", "nowhere.h5"], "Received: nowhere.h5"),
         (["--losses", "hinge"], "hinge"),
         (["--preset", "huge"], "invalid choice: 'huge'"),
     ],
@@ -165,6 +172,19 @@ def test_bad_arguments_exit_2_with_a_clear_message(args, message, capsys):
         run_grid_command([*SMOKE, *args])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--models", "segnet:mobilenetv2"], "segnet:mobilenetv2 at --image-size 32: The segnet decoder unpools"),
+        (["--models", "fpn:mobilenetv2", "--image-size", "48"], "divisible by 32 (the mobilenetv2 encoder's"),
+    ],
+)
+def test_a_model_that_cannot_be_built_exits_2_before_any_run(args, message, tmp_path, capsys):
+    code = run_grid_command([*SMOKE, "--results", str(tmp_path / "lb.csv"), *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "lb.csv").exists()
 
 
 def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
@@ -488,4 +508,4 @@ def test_an_image_size_the_model_cannot_divide_is_refused_before_any_run(tmp_pat
     code = run_grid_command([*SMOKE, "--models", "unet", "--image-size", "30", "--results", str(tmp_path / "lb.csv")])
     assert code == 2 and not (tmp_path / "lb.csv").exists()
     err = capsys.readouterr().err
-    assert "--image-size 30 for unet" in err and "divisible by 2**depth = 4" in err
+    assert "unet at --image-size 30" in err and "divisible by 2**depth = 4" in err

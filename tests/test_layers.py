@@ -2,8 +2,9 @@ import keras
 import numpy as np
 import pytest
 
-from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from kseg.layers import EncoderPreprocessing, MaxPoolingWithArgmax2D, MaxUnpooling2D
 from tests.backend_utils import value_and_grad
+from tests.harness import assert_layer_round_trip
 
 
 def _distinct_values(shape, seed=0):
@@ -122,3 +123,29 @@ def test_model_with_unpooling_round_trips_through_keras_file(tmp_path):
     restored = keras.saving.load_model(tmp_path / "m.keras")
     x = _distinct_values((3, 4, 4, 2))
     np.testing.assert_array_equal(restored.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# ----- EncoderPreprocessing -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode, reference",
+    [
+        ("tf", keras.applications.mobilenet_v2.preprocess_input),
+        ("torch", keras.applications.densenet.preprocess_input),
+        ("caffe", keras.applications.resnet50.preprocess_input),
+        ("pixels", lambda pixels: pixels),
+    ],
+)
+def test_encoder_preprocessing_equals_keras_applications_own(mode, reference):
+    images = np.random.default_rng(0).random((2, 4, 4, 3), dtype="float32")  # kseg's [0, 1]
+    expected = np.asarray(reference(images * 255.0))  # keras.applications' functions take [0, 255]
+    got = keras.ops.convert_to_numpy(EncoderPreprocessing(mode)(images))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_encoder_preprocessing_round_trip_and_unknown_mode(tmp_path):
+    images = np.random.default_rng(1).random((1, 4, 4, 3), dtype="float32")
+    assert_layer_round_trip(lambda: EncoderPreprocessing("caffe"), images, tmp_path, atol=1e-6)
+    with pytest.raises(ValueError, match="Unknown mode 'bgr'. Expected one of: pixels, tf, torch, caffe"):
+        EncoderPreprocessing("bgr")

@@ -7,7 +7,7 @@ import pytest
 
 import kseg
 
-MODELS = kseg.models.available()
+MODELS = kseg.models.SEED_MODELS
 TORCH_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "torch_reference.py"
 # Trainable parameters of the native PyTorch networks at base 32, depth 4 (torch_reference.py).
 REFERENCE_PARAMS = {"segnet": 4_712_993, "unet": 7_852_545, "unet2": 8_114_625}

@@ -16,7 +16,7 @@ from kseg.data import SegmentationSequence
 from kseg.run import DataCache, resolve_config, run_one
 from kseg.training import build_model
 
-MODELS = kseg.models.available()
+MODELS = kseg.models.SEED_MODELS
 LOSSES = ("bce", "dice", "focal", "bce+dice")
 BACKENDS = ("tensorflow", "jax", "torch")
 

@@ -40,7 +40,7 @@ def _saved_source(tmp_path, name: str = "unet", seed: int = 1, **kwargs) -> tupl
     return model, str(run_dir)
 
 
-@pytest.mark.parametrize("name", models.available())
+@pytest.mark.parametrize("name", models.SEED_MODELS)
 def test_init_from_loads_exactly_the_source_weights(tmp_path, name):
     source, run_dir = _saved_source(tmp_path, name)
     keras.utils.set_random_seed(7)  # another initialisation than the source's

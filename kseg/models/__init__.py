@@ -1,34 +1,151 @@
-"""Model builders: ``segnet``, ``unet``, ``unet2``, and ``build(name, **kwargs)`` by name."""
+"""Segmentation models as an encoder plus a decoder, by name.
+
+``build("unet")`` is the seed U-Net; ``build("fpn:efficientnetb0")`` (or ``build("fpn",
+encoder="efficientnetb0")``) puts the FPN decoder on a ``keras.applications`` EfficientNet-B0.
+``available()`` lists the decoders, ``encoders()`` the encoders. The seed networks keep their
+names: "segnet", "unet" and "unet2" are those decoders on kseg's encoder of the same name.
+
+Add an architecture: a module in ``backbones/`` (encoders) or ``decoders/`` that defines its
+:class:`~kseg.models.base.Encoder` or :class:`~kseg.models.base.Decoder` entries, and one line in
+that package's registry.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
-
 import keras
 
-from kseg._errors import unknown_name
-from kseg.models.segnet import segnet
-from kseg.models.unet import unet, unet2
+from kseg.models import backbones as _encoders
+from kseg.models import decoders as _decoders
+from kseg.models._common import check_input_shape, colour_constancy_stem, logit_head, segmentation_input
+from kseg.models.base import Decoder, Encoder, ModelOptions
 
-_BUILDERS: dict[str, Callable[..., keras.Model]] = {"segnet": segnet, "unet": unet, "unet2": unet2}
+# The grid's default models: the original notebook's three networks.
+SEED_MODELS = ("segnet", "unet", "unet2")
 
 
 def available() -> tuple[str, ...]:
-    """The names ``build`` accepts."""
-    return tuple(_BUILDERS)
+    """The decoder names ``build`` accepts (alone, or as ``DECODER:ENCODER``)."""
+    return tuple(_decoders.REGISTRY)
 
 
-def build(name: str, **kwargs) -> keras.Model:
-    """Builds the model called ``name`` (see ``available()``) with the builder's keyword arguments.
+def encoders() -> tuple[str, ...]:
+    """The encoder names ``build`` accepts."""
+    return tuple(_encoders.REGISTRY)
+
+
+def resolve(name: str, encoder: str | None = None) -> tuple[Decoder, Encoder]:
+    """The decoder and encoder that ``name`` ("DECODER" or "DECODER:ENCODER") and ``encoder``
+    name; unknown names raise with the choices."""
+    decoder_name, _, named_encoder = name.lower().partition(":")
+    if named_encoder and encoder and named_encoder != encoder.lower():
+        raise ValueError(f"Expected one encoder. Received: name={name!r} and encoder={encoder!r}")
+    decoder = _decoders.get(decoder_name)
+    return decoder, _encoders.get(named_encoder or encoder or decoder.default_encoder)
+
+
+def canonical_name(name: str, encoder: str | None = None) -> str:
+    """One spelling per model: a seed network is its decoder's name ("unet", also for
+    "unet:unet"); every other model is "DECODER:ENCODER"."""
+    decoder, encoder_entry = resolve(name, encoder)
+    return decoder.name if encoder_entry.name == decoder.name else f"{decoder.name}:{encoder_entry.name}"
+
+
+def total_stride(name: str, depth: int = 4, encoder: str | None = None) -> int:
+    """What the model's input height and width must divide by."""
+    return resolve(name, encoder)[1].total_stride(ModelOptions(depth=depth))
+
+
+def build(
+    name: str,
+    input_shape: tuple[int, int, int] = (256, 256, 3),
+    *,
+    encoder: str | None = None,
+    encoder_weights: str | None = None,
+    base_filters: int = 64,
+    depth: int = 4,
+    bn_momentum: float = 0.9,
+    colour_constancy: bool = False,
+    batch_norm: str = "keras",
+    model_name: str | None = None,
+) -> keras.Model:
+    """Builds ``image -> [Shades of Gray] -> encoder -> decoder -> 1x1 logit head``.
+
+    Args:
+        name: a decoder (``available()``), or "DECODER:ENCODER".
+        input_shape: (height, width, channels); both sides divisible by the encoder's total
+            stride (2**depth for kseg's encoders, 32 for keras.applications').
+        encoder: an encoder (``encoders()``) when ``name`` names none; default: the decoder's
+            own ("unet" for unet) or resnet50 for fpn and deeplabv3plus.
+        encoder_weights: None, "imagenet" (downloads, once) or a local weights file, for a
+            keras.applications encoder.
+        base_filters, depth, bn_momentum, batch_norm: see :class:`kseg.models.base.ModelOptions`.
+        colour_constancy: a ``kseg.layers.ShadesOfGray`` layer first (no weights).
+        model_name: the Keras model's name; default the canonical name with "_" for ":".
+
+    Returns:
+        A ``keras.Model`` mapping images (B, H, W, C) in [0, 1] to logits (B, H, W, 1).
 
     >>> build("unet", input_shape=(64, 64, 3), base_filters=8).output.shape
     (None, 64, 64, 1)
     """
-    try:
-        builder = _BUILDERS[name.lower()]
-    except KeyError:
-        raise unknown_name("model", name, available()) from None
-    return builder(**kwargs)
+    decoder, encoder_entry = resolve(name, encoder)
+    options = ModelOptions(base_filters, depth, bn_momentum, batch_norm, encoder_weights)
+    if encoder_weights is not None and encoder_entry.family == "kseg":
+        raise ValueError(
+            f"encoder_weights applies to pretrained (keras.applications) encoders; the {encoder_entry.name} encoder "
+            f"starts from random weights (use --init-from for a kseg model's weights). "
+            f"Received: encoder_weights={encoder_weights!r}"
+        )
+    stride = encoder_entry.total_stride(options)
+    if encoder_entry.family == "kseg":
+        stride_label = f"2**depth = {stride} (depth={depth})"
+    else:
+        stride_label = f"{stride} (the {encoder_entry.name} encoder's total stride)"
+    check_input_shape(input_shape, stride, stride_label)
+
+    inputs = segmentation_input(input_shape)
+    features = encoder_entry.build(colour_constancy_stem(inputs, colour_constancy), options)
+    outputs = logit_head(decoder.build(features, options))
+    default_name = canonical_name(decoder.name, encoder_entry.name).replace(":", "_")
+    return keras.Model(inputs, outputs, name=model_name or default_name)
 
 
-__all__ = ["available", "build", "segnet", "unet", "unet2"]
+def segnet(input_shape=(256, 256, 3), base_filters=64, depth=4, bn_momentum=0.9, name="segnet", **kwargs):
+    """SegNet: ``build("segnet", ...)`` (kseg's argmax-pooling encoder, the unpooling decoder)."""
+    return build(
+        "segnet",
+        input_shape,
+        base_filters=base_filters,
+        depth=depth,
+        bn_momentum=bn_momentum,
+        model_name=name,
+        **kwargs,
+    )
+
+
+def unet(input_shape=(256, 256, 3), base_filters=64, depth=4, bn_momentum=0.9, name="unet", **kwargs):
+    """U-Net: ``build("unet", ...)`` (max-pooling encoder, nearest up-sampling decoder)."""
+    return build(
+        "unet", input_shape, base_filters=base_filters, depth=depth, bn_momentum=bn_momentum, model_name=name, **kwargs
+    )
+
+
+def unet2(input_shape=(256, 256, 3), base_filters=64, depth=4, bn_momentum=0.9, name="unet2", **kwargs):
+    """U-Net-2: ``build("unet2", ...)`` (strided-conv encoder, transposed-conv decoder)."""
+    return build(
+        "unet2", input_shape, base_filters=base_filters, depth=depth, bn_momentum=bn_momentum, model_name=name, **kwargs
+    )
+
+
+__all__ = [
+    "SEED_MODELS",
+    "available",
+    "encoders",
+    "resolve",
+    "canonical_name",
+    "total_stride",
+    "build",
+    "segnet",
+    "unet",
+    "unet2",
+]

@@ -1,4 +1,4 @@
-"""Pieces shared by every kseg builder: the input, its size check, the optional colour-constancy
+"""Pieces shared by every kseg model: the input, its size check, the optional colour-constancy
 preprocessing, and the logit head."""
 
 from __future__ import annotations
@@ -10,17 +10,21 @@ from kseg._errors import invalid_value
 from kseg.layers import ShadesOfGray
 
 
-def segmentation_input(input_shape: tuple[int, int, int], depth: int) -> keras.KerasTensor:
-    """The model input, after checking that ``depth`` halvings of each side stay whole."""
+def check_input_shape(input_shape: tuple[int, int, int], total_stride: int, stride_label: str) -> None:
+    """Raises unless ``input_shape`` is (height, width, channels) with both sides divisible by
+    ``total_stride``; ``stride_label`` says where that stride comes from ("2**depth = 16 (depth=4)")."""
     if len(input_shape) != 3:
         raise invalid_value("input_shape", "(height, width, channels)", input_shape)
-    factor = 2**depth
     for side, label in zip(input_shape[:2], ("height", "width")):
-        if side is None or side % factor:
+        if side is None or side % total_stride:
             raise ValueError(
-                f"Expected an input {label} divisible by 2**depth = {factor} (depth={depth}), e.g. "
-                f"{max(factor, (side or 0) // factor * factor)}. Received: {label} {side}"
+                f"Expected an input {label} divisible by {stride_label}, e.g. "
+                f"{max(total_stride, (side or 0) // total_stride * total_stride)}. Received: {label} {side}"
             )
+
+
+def segmentation_input(input_shape: tuple[int, int, int]) -> keras.KerasTensor:
+    """The model input, named "image"."""
     return keras.Input(shape=input_shape, name="image")
 
 

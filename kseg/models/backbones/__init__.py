@@ -1,0 +1,30 @@
+"""The encoder registry (keras-hub calls an encoder a backbone): kseg's own and keras.applications'.
+
+A new encoder is a module that defines :class:`kseg.models.base.Encoder` entries, plus its
+line below.
+"""
+
+from __future__ import annotations
+
+from kseg._errors import unknown_name
+from kseg.models.backbones import applications, convolutional
+from kseg.models.base import Encoder
+
+REGISTRY: dict[str, Encoder] = {
+    encoder.name: encoder
+    for encoder in [
+        *convolutional.ENCODERS,
+        *applications.ENCODERS,
+    ]
+}
+
+
+def get(name: str) -> Encoder:
+    """The registered encoder called ``name``."""
+    try:
+        return REGISTRY[name.lower()]
+    except KeyError:
+        raise unknown_name("encoder", name, tuple(REGISTRY)) from None
+
+
+__all__ = ["REGISTRY", "get"]

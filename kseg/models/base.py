@@ -1,0 +1,95 @@
+"""The two halves every kseg model is made of, and what passes between them.
+
+An encoder turns the (preprocessed) image into feature maps by level, keras-hub's
+``pyramid_outputs``: ``"P{k}"`` is the map at stride ``2**k``. A decoder turns those maps into
+one channel of logits at the input's resolution. Both act on Keras tensors, not on nested models,
+so a model is one flat functional graph whose layer names are those of the seed networks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+    """The knobs a builder may read; each encoder and decoder documents the ones it uses.
+
+    Args:
+        base_filters: width of kseg's own encoders' first level; decoders scale their widths by it.
+        depth: number of down-sampling levels of kseg's own encoders (pretrained encoders have
+            their fixed five).
+        bn_momentum: BatchNormalization momentum of kseg's blocks (0.9, PyTorch's default).
+        batch_norm: "keras" or "fast" (``kseg.layers.FastBatchNormalization``).
+        encoder_weights: a pretrained encoder's weights: None (random), "imagenet" (the
+            library's download) or the path of a local weights file.
+    """
+
+    base_filters: int = 64
+    depth: int = 4
+    bn_momentum: float = 0.9
+    batch_norm: str = "keras"
+    encoder_weights: str | None = None
+
+
+@dataclasses.dataclass
+class Features:
+    """An encoder's output.
+
+    Attributes:
+        pyramid_outputs: ``{"P{k}": map at stride 2**k}``; an encoder gives the levels it has
+            (ConvNeXt has no P1), the deepest last.
+        pooling_positions: SegNet's max-pooling positions, shallowest level first; None for
+            every other encoder.
+    """
+
+    pyramid_outputs: dict[str, Any]
+    pooling_positions: list | None = None
+
+    def level(self, k: int):
+        return self.pyramid_outputs.get(f"P{k}")
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted(int(key[1:]) for key in self.pyramid_outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoder:
+    """An entry of the encoder registry.
+
+    Attributes:
+        name: the registry name (``--models DECODER:ENCODER``).
+        build: ``build(image, options) -> Features``.
+        total_stride: ``total_stride(options)``: what the input's height and width must divide by.
+        family: what the README's table groups it under.
+    """
+
+    name: str
+    build: Callable[[keras.KerasTensor, ModelOptions], Features]
+    total_stride: Callable[[ModelOptions], int]
+    family: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """An entry of the decoder registry.
+
+    Attributes:
+        name: the registry name.
+        build: ``build(features, options) -> features at stride 1`` (the shared 1x1 logit head
+            follows).
+        default_encoder: the encoder ``build(name)`` pairs it with when none is named.
+        summary: one line for the README's table.
+    """
+
+    name: str
+    build: Callable[[Features, ModelOptions], keras.KerasTensor]
+    default_encoder: str
+    summary: str
+
+
+__all__ = ["ModelOptions", "Features", "Encoder", "Decoder"]

@@ -1,0 +1,198 @@
+"""Every encoder gives its pyramid levels at their strides; every encoder x decoder pair builds,
+saves and loads without custom objects; one model of each encoder and of each decoder trains a
+step and moves to another backend; pretrained weights come from a local file and never from a
+download here. (Mirrors ``kseg/models/backbones`` and ``kseg/models/decoders``.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from kseg import models
+from kseg.models import backbones
+from kseg.models.base import ModelOptions
+
+ENCODERS = models.encoders()
+PAIRS = [(d, e) for d in models.available() for e in ENCODERS if d != "segnet" or e == "segnet"]
+# One model per encoder (under U-Net, which takes every encoder) and per decoder (on kseg's own
+# U-Net encoder, the cheapest): what training and the move between backends exercise.
+ONE_EACH = [("unet", e) for e in ENCODERS] + [("segnet", "segnet")] + [(d, "unet") for d in ("fpn", "deeplabv3plus")]
+# JAX builds and first calls a keras.applications encoder in 5-15 s on a 2-core CPU (op by op);
+# there one application encoder stands for the rest, and the TensorFlow pass loads all of them
+# under JAX.
+if keras.backend.backend() == "jax":
+    ONE_EACH = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg" or e == "mobilenetv2"]
+SIZE, DEPTH = 32, 3  # 32 px: the applications' stride 32; depth 3: P2 and a deeper level for FPN/DeepLab
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _build(decoder, encoder, **kwargs):
+    return models.build(f"{decoder}:{encoder}", (SIZE, SIZE, 3), base_filters=4, depth=DEPTH, **kwargs)
+
+
+def _logits(model, images):
+    return keras.ops.convert_to_numpy(model(images, training=False))
+
+
+def _images(n=2, seed=0):
+    return np.random.default_rng(seed).random((n, SIZE, SIZE, 3), dtype="float32")
+
+
+@pytest.mark.backend_independent  # symbolic shapes
+@pytest.mark.parametrize("encoder", ENCODERS)
+def test_each_level_has_its_stride(encoder):
+    image = keras.Input((64, 64, 3))
+    features = backbones.get(encoder).build(image, ModelOptions(base_filters=4, depth=DEPTH))
+    assert features.levels == sorted(features.levels) and features.levels[-1] in (DEPTH, 5)
+    for k in features.levels:
+        assert tuple(features.level(k).shape[1:3]) == (64 // 2**k, 64 // 2**k), f"P{k}"
+    assert (features.pooling_positions is not None) == (encoder == "segnet")
+
+
+@pytest.mark.backend_independent  # the graph and the .keras file; ONE_EACH checks them per backend
+@pytest.mark.parametrize("decoder, encoder", PAIRS)
+def test_every_pair_builds_saves_and_loads_without_custom_objects(decoder, encoder, tmp_path):
+    model = _build(decoder, encoder)
+    names = [layer.name for layer in model.layers]
+    assert len(names) == len(set(names)) and model.output.shape == (None, SIZE, SIZE, 1)
+    assert model.name == models.canonical_name(decoder, encoder).replace(":", "_")
+    images = _images()
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert [layer.name for layer in loaded.layers] == names
+    # Called eagerly, not through predict: tracing a 400-layer graph twice would cost the test 10x.
+    np.testing.assert_allclose(_logits(loaded, images), _logits(model, images), atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder, encoder", ONE_EACH)
+def test_one_training_step_is_finite_moves_the_weights_and_saves(decoder, encoder, tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _build(decoder, encoder, batch_norm="fast")
+    # Eager where that is cheap: tracing a 200-layer encoder's train step costs TensorFlow more than
+    # the step; JAX, which compiles every op of an eager step on its own, compiles the step once.
+    eager = keras.backend.backend() != "jax"
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy", run_eagerly=eager)
+    before = [w.copy() for w in model.get_weights()]
+    masks = (_images(seed=1)[..., :1] > 0.5).astype("float32")
+    loss = model.train_on_batch(_images(), masks)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    model.save(tmp_path / "trained.keras")
+    loaded = keras.saving.load_model(tmp_path / "trained.keras")
+    np.testing.assert_allclose(_logits(loaded, _images()), _logits(model, _images()), atol=1e-5)
+
+
+_LOAD_ELSEWHERE = """
+import json, sys
+import keras, numpy as np
+import kseg  # noqa: F401  (registers kseg's layers)
+cases = json.loads(sys.argv[1])
+worst = {}
+for case in cases:
+    model = keras.saving.load_model(case["model"])
+    got = keras.ops.convert_to_numpy(model(np.load(case["images"]), training=False))  # eager: no compile
+    expected = np.load(case["expected"])
+    worst[case["name"]] = float(np.max(np.abs(got - expected)) / (1.0 + np.max(np.abs(expected))))
+print("RESULT " + json.dumps(worst))
+"""
+
+
+def test_one_model_of_each_encoder_and_decoder_loads_under_another_backend(tmp_path):
+    here = keras.backend.backend()
+    other = BACKENDS[(BACKENDS.index(here) + 1) % len(BACKENDS)]
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[other]
+    if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
+        pytest.skip(f"backend {other} is not installed")
+    images = tmp_path / "images.npy"
+    np.save(images, _images())
+    cases = []
+    for decoder, encoder in ONE_EACH:
+        model = _build(decoder, encoder)
+        name = f"{decoder}_{encoder}"
+        np.save(tmp_path / f"{name}.npy", _logits(model, np.load(images)))
+        model.save(tmp_path / f"{name}.keras")
+        cases.append(
+            dict(
+                name=name,
+                model=str(tmp_path / f"{name}.keras"),
+                images=str(images),
+                expected=str(tmp_path / f"{name}.npy"),
+            )
+        )
+    done = subprocess.run(
+        [sys.executable, "-c", _LOAD_ELSEWHERE, json.dumps(cases)],
+        env={**os.environ, "KERAS_BACKEND": other},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    worst = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert set(worst) == {f"{d}_{e}" for d, e in ONE_EACH}
+    assert max(worst.values()) < 1e-4, worst
+
+
+def test_encoder_weights_from_a_local_file(tmp_path):
+    reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
+    path = tmp_path / "mobilenetv2.weights.h5"
+    reference.save_weights(path)
+    model = _build("fpn", "mobilenetv2", encoder_weights=str(path))
+    np.testing.assert_array_equal(
+        model.get_layer("Conv1").get_weights()[0], reference.get_layer("Conv1").get_weights()[0]
+    )
+    fresh = _build("fpn", "mobilenetv2")
+    assert not np.array_equal(fresh.get_layer("Conv1").get_weights()[0], reference.get_layer("Conv1").get_weights()[0])
+
+
+def test_encoder_weights_refusals_name_what_is_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"Received: encoder_weights='.*nowhere.h5' \(no such file\)"):
+        _build("unet", "mobilenetv2", encoder_weights=str(tmp_path / "nowhere.h5"))
+    with pytest.raises(ValueError, match="the unet encoder starts from random weights"):
+        _build("unet", "unet", encoder_weights="imagenet")
+
+
+def test_a_failed_imagenet_download_names_the_offline_route(monkeypatch, tmp_path):
+    from keras.src.utils import file_utils
+
+    def no_network(*args, **kwargs):  # what get_file raises without a network, and no download here
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: [Errno -3]")
+
+    monkeypatch.setattr(file_utils, "get_file", no_network)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError) as error:
+        _build("unet", "mobilenetv2", encoder_weights="imagenet")
+    message = str(error.value)
+    assert "keras.applications.MobileNetV2(include_top=False, weights='imagenet')" in message
+    assert f"{tmp_path}/models" in message and "--encoder-weights PATH" in message and "URL fetch failure" in message
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("fpn:resnet5", "Unknown encoder 'resnet5'. Expected one of: segnet, unet, unet2, mobilenetv2"),
+        ("hrnet", "Unknown decoder 'hrnet'. Expected one of: segnet, unet, unet2, fpn, deeplabv3plus"),
+        ("segnet:unet", "pairs only with the 'segnet' encoder"),
+    ],
+)
+def test_unknown_or_incompatible_names_are_refused(name, message):
+    with pytest.raises(ValueError, match=message):
+        models.build(name, (SIZE, SIZE, 3), base_filters=4, depth=DEPTH)
+
+
+def test_application_encoders_need_the_stride_32_and_say_so():
+    with pytest.raises(ValueError, match=r"divisible by 32 \(the resnet50 encoder's total stride\), e.g. 32"):
+        models.build("fpn:resnet50", (48, 48, 3))
+    assert models.total_stride("fpn:resnet50") == 32 and models.total_stride("unet", depth=3) == 8
+
+
+def test_canonical_names():
+    assert models.canonical_name("unet:unet") == "unet" == models.canonical_name("UNET")
+    assert (
+        models.canonical_name("fpn") == "fpn:resnet50"
+        and models.canonical_name("unet", "mobilenetv2") == "unet:mobilenetv2"
+    )
