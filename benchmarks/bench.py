@@ -148,8 +148,21 @@ def plan_bf16(
     return keep_p, keep_m, notes
 
 
+def _model_name(text: str) -> str:
+    """kseg's one spelling of a model name; an unknown one is refused with the choices."""
+    from kseg import models
+
+    try:
+        return models.canonical_name(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def twin_gflops(model: str, size: int, base: int, depth: int) -> float | None:
-    """torch_twin.forward_gflops (analytic, unrounded; None where torch is not installed)."""
+    """torch_twin.forward_gflops (analytic, unrounded; None where torch is not installed or the
+    model has no twin)."""
+    if model not in MODELS:
+        return None
     try:
         import torch_twin
     except ImportError:
@@ -425,7 +438,9 @@ def report(row: dict, ref: dict, expected_gflops: float | None, expected_params:
 
 
 def twin_params(model: str, base: int, depth: int) -> int | None:
-    """Trainable parameters of the twin (None where torch is not installed)."""
+    """Trainable parameters of the twin (None where torch is not installed or the model has none)."""
+    if model not in MODELS:
+        return None
     try:
         import torch_twin
     except ImportError:
@@ -435,7 +450,13 @@ def twin_params(model: str, base: int, depth: int) -> int | None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=list(MODELS),
+        type=_model_name,
+        help="DECODER or DECODER:ENCODER (kseg.models); native PyTorch twins exist for segnet, unet and unet2 only",
+    )
     p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--image-size", type=int, default=128)
@@ -587,11 +608,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         # once per shape, in its first TensorFlow configuration.
         time_exported = args.onnx
         for model in args.models:
-            if run_primary and args.torch_modes:
+            has_twin = model in MODELS  # the native PyTorch twins of the seed networks
+            if run_primary and args.torch_modes and has_twin:
                 ref = run_torch_native(primary[0], model, size, args, batch, deadline)
                 natives[(model, size, batch)] = ref
                 print(_native_line(primary[1], model, size, batch, ref), flush=True)
-            if run_second and args.torch_modes:
+            if run_second and args.torch_modes and has_twin:
                 ref2 = run_torch_native(TORCH_REFERENCE, model, size, args, batch, deadline)
                 seconds[(model, size, batch)] = ref2
                 print(_native_line("torch-reference", model, size, batch, ref2), flush=True)

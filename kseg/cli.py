@@ -113,7 +113,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=list(models.SEED_MODELS),
-        help=f"DECODER or DECODER:ENCODER (e.g. fpn:efficientnetb0); decoders: {', '.join(models.available())}; "
+        help=f"DECODER or DECODER:ENCODER (e.g. fpn:efficientnetv2b0); decoders: {', '.join(models.available())}; "
         f"encoders: {', '.join(models.encoders())}",
     )
     p.add_argument(

@@ -1,7 +1,7 @@
 """Segmentation models as an encoder plus a decoder, by name.
 
-``build("unet")`` is the seed U-Net; ``build("fpn:efficientnetb0")`` (or ``build("fpn",
-encoder="efficientnetb0")``) puts the FPN decoder on a ``keras.applications`` EfficientNet-B0.
+``build("unet")`` is the seed U-Net; ``build("fpn:efficientnetv2b0")`` (or ``build("fpn",
+encoder="efficientnetv2b0")``) puts the FPN decoder on a ``keras.applications`` EfficientNetV2-B0.
 ``available()`` lists the decoders, ``encoders()`` the encoders. The seed networks keep their
 names: "segnet", "unet" and "unet2" are those decoders on kseg's encoder of the same name.
 

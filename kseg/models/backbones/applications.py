@@ -31,6 +31,7 @@ class _Application:
     preprocessing: str  # an EncoderPreprocessing mode
     levels: dict[int, str]  # k -> the layer whose output is P{k}
     family: str
+    options: tuple = ()  # constructor keywords beyond include_top, weights and input_tensor
 
 
 _APPLICATIONS = [
@@ -48,24 +49,12 @@ _APPLICATIONS = [
         "MobileNet",
     ),
     _Application(
-        "efficientnetb0",
-        "EfficientNetB0",
-        "pixels",
-        {
-            1: "block2a_expand_activation",
-            2: "block3a_expand_activation",
-            3: "block4a_expand_activation",
-            4: "block6a_expand_activation",
-            5: "top_activation",
-        },
-        "EfficientNet",
-    ),
-    _Application(
         "efficientnetv2b0",
         "EfficientNetV2B0",
-        "pixels",
+        "torch",
         {1: "block1a_project_activation", 2: "block2b_add", 3: "block3b_add", 4: "block5e_add", 5: "top_activation"},
         "EfficientNet",
+        (("include_preprocessing", False),),
     ),
     _Application(
         "resnet50",
@@ -84,7 +73,7 @@ _APPLICATIONS = [
     _Application(
         "convnexttiny",
         "ConvNeXtTiny",
-        "pixels",
+        "torch",
         {
             2: "convnext_tiny_stage_0_block_2_identity",
             3: "convnext_tiny_stage_1_block_2_identity",
@@ -92,6 +81,7 @@ _APPLICATIONS = [
             5: "convnext_tiny_stage_3_block_2_identity",
         },
         "ConvNeXt",
+        (("include_preprocessing", False),),
     ),
 ]
 
@@ -108,7 +98,7 @@ def _load_application(spec: _Application, x, weights: str | None) -> keras.Model
             f"Received: encoder_weights={weights!r} (no such file)"
         )
     try:
-        return constructor(include_top=False, weights=weights, input_tensor=x)
+        return constructor(include_top=False, weights=weights, input_tensor=x, **dict(spec.options))
     except Exception as error:
         if weights != "imagenet":
             raise
