@@ -152,6 +152,26 @@ def test_onnx_export_predicts_what_keras_predicts(saved, runtime, tmp_path):
     assert 0.05 < np.mean(expected > 0) < 0.95, "the fixture's logits are (nearly) one-signed"
 
 
+# One model per keras.applications encoder family, under the FPN decoder (the cheapest on them).
+FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:efficientnetv2b0", "fpn:resnet50", "fpn:densenet121", "fpn:convnexttiny")
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, tmp_path):
+    _skip_unless_exportable("onnx")
+    if importlib.util.find_spec("onnxruntime") is None:
+        pytest.skip("needs onnxruntime: pip install 'kseg[onnx]'")
+    if BACKEND == "tensorflow" and name.endswith("convnexttiny"):
+        pytest.skip("tf2onnx converts neither ConvNeXt's exact GELU (Erfc) nor its grouped convolution")
+    model = kseg.models.build(name, (SIZE, SIZE, 3), base_filters=4)
+    path = export.export_model(model, tmp_path / "model.onnx", "onnx")
+    x = _images(export.JAX_ONNX_BATCH if BACKEND == "jax" else 2, seed=4)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    got = _engine("onnx", path).predict(x, batch_size=len(x))
+    scale = 1.0 + np.abs(expected).max()  # random ResNet50 logits reach ~10
+    np.testing.assert_allclose(got / scale, expected / scale, atol=TOLERANCE, rtol=0)
+
+
 def test_saved_model_export_predicts_what_keras_predicts(saved, tmp_path):
     _skip_unless_exportable("saved_model")
     import tensorflow as tf

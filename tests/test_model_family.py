@@ -137,6 +137,15 @@ def test_one_model_of_each_encoder_and_decoder_loads_under_another_backend(tmp_p
     assert max(worst.values()) < 1e-4, worst
 
 
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("encoder", [e for e in ENCODERS if backbones.get(e).family != "kseg"])
+def test_application_encoders_take_kseg_batch_norm_momentum(encoder):
+    # 0.99 / 0.999 (the applications' own) left a from-scratch cpu run predicting nothing on validation.
+    model = models.build(f"unet:{encoder}", (SIZE, SIZE, 3), base_filters=4, bn_momentum=0.8)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(layer.momentum == 0.8 for layer in norms) and (norms or encoder == "convnexttiny")
+
+
 def test_encoder_weights_from_a_local_file(tmp_path):
     reference = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3))
     path = tmp_path / "mobilenetv2.weights.h5"

@@ -1,4 +1,5 @@
 import importlib.util
+import json
 from pathlib import Path
 
 import keras
@@ -139,3 +140,19 @@ def test_segnet_decoder_unpools_to_pooling_positions():
     un_windows = nonzero.reshape(1, 8, 2, 8, 2, 4).transpose(0, 1, 3, 5, 2, 4).reshape(1, 8, 8, 4, 4)
     kept = un_windows.any(-1)
     np.testing.assert_array_equal(un_windows.argmax(-1)[kept], enc_windows.argmax(-1)[kept])
+
+
+SEED_FIXTURE = Path(__file__).parent / "fixtures" / "seed_networks_kseg03.json"
+
+
+@pytest.mark.parametrize("colour_constancy", [False, True])
+@pytest.mark.parametrize("name", MODELS)
+def test_seed_networks_keep_kseg_03_layer_names_and_parameter_counts(name, colour_constancy):
+    """Written by kseg 0.3's builders (before the encoder/decoder split): every committed run's
+    weights still load, by name, into the same shapes."""
+    expected = json.loads(SEED_FIXTURE.read_text())["models"][f"{name}{colour_constancy}"]
+    model = kseg.models.build(
+        name, input_shape=(128, 128, 3), base_filters=16, depth=4, batch_norm="fast", colour_constancy=colour_constancy
+    )
+    assert [layer.name for layer in model.layers] == expected["layer_names"]
+    assert model.count_params() == expected["params"]
