@@ -154,6 +154,8 @@ def test_onnx_export_predicts_what_keras_predicts(saved, runtime, tmp_path):
 
 # One model per keras.applications encoder family, under the FPN decoder (the cheapest on them).
 FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:efficientnetv2b0", "fpn:resnet50", "fpn:densenet121", "fpn:convnexttiny")
+if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: MobileNet for all, and ConvNeXt, which only JAX exports
+    FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:convnexttiny")
 
 
 @pytest.mark.parametrize("name", FAMILY_MODELS)
@@ -161,8 +163,13 @@ def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, t
     _skip_unless_exportable("onnx")
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("needs onnxruntime: pip install 'kseg[onnx]'")
-    if BACKEND == "tensorflow" and name.endswith("convnexttiny"):
-        pytest.skip("tf2onnx converts neither ConvNeXt's exact GELU (Erfc) nor its grouped convolution")
+    if name.endswith("convnexttiny") and BACKEND != "jax":
+        pytest.skip(
+            {
+                "tensorflow": "tf2onnx converts neither ConvNeXt's exact GELU (Erfc) nor its grouped convolution",
+                "torch": "torch.onnx cannot trace the shape arithmetic of keras.ops.layer_normalization",
+            }[BACKEND]
+        )
     model = kseg.models.build(name, (SIZE, SIZE, 3), base_filters=4)
     path = export.export_model(model, tmp_path / "model.onnx", "onnx")
     x = _images(export.JAX_ONNX_BATCH if BACKEND == "jax" else 2, seed=4)
