@@ -457,7 +457,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_model_name,
         help="DECODER or DECODER:ENCODER (kseg.models); native PyTorch twins exist for segnet, unet and unet2 only",
     )
-    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=["all"],
+        choices=[*BACKENDS, "all"],
+        help="Keras backends to time (default all: the whole picture in one run)",
+    )
     p.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--sizes", type=int, nargs="+", help="image sizes to sweep (default: --image-size)")
@@ -528,6 +534,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="write every row, the native runs and the peak as JSON")
     p.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table rows")
     args = p.parse_args(argv)
+    args.backends = list(BACKENDS) if "all" in args.backends else list(dict.fromkeys(args.backends))
     args.sizes = args.sizes or [args.image_size]
     args.batches = args.batches or [args.batch]
     return args

@@ -438,3 +438,14 @@ def test_a_stopped_process_keeps_the_rows_it_printed(bench):
     code = "import json, time; print(json.dumps({'model': 'unet'}), flush=True); time.sleep(60)"
     rows, error = bench.run_json_process([sys.executable, "-c", code], {}, timeout=2)
     assert rows == [{"model": "unet"}] and "timed out" in error
+
+
+@pytest.mark.backend_independent
+def test_backends_default_to_all_and_models_take_any_kseg_name(bench):
+    args = bench.parse_args([])
+    assert args.backends == ["tensorflow", "jax", "torch"] and args.models == ["segnet", "unet", "unet2"]
+    args = bench.parse_args(["--backends", "torch", "all", "--models", "unet:unet", "fpn:mobilenetv2"])
+    assert args.backends == ["tensorflow", "jax", "torch"] and args.models == ["unet", "fpn:mobilenetv2"]
+    assert bench.twin_params("fpn:mobilenetv2", 16, 4) is None  # no native twin: its ratio columns stay empty
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--models", "fpn:resnet5"])
