@@ -527,12 +527,23 @@ def _spread(mean: float, std: float) -> str:
     return f"{mean:.3f}" + ("" if pd.isna(std) else f" +- {std:.3f}")
 
 
+def _millions(count: float) -> str:
+    return "-" if pd.isna(count) else f"{count / 1e6:.2f}M"
+
+
+def _minutes(seconds: float) -> str:
+    """A run's whole time (training, refinement, scoring): what a grid of it costs."""
+    return "-" if pd.isna(seconds) else f"{seconds / 60:.1f}"
+
+
 def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) -> str:
     """A Markdown table per group of ok rows: test IoU and Dice mean +- std over seeds, dataset
-    IoU, n, mean training seconds and mean epochs run, ranked by mean test IoU; with
+    IoU, n, parameters, mean training seconds, minutes per run and mean epochs run, ranked by
+    mean test IoU; with
     ``per_image`` scores also the pooled per-image IoU, its 95% interval and "tied with best"
     (:func:`compare_groups`)."""
-    summary = summarise(table, extra=("test_dataset_iou", "train_seconds", "epochs_run"), per_image=per_image)
+    extra = ("test_dataset_iou", "train_seconds", "epochs_run", "params", "run_seconds")
+    summary = summarise(table, extra=tuple(c for c in extra if c in table), per_image=per_image)
     if summary.empty:
         return "No completed runs yet."
     dice = summarise(table, metric="test_dice").set_index("group")
@@ -540,7 +551,7 @@ def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) 
     externals = [c for c in table if EXTERNAL_COLUMN.match(c) and c.endswith("_iou") and not c.endswith("dataset_iou")]
     externals = {c: summarise(table, metric=c).set_index("group") for c in externals if table[c].notna().any()}
     compared = "pooled" in summary
-    header = [*SHOWN, "test IoU", "test Dice", "dataset IoU", "n", "train s", "epochs"]
+    header = [*SHOWN, "test IoU", "test Dice", "dataset IoU", "n", "params", "train s", "min/run", "epochs"]
     header += [c.removeprefix("ext_").removesuffix("_iou") + " IoU" for c in externals]
     header += ["pooled IoU [95% CI]", "tied with best"] if compared else []
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -550,7 +561,9 @@ def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) 
             _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
             f"{r.test_dataset_iou:.3f}",
             str(r.n),
+            _millions(getattr(r, "params", float("nan"))),
             f"{r.train_seconds:.0f}",
+            _minutes(getattr(r, "run_seconds", float("nan"))),
             f"{r.epochs_run:.0f}",
         ]
         for other in externals.values():

@@ -161,6 +161,8 @@ def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
                 test_dice=iou + 0.05,
                 test_dataset_iou=iou,
                 train_seconds=10 * (i + 1),
+                run_seconds=60 * (i + 1),
+                params=1_968_513,
                 epochs_run=5,
                 device="cpu",
             ),
@@ -168,7 +170,7 @@ def test_markdown_report_and_leaderboard_command(tmp_path, capsys):
     report = leaderboard.markdown_report(leaderboard.read(path))
     assert (
         "| synthetic | smoke | cpu | jax | float32 | unet | bce | 32px w4 2ep plateau "
-        "| 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 15 | 5 |" in report
+        "| 0.850 +- 0.071 | 0.900 +- 0.071 | 0.850 | 2 | 1.97M | 15 | 1.5 | 5 |" in report
     )
     assert main(["leaderboard", "--results", str(path), "--markdown"]) == 0
     assert report in capsys.readouterr().out
