@@ -80,3 +80,19 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     np.testing.assert_allclose(
         restored.predict(images, verbose=0), namespace["model"].predict(images, verbose=0), atol=1e-6
     )
+
+
+@pytest.mark.backend_independent
+def test_the_readme_new_decoder_example_builds_once_registered(monkeypatch):
+    """README "Add an architecture": its decoder file, plus the registry line, is a working model."""
+    from kseg import models
+    from kseg.models import decoders
+
+    section = (REPO / "README.md").read_text().split("### Add an architecture", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md (Add an architecture)", "exec"), namespace)
+    monkeypatch.setitem(decoders.REGISTRY, "bilinear", *namespace["DECODERS"])
+    model = models.build("bilinear:unet", (32, 32, 3), base_filters=4, depth=3)
+    assert model.output.shape == (None, 32, 32, 1) and model.get_layer("bilinear_up") is not None
+    assert "bilinear" in models.available()
