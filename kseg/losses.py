@@ -72,6 +72,10 @@ class _SegLoss(keras.losses.Loss):
         super().__init__(name=name, reduction=reduction, dtype="float32")
         self.from_logits = bool(from_logits)
 
+    def get_config(self) -> dict:
+        # Not Loss.get_config: the float32 dtype is fixed here, not an argument.
+        return {"from_logits": self.from_logits, "reduction": self.reduction, "name": self.name}
+
 
 @_register(package="kseg", name="BCELoss")
 class BCE(_SegLoss):
@@ -117,13 +121,6 @@ class BCE(_SegLoss):
             p = ops.clip(y_pred, eps, 1.0 - eps)
             pixel = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log1p(-p))
         return _per_image_mean(pixel)
-
-    def get_config(self) -> dict:
-        return {
-            "from_logits": self.from_logits,
-            "reduction": self.reduction,
-            "name": self.name,
-        }
 
 
 @_register(package="kseg", name="DiceLoss")
@@ -172,12 +169,7 @@ class Dice(_SegLoss):
         return 1.0 - (2.0 * intersection + self.smooth) / denominator
 
     def get_config(self) -> dict:
-        return {
-            "from_logits": self.from_logits,
-            "smooth": self.smooth,
-            "reduction": self.reduction,
-            "name": self.name,
-        }
+        return {**super().get_config(), "smooth": self.smooth}
 
 
 @_register(package="kseg", name="FocalLoss")
@@ -237,13 +229,7 @@ class Focal(_SegLoss):
         return _per_image_mean(pixel)
 
     def get_config(self) -> dict:
-        return {
-            "gamma": self.gamma,
-            "alpha": self.alpha,
-            "from_logits": self.from_logits,
-            "reduction": self.reduction,
-            "name": self.name,
-        }
+        return {**super().get_config(), "gamma": self.gamma, "alpha": self.alpha}
 
 
 @_register(package="kseg", name="TverskyLoss")
@@ -305,14 +291,7 @@ class Tversky(_SegLoss):
         return 1.0 - (tp + self.smooth) / denominator
 
     def get_config(self) -> dict:
-        return {
-            "alpha": self.alpha,
-            "beta": self.beta,
-            "smooth": self.smooth,
-            "from_logits": self.from_logits,
-            "reduction": self.reduction,
-            "name": self.name,
-        }
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "smooth": self.smooth}
 
 
 @_register(package="kseg", name="FocalTverskyLoss")
@@ -436,12 +415,7 @@ class LovaszHinge(_SegLoss):
         return loss
 
     def get_config(self) -> dict:
-        return {
-            "per_image": self.per_image,
-            "from_logits": self.from_logits,
-            "reduction": self.reduction,
-            "name": self.name,
-        }
+        return {**super().get_config(), "per_image": self.per_image}
 
 
 @_register(package="kseg", name="ComboLoss")
