@@ -9,7 +9,6 @@ TensorFlow's C++ start-up logging is off unless ``TF_CPP_MIN_LOG_LEVEL`` asks fo
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -34,15 +33,6 @@ def _probability(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expects a number strictly between 0 and 1. Received: {value}")
     return value
-
-
-def _split_sizes(text: str):
-    from kseg.data.split import parse_split_sizes
-
-    try:
-        return parse_split_sizes(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _external(text: str) -> tuple[str, str]:
@@ -105,7 +95,7 @@ def _formatter(prog):
 
 def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from kseg import models
-    from kseg.config import AUGMENTATIONS, BATCH_NORMS, PRECISIONS, PRESETS, REFINE_CHOICES, SCHEDULES
+    from kseg.config import PRECISIONS, PRESETS, flag_knobs
     from kseg.data.load import KINDS
 
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and recipe")
@@ -115,13 +105,6 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         default=list(models.SEED_MODELS),
         help=f"DECODER or DECODER:ENCODER (e.g. fpn:efficientnetv2b0); decoders: {', '.join(models.available())}; "
         f"encoders: {', '.join(models.encoders())}",
-    )
-    p.add_argument(
-        "--encoder-weights",
-        default="",
-        metavar="imagenet|PATH",
-        help="a keras.applications encoder's starting weights: imagenet (downloads once) or a local weights file; "
-        "default random",
     )
     p.add_argument(
         "--losses", nargs="+", default=["bce", "dice", "focal"], help="loss names, e.g. bce, dice, focal, bce+dice"
@@ -150,7 +133,6 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     data = p.add_argument_group("data")
     data.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
     data.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
-    data.add_argument("--mask-suffix", default=None, help="folder datasets: mask file stem suffix, e.g. _segmentation")
     data.add_argument(
         "--external",
         action="append",
@@ -170,21 +152,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "the split stratified by source (repeatable); the row adds test_iou_source_<name> per source. "
         "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data",
     )
-    data.add_argument(
-        "--split",
-        dest="split_sizes",
-        type=_split_sizes,
-        default=None,
-        help="train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50",
-    )
     start = p.add_argument_group('start from another dataset (README, "Start from another dataset")')
-    start.add_argument(
-        "--init-from",
-        default=None,
-        metavar="PATH",
-        help="start every run from this run folder's (or .keras file's) weights, matched by layer name and "
-        "shape; the source's hash is part of each run's identity",
-    )
     start.add_argument(
         "--pretrain-on",
         type=_external,
@@ -197,37 +165,9 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--pretrain-epochs", type=_positive_int, default=8, help="with --pretrain-on: the pretraining's epochs"
     )
     recipe = p.add_argument_group("recipe (each overrides the preset's value and is part of the run's identity)")
-    recipe.add_argument("--epochs", type=_positive_int)
-    recipe.add_argument("--image-size", type=_positive_int, help="training image size")
-    recipe.add_argument("--base-filters", type=_positive_int, help="base width")
-    recipe.add_argument("--batch-size", type=_positive_int)
-    recipe.add_argument("--lr", type=float, help="peak learning rate")
-    recipe.add_argument(
-        "--schedule", choices=SCHEDULES, help="plateau: halve on stalls; cosine: warm-up then cosine decay"
-    )
-    recipe.add_argument("--warmup-epochs", type=int)
-    recipe.add_argument("--weight-decay", type=float, help="AdamW decoupled weight decay (0: Adam)")
-    recipe.add_argument("--ema", type=float, help="EMA momentum of the weights (0: off)")
-    recipe.add_argument("--augment", choices=AUGMENTATIONS, help="full, flips (no affine, no colour) or none")
-    recipe.add_argument("--illuminant", type=float, help="random per-channel gains exp(U(-s, s)) (0: off)")
-    recipe.add_argument(
-        "--min-scale", type=float, help="full augmentation: smallest affine scale, Uniform(s, 1.1) (default 0.9)"
-    )
-    recipe.add_argument(
-        "--colour-constancy",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Shades-of-Gray normalisation as the model's first layer",
-    )
-    recipe.add_argument("--val-every", type=_positive_int, help="validate every N epochs (and at the last)")
-    recipe.add_argument(
-        "--refine", choices=REFINE_CHOICES, help="auto: choose TTA and post-processing on the validation split"
-    )
-    recipe.add_argument(
-        "--batch-norm",
-        choices=BATCH_NORMS,
-        help="keras: keras.layers.BatchNormalization; fast: kseg's FastBatchNormalization",
-    )
+    groups = {"": p, "data": data, "start": start, "recipe": recipe}
+    for name, knob in flag_knobs().items():  # one flag per RunConfig knob, as it declares it
+        _add_knob_flag(groups[knob.group], name, knob)
     recipe.add_argument("--precision", default="auto", choices=PRECISIONS, help="dtype policy; auto picks by hardware")
     recipe.add_argument(
         "--jit-compile",
@@ -264,34 +204,38 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-RECIPE_FLAGS = (
-    "epochs",
-    "image_size",
-    "base_filters",
-    "batch_size",
-    "lr",
-    "schedule",
-    "warmup_epochs",
-    "weight_decay",
-    "ema",
-    "augment",
-    "illuminant",
-    "min_scale",
-    "colour_constancy",
-    "val_every",
-    "refine",
-    "batch_norm",
-    "split_sizes",
-    "mask_suffix",
-    "init_from",
-    "encoder_weights",
-)
+def _add_knob_flag(group, name: str, knob) -> None:
+    """The grid's flag for one RunConfig knob (:class:`kseg.config.Knob`); its default None
+    leaves the preset's value."""
+    options = dict(dest=name, default=None, help=knob.help or None, metavar=knob.metavar)
+    if knob.choices:
+        options.update(choices=knob.choices)
+    elif knob.parse is None:  # a boolean field
+        options.update(action=argparse.BooleanOptionalAction)
+        del options["metavar"]
+    else:
+        options.update(type=_flag_type(knob.parse))
+    group.add_argument(knob.flag, **options)
+
+
+def _flag_type(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """``parse`` with its ValueError shown by argparse as the flag's message."""
+
+    def flag_value(text: str):
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    flag_value.__name__ = getattr(parse, "__name__", "value")
+    return flag_value
 
 
 def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs the grid, prints and plots the leaderboard. Returns the exit code: 0 when every run is
     ok, 1 when any failed or diverged, 2 for bad arguments or missing data."""
     from kseg import executors, grid, leaderboard, losses, models, training
+    from kseg.config import flag_knobs
     from kseg.run import DataCache
 
     try:  # one spelling per model, so "unet" and "unet:unet" are one experiment
@@ -317,8 +261,6 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error(f"--folds expects 0 (no cross-validation) or K >= 2. Received: {args.folds}")
     if any(seed < 0 for seed in args.seeds):
         parser.error(f"--seeds expects non-negative integers. Received: {' '.join(map(str, args.seeds))}")
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        parser.error(f"--lr expects a finite learning rate > 0. Received: {args.lr}")
     if args.executor == "ray" and args.jobs != 1:
         parser.error("--jobs is for --executor local; Ray runs as many tasks at once as the cluster has room for")
     if args.jobs > 1 and args.distribute != "none":
@@ -350,7 +292,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             if not Path(folder).is_dir():
                 print(f"error: {flag} expects a folder. Received: {folder}, which does not exist", file=sys.stderr)
                 return EXIT_BAD_ARGUMENTS
-    overrides = {flag: getattr(args, flag) for flag in RECIPE_FLAGS}
+    overrides = {name: getattr(args, name) for name in flag_knobs()}
     try:
         configs = grid.expand(
             model_names,
@@ -807,7 +749,6 @@ __all__ = [
     "EXIT_SOME_FAILED",
     "EXIT_BAD_ARGUMENTS",
     "add_grid_arguments",
-    "RECIPE_FLAGS",
     "grid_command",
     "predict_command",
     "evaluate_command",

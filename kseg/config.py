@@ -13,8 +13,9 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import os
-from typing import Any
+from typing import Any, Callable
 
 import keras
 
@@ -75,10 +76,81 @@ SCHEDULES = ("plateau", "cosine", "constant")
 AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
 BATCH_NORMS = tuple(BATCH_NORMALIZATIONS)
-# Knobs added within kseg 0.3: at their field default they compute what 0.3 did without them.
-NEUTRAL_KNOBS: tuple[str, ...] = ("min_scale", "init_source", "folds", "fold", "encoder_weights")
-# Where a source's weights are on this machine: its identity is ``init_source``, not its path.
-NOT_IDENTITY: tuple[str, ...] = ("init_from",)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expects an integer >= 1. Received: {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"expects a finite number > 0. Received: {value}")
+    return value
+
+
+def _split_sizes(text: str):
+    from kseg.data.split import parse_split_sizes
+
+    return parse_split_sizes(text)
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """How a RunConfig field shows outside the config, declared once beside the field
+    (:func:`knob`): the grid's flag (``kseg.cli``), the leaderboard row's column
+    (``kseg.run.base_row``, ``kseg.leaderboard.COLUMNS``) and its part of the recipe label
+    (``kseg.leaderboard.recipe``).
+
+    Attributes:
+        help: the flag's help ("" for none).
+        parse: the flag's type (a ValueError names what is wrong); None: the value is text.
+        choices: the flag's allowed values.
+        flag: the flag's name; "" for none (the field is set by other flags or by presets only).
+        group: the flag's ``--help`` section: "recipe", "data", "start" or "" (the top).
+        metavar: the flag's value in ``--help``.
+        label: the recipe label's part for a row's value (a CSV cell), "" for none.
+        missing: the part for a row without the column (written before the knob existed).
+        neutral: added within a kseg version; at its default it computes what that version did
+            before it existed, so it stays out of the identity there (old hashes hold).
+        identity: part of the run's identity (False for where a file is, not what it holds).
+        row: repeated in the leaderboard row.
+    """
+
+    help: str = ""
+    parse: Callable[[str], Any] | None = None
+    choices: tuple | None = None
+    flag: str = ""
+    group: str = "recipe"
+    metavar: str | None = None
+    label: Callable[[Any], str] = lambda value: ""
+    missing: str = ""
+    neutral: bool = False
+    identity: bool = True
+    row: bool = True
+
+
+def knob(default: Any, help: str = "", *, flag: str | None = None, **how) -> Any:
+    """A RunConfig field with its :class:`Knob`; ``flag`` defaults to ``--`` + the field's name
+    with dashes, filled in by :func:`knobs`."""
+    return dataclasses.field(default=default, metadata={"knob": Knob(help, flag=flag or "", **how), "cli": flag != ""})
+
+
+def _plain(default: Any, **how) -> Any:
+    """A field without a flag of its own (set by presets, other flags or kseg itself)."""
+    return dataclasses.field(default=default, metadata={"knob": Knob(**how), "cli": False})
+
+
+def _unless(default: Any, fmt: str) -> Callable[[Any], str]:
+    """A label part ``fmt.format(value)`` where the value differs from ``default``."""
+    return lambda value: "" if type(default)(value) == default else fmt.format(type(default)(value))
+
+
+def _true(value: Any) -> bool:
+    return str(value) in ("True", "true", "1", "1.0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +159,8 @@ class RunConfig:
 
     ``dataset``, ``data_fingerprint``, ``precision`` and ``jit_compile`` should be resolved
     (:func:`kseg.run.resolve_config` does it) before the config is hashed, so the hash says what
-    actually ran.
+    actually ran. Each field's flag, row column and recipe label are declared with it
+    (:class:`Knob`): a new knob is one field here (plus its test).
 
     Recipe fields:
         schedule: ``plateau`` (halve the LR when validation IoU stalls; the notebook's habit),
@@ -117,6 +190,10 @@ class RunConfig:
         encoder_weights: a pretrained encoder's starting weights (``kseg.models.build``):
             empty (random), ``imagenet`` or a local weights file, which enters the identity by
             its content's digest rather than its path.
+        freeze_encoder_epochs, encoder_lr_factor: the encoder's weights stay fixed for the first
+            ``freeze_encoder_epochs`` epochs, then learn at ``encoder_lr_factor`` times the
+            learning rate (:class:`kseg.optimizers.EncoderRateAdam`); the decoder learns at the
+            full rate throughout.
     """
 
     model: str
@@ -125,36 +202,111 @@ class RunConfig:
     split_seed: int | None = None
     dataset: str = "auto"
     data_fingerprint: str = ""
-    mask_suffix: str = ""
+    mask_suffix: str = knob("", "folder datasets: mask file stem suffix, e.g. _segmentation", group="data", parse=str)
     preset: str = "cpu"
-    image_size: int = 128
+    # The recipe label lists its parts in this order.
+    image_size: int = knob(128, "training image size", parse=positive_int, label=lambda v: f"{int(v)}px", missing="?px")
+    base_filters: int = knob(16, "base width", parse=positive_int, label=lambda v: f"w{int(v)}", missing="w?")
+    epochs: int = knob(40, parse=positive_int, label=lambda v: f"{int(v)}ep", missing="?ep")
+    schedule: str = knob(
+        "plateau",
+        "plateau: halve on stalls; cosine: warm-up then cosine decay",
+        choices=SCHEDULES,
+        label=str,
+        missing="plateau",  # what rows from before kseg 0.2 used
+    )
+    warmup_epochs: int = knob(0, parse=int, label=_unless(0, "wu{}"))
+    lr: float = knob(1e-3, "peak learning rate", parse=positive_float, label=lambda v: f"lr{float(v):g}")
+    batch_size: int = knob(8, parse=positive_int, label=_unless(8, "b{}"))
+    weight_decay: float = knob(0.0, "AdamW decoupled weight decay (0: Adam)", parse=float, label=_unless(0.0, "wd{:g}"))
+    ema: float = knob(0.0, "EMA momentum of the weights (0: off)", parse=float, label=_unless(0.0, "ema{:g}"))
+    augment: str = knob(
+        "full",
+        "full, flips (no affine, no colour) or none",
+        choices=AUGMENTATIONS,
+        label=lambda v: "" if v == "full" else f"aug={v}",
+    )
+    illuminant: float = knob(
+        0.0, "random per-channel gains exp(U(-s, s)) (0: off)", parse=float, label=_unless(0.0, "illum{:g}")
+    )
+    min_scale: float = knob(
+        0.9,
+        "full augmentation: smallest affine scale, Uniform(s, 1.1) (default 0.9)",
+        parse=float,
+        label=_unless(0.9, "zoom{:g}"),
+        neutral=True,
+    )
+    colour_constancy: bool = knob(
+        False, "Shades-of-Gray normalisation as the model's first layer", label=lambda v: "sog" if _true(v) else ""
+    )
+    refine: str = knob(
+        "none",
+        "auto: choose TTA and post-processing on the validation split",
+        choices=REFINE_CHOICES,
+        label=lambda v: "" if v == "none" else f"refine={v}",
+    )
+    val_every: int = knob(
+        1, "validate every N epochs (and at the last)", parse=positive_int, label=_unless(1, "val/{}")
+    )
+    batch_norm: str = knob(
+        "keras",
+        "keras: keras.layers.BatchNormalization; fast: kseg's FastBatchNormalization",
+        choices=BATCH_NORMS,
+        label=lambda v: "fastbn" if v == "fast" else "",
+    )
+    folds: int = _plain(0, label=_unless(0, "cv{}"), neutral=True)
+    fold: int = _plain(0, neutral=True)
+    init_from: str = knob(
+        "",
+        "start every run from this run folder's (or .keras file's) weights, matched by layer name and "
+        "shape; the source's hash is part of each run's identity",
+        group="start",
+        parse=str,
+        metavar="PATH",
+        identity=False,
+        row=False,
+    )
+    init_source: str = _plain("", label=lambda v: f"init={str(v).split(':')[0]}", neutral=True)
+    encoder_weights: str = knob(
+        "",
+        "a keras.applications encoder's starting weights: imagenet (downloads once) or a local weights file; "
+        "default random",
+        group="",
+        parse=str,
+        metavar="imagenet|PATH",
+        label=lambda v: f"enc={str(v).split(':')[0]}",
+        neutral=True,
+    )
+    freeze_encoder_epochs: int = knob(
+        0,
+        "keep the encoder's weights fixed for the first N epochs (its BatchNormalization statistics still adapt)",
+        group="start",
+        parse=int,
+        metavar="N",
+        label=_unless(0, "freeze{}"),
+        neutral=True,
+    )
+    encoder_lr_factor: float = knob(
+        1.0,
+        "the encoder learns at this times the learning rate (after any --freeze-encoder-epochs)",
+        group="start",
+        parse=positive_float,
+        label=_unless(1.0, "enclr{:g}"),
+        neutral=True,
+    )
     eval_size: int = 256
-    base_filters: int = 16
-    depth: int = 4
-    epochs: int = 40
-    batch_size: int = 8
-    lr: float = 1e-3
-    patience: int = 12
-    schedule: str = "plateau"
-    warmup_epochs: int = 0
-    weight_decay: float = 0.0
-    ema: float = 0.0
-    augment: str = "full"
-    illuminant: float = 0.0
-    min_scale: float = 0.9
-    colour_constancy: bool = False
-    val_every: int = 1
-    refine: str = "none"
-    batch_norm: str = "keras"
+    depth: int = _plain(4, row=False)
+    patience: int = _plain(12, row=False)
     precision: str = "auto"
     jit_compile: str | bool = "auto"
-    split_sizes: tuple = (100, 50, 50)
-    synthetic_n: int = 200
-    init_from: str = ""
-    init_source: str = ""
-    folds: int = 0
-    fold: int = 0
-    encoder_weights: str = ""
+    split_sizes: tuple = knob(
+        (100, 50, 50),
+        "train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50",
+        flag="--split",
+        group="data",
+        parse=_split_sizes,
+    )
+    synthetic_n: int = _plain(200, row=False)
 
     def __post_init__(self) -> None:
         # Normalise so that equal configs hash equally: a list and a tuple of sizes are one split.
@@ -180,6 +332,11 @@ class RunConfig:
             )
         if self.val_every < 1:
             raise invalid_value("val_every", "at least 1", self.val_every)
+        if self.freeze_encoder_epochs < 0:
+            raise invalid_value("freeze_encoder_epochs", "at least 0", self.freeze_encoder_epochs)
+        for name in ("lr", "encoder_lr_factor"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise invalid_value(name, "a finite number > 0", getattr(self, name))
 
     @classmethod
     def from_preset(cls, preset: str, **overrides) -> "RunConfig":
@@ -247,6 +404,30 @@ class RunConfig:
         return f"{model}-{self.loss}-seed{self.seed}{fold}-{self.config_hash}"
 
 
+def knobs() -> dict[str, Knob]:
+    """Every RunConfig field's :class:`Knob` by name, in declaration order, each flag named."""
+    found = {}
+    for field in dataclasses.fields(RunConfig):
+        how = field.metadata.get("knob", Knob(flag=""))
+        if field.metadata.get("cli") and not how.flag:
+            how = dataclasses.replace(how, flag="--" + field.name.replace("_", "-"))
+        found[field.name] = how
+    return found
+
+
+def flag_knobs() -> dict[str, Knob]:
+    """The fields the grid sets by a flag of their own (``kseg.cli`` adds one per entry)."""
+    return {name: how for name, how in knobs().items() if how.flag}
+
+
+# Knobs added within kseg 0.3: at their field default they compute what 0.3 did without them.
+NEUTRAL_KNOBS: tuple[str, ...] = tuple(name for name, how in knobs().items() if how.neutral)
+# Where a source's weights are on this machine: its identity is ``init_source``, not its path.
+NOT_IDENTITY: tuple[str, ...] = tuple(name for name, how in knobs().items() if not how.identity)
+# The config fields a row repeats, so the leaderboard and its ablations read without config.json.
+ROW_FIELDS: tuple[str, ...] = tuple(name for name, how in knobs().items() if how.row)
+
+
 def _file_digest(path: str) -> str:
     """ "sha256:" and 12 hex digits of a file's bytes, once per file version."""
     stat = os.stat(path)
@@ -310,6 +491,13 @@ __all__ = [
     "BATCH_NORMS",
     "NEUTRAL_KNOBS",
     "NOT_IDENTITY",
+    "ROW_FIELDS",
+    "Knob",
+    "knob",
+    "knobs",
+    "flag_knobs",
+    "positive_int",
+    "positive_float",
     "RunConfig",
     "resolve_precision",
     "resolve_jit_compile",

@@ -28,6 +28,7 @@ import pandas as pd
 from filelock import FileLock
 
 from kseg._errors import unknown_name
+from kseg.config import ROW_FIELDS, knobs
 
 COLUMNS: tuple[str, ...] = (
     "timestamp",
@@ -99,6 +100,8 @@ COLUMNS: tuple[str, ...] = (
     # Added with the encoder family: a pretrained encoder's starting weights (imagenet, sha256:...).
     "encoder_weights",
 )
+# Every config field a row repeats has its column: a knob added since joins at the end.
+COLUMNS += tuple(field for field in ROW_FIELDS if field not in COLUMNS)
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
 
@@ -333,49 +336,15 @@ _LEGACY_IDENTITY = (
 
 def recipe(row: Mapping[str, Any]) -> str:
     """A short label of a row's training recipe: size, width, epochs, schedule, and the knobs
-    that are on (rows from before kseg 0.2 read as the plateau schedule they used)."""
+    that are on, each part as its :class:`kseg.config.Knob` writes it (a row without a knob's
+    column, written before it existed, shows the knob's ``missing`` part)."""
 
     def present(key):
         value = row.get(key)
         return value is not None and not pd.isna(value) and value != ""
 
-    parts = [
-        f"{int(row['image_size'])}px" if present("image_size") else "?px",
-        f"w{int(row['base_filters'])}" if present("base_filters") else "w?",
-        f"{int(row['epochs'])}ep" if present("epochs") else "?ep",
-        str(row["schedule"]) if present("schedule") else "plateau",
-    ]
-    if present("warmup_epochs") and int(row["warmup_epochs"]):
-        parts.append(f"wu{int(row['warmup_epochs'])}")
-    if present("lr"):
-        parts.append(f"lr{float(row['lr']):g}")
-    if present("batch_size") and present("preset") and int(row["batch_size"]) != 8:
-        parts.append(f"b{int(row['batch_size'])}")
-    if present("weight_decay") and float(row["weight_decay"]):
-        parts.append(f"wd{float(row['weight_decay']):g}")
-    if present("ema") and float(row["ema"]):
-        parts.append(f"ema{float(row['ema']):g}")
-    if present("augment") and row["augment"] != "full":
-        parts.append(f"aug={row['augment']}")
-    if present("illuminant") and float(row["illuminant"]):
-        parts.append(f"illum{float(row['illuminant']):g}")
-    if present("min_scale") and float(row["min_scale"]) != 0.9:
-        parts.append(f"zoom{float(row['min_scale']):g}")
-    if present("colour_constancy") and str(row["colour_constancy"]) in ("True", "true", "1", "1.0"):
-        parts.append("sog")
-    if present("refine") and row["refine"] != "none":
-        parts.append(f"refine={row['refine']}")
-    if present("val_every") and int(row["val_every"]) != 1:
-        parts.append(f"val/{int(row['val_every'])}")
-    if present("batch_norm") and row["batch_norm"] == "fast":
-        parts.append("fastbn")
-    if present("folds") and int(row["folds"]):
-        parts.append(f"cv{int(row['folds'])}")
-    if present("init_source"):
-        parts.append(f"init={str(row['init_source']).split(':')[0]}")
-    if present("encoder_weights"):
-        parts.append(f"enc={str(row['encoder_weights']).split(':')[0]}")
-    return " ".join(parts)
+    parts = [knob.label(row[name]) if present(name) else knob.missing for name, knob in knobs().items()]
+    return " ".join(part for part in parts if part)
 
 
 def with_groups(table: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import keras
 import numpy as np
 
 from kseg import leaderboard, refine, transfer
-from kseg.config import KSEG_VERSION, RunConfig, resolve_jit_compile, resolve_precision
+from kseg.config import KSEG_VERSION, ROW_FIELDS, RunConfig, resolve_jit_compile, resolve_precision
 from kseg.data import SegmentationDataset, Split, concatenate, fold_indices, load_dataset, split_indices
 from kseg.device import device_description
 from kseg.evaluation import predict_logits, score_masks
@@ -143,42 +143,6 @@ def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
 
 def _timestamp() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-# The config fields a row repeats, so the leaderboard and its ablations read without config.json.
-ROW_FIELDS = (
-    "model",
-    "loss",
-    "seed",
-    "split_seed",
-    "dataset",
-    "data_fingerprint",
-    "mask_suffix",
-    "preset",
-    "image_size",
-    "eval_size",
-    "base_filters",
-    "epochs",
-    "batch_size",
-    "lr",
-    "schedule",
-    "warmup_epochs",
-    "weight_decay",
-    "ema",
-    "augment",
-    "illuminant",
-    "min_scale",
-    "colour_constancy",
-    "val_every",
-    "refine",
-    "batch_norm",
-    "precision",
-    "jit_compile",
-    "init_source",
-    "folds",
-    "fold",
-    "encoder_weights",
-)
 
 
 def base_row(config: RunConfig) -> dict:
@@ -351,7 +315,6 @@ def _save_predictions(targets: SegmentationDataset, predicted: np.ndarray, path:
 __all__ = [
     "DataCache",
     "resolve_config",
-    "ROW_FIELDS",
     "base_row",
     "run_one",
     "PER_IMAGE_KEY",

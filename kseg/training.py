@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from kseg import losses, metrics, models, transfer
+from kseg import losses, metrics, models, optimizers, transfer
 from kseg._errors import unknown_name
 from kseg.config import RunConfig, resolve_jit_compile
 from kseg.data import SegmentationSequence, Split
@@ -116,13 +116,37 @@ def learning_rate(config: RunConfig, n_train: int):
     )
 
 
-def optimizer_for(config: RunConfig, n_train: int) -> keras.optimizers.Optimizer:
-    """Adam, or AdamW where ``weight_decay`` > 0; with an EMA of the weights where ``ema`` > 0."""
+def optimizer_for(
+    config: RunConfig, n_train: int, encoder_variables: list[str] | None = None
+) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW where ``weight_decay`` > 0; with an EMA of the weights where ``ema`` > 0;
+    where the config freezes or slows the encoder, kseg's variant that scales the rate of
+    ``encoder_variables`` (:mod:`kseg.optimizers`)."""
     ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
     lr = learning_rate(config, n_train)
-    if config.weight_decay:
-        return keras.optimizers.AdamW(lr, weight_decay=config.weight_decay, **ema)
-    return keras.optimizers.Adam(lr, **ema)
+    decay = dict(weight_decay=config.weight_decay) if config.weight_decay else {}
+    if config.freeze_encoder_epochs or config.encoder_lr_factor != 1.0:
+        rate = dict(
+            encoder_variables=encoder_variables or [],
+            encoder_lr_factor=config.encoder_lr_factor,
+            freeze_steps=config.freeze_encoder_epochs * steps_per_epoch(n_train, config.batch_size),
+        )
+        optimizer = optimizers.EncoderRateAdamW if config.weight_decay else optimizers.EncoderRateAdam
+        return optimizer(lr, **decay, **ema, **rate)
+    optimizer = keras.optimizers.AdamW if config.weight_decay else keras.optimizers.Adam
+    return optimizer(lr, **decay, **ema)
+
+
+def encoder_layers(config: RunConfig) -> list[str]:
+    """The names of the layers of the config's encoder (:func:`kseg.models.build_encoder`)."""
+    encoder = models.build_encoder(
+        config.model,
+        input_shape=(config.image_size, config.image_size, 3),
+        base_filters=config.base_filters,
+        depth=config.depth,
+        batch_norm=config.batch_norm,
+    )
+    return [layer.name for layer in encoder.layers]
 
 
 def build_architecture(config: RunConfig, policy: str) -> keras.Model:
@@ -148,8 +172,11 @@ def check_init(config: RunConfig) -> transfer.InitReport:
 def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Model:
     """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``."""
     model = build_architecture(config, policy)
+    encoder_variables = None
+    if config.freeze_encoder_epochs or config.encoder_lr_factor != 1.0:
+        encoder_variables = optimizers.encoder_variable_paths(model, encoder_layers(config))
     model.compile(
-        optimizer=optimizer_for(config, n_train),
+        optimizer=optimizer_for(config, n_train, encoder_variables),
         loss=losses.get(config.loss),
         metrics=[metrics.IoU(), metrics.Dice()],
         jit_compile=resolve_jit_compile(config.jit_compile),
@@ -309,6 +336,7 @@ __all__ = [
     "steps_per_epoch",
     "learning_rate",
     "optimizer_for",
+    "encoder_layers",
     "build_architecture",
     "check_init",
     "build_model",

@@ -246,3 +246,51 @@ def test_resolve_config_fills_in_auto(tmp_path, monkeypatch):
     assert explicit.config_hash == resolved.config_hash
     other = resolve_config(config.replace(jit_compile=not resolve_jit_compile("auto")), data)
     assert other.config_hash != resolved.config_hash
+
+
+# One example per flag knob, (the flag's text, the field's value), each unlike the cpu preset's:
+# a knob added to RunConfig without its line here fails the test below.
+FLAG_EXAMPLES = {
+    "mask_suffix": ("_segmentation", "_segmentation"),
+    "image_size": ("64", 64),
+    "base_filters": ("8", 8),
+    "epochs": ("3", 3),
+    "schedule": ("constant", "constant"),
+    "warmup_epochs": ("1", 1),
+    "lr": ("3e-4", 3e-4),
+    "batch_size": ("4", 4),
+    "weight_decay": ("1e-4", 1e-4),
+    "ema": ("0.99", 0.99),
+    "augment": ("flips", "flips"),
+    "illuminant": ("0.2", 0.2),
+    "min_scale": ("0.5", 0.5),
+    "colour_constancy": (None, True),
+    "refine": ("none", "none"),
+    "val_every": ("3", 3),
+    "batch_norm": ("keras", "keras"),
+    "init_from": ("runs/source", "runs/source"),
+    "encoder_weights": ("imagenet", "imagenet"),
+    "freeze_encoder_epochs": ("2", 2),
+    "encoder_lr_factor": ("0.1", 0.1),
+    "split_sizes": ("60,20,20", (60, 20, 20)),
+}
+
+
+@pytest.mark.parametrize("name", list(kconfig.flag_knobs()))
+def test_each_knob_declared_once_gives_its_flag_column_hash_and_label(name):
+    import argparse
+
+    from kseg import cli, leaderboard, run
+
+    knob = kconfig.flag_knobs()[name]
+    text, value = FLAG_EXAMPLES[name]
+    args = cli.add_grid_arguments(argparse.ArgumentParser()).parse_args([knob.flag] + ([text] if text else []))
+    fixed = dict(model="fpn:mobilenetv2", loss="bce", init_source="x:1")
+    base = RunConfig.from_preset("cpu", **fixed)
+    config = RunConfig.from_preset("cpu", **fixed, **{name: getattr(args, name)})
+    assert getattr(config, name) == value != getattr(base, name)
+    assert (name in leaderboard.COLUMNS) == knob.row == (name in run.base_row(config))
+    assert (config.config_hash != base.config_hash) == knob.identity
+    if knob.label(value):
+        assert knob.label(value) in leaderboard.recipe(run.base_row(config)).split()
+        assert knob.label(value) not in leaderboard.recipe(run.base_row(base)).split()

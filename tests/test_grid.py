@@ -113,6 +113,7 @@ def _rows(path: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent  # the files' locking and atomic writes; no backend touches them
 def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
     command = [
@@ -432,8 +433,10 @@ def test_refine_none_records_the_plain_choice(tmp_path):
     [
         (["--folds", "1"], "--folds expects 0 (no cross-validation) or K >= 2. Received: 1"),
         (["--seeds", "0", "-1"], "--seeds expects non-negative integers. Received: 0 -1"),
-        (["--lr", "nan"], "--lr expects a finite learning rate > 0. Received: nan"),
-        (["--lr", "0"], "--lr expects a finite learning rate > 0. Received: 0.0"),
+        (["--lr", "nan"], "argument --lr: expects a finite number > 0. Received: nan"),
+        (["--lr", "0"], "argument --lr: expects a finite number > 0. Received: 0.0"),
+        (["--encoder-lr-factor", "-1"], "argument --encoder-lr-factor: expects a finite number > 0. Received: -1.0"),
+        (["--epochs", "0"], "argument --epochs: expects an integer >= 1. Received: 0"),
     ],
 )
 def test_bad_recipe_values_are_refused_before_any_run(tmp_path, args, message, capsys):

@@ -91,6 +91,7 @@ def _assert_same_rows(table: pd.DataFrame, expected: pd.DataFrame, tolerance: fl
         assert table[column].tolist() == pytest.approx(expected[column].tolist(), abs=tolerance), column
 
 
+@pytest.mark.xdist_group("sequential_rows")  # one sequential grid (and Ray cluster) for these
 @pytest.mark.slow
 def test_jobs_2_gives_the_rows_of_a_sequential_grid(tmp_path, sequential_rows, capsys):
     results = tmp_path / "lb.csv"
@@ -159,7 +160,19 @@ def ray_cluster():
     ray.shutdown()
 
 
+# The Ray tests run in the TensorFlow pass only (CI's slowest tests: a cluster per pass): what
+# they check is the executor's, which no backend touches; what a worker needs of the backend is
+# its environment, which the next test checks under every backend, and the runs themselves are
+# test_grid's and the local pool's (test_jobs_2_...), on every backend.
+def test_ray_workers_get_this_processes_backend(monkeypatch):
+    monkeypatch.setenv("KSEG_CACHE_DIR", "/tmp/kseg-cache")
+    env = executors.ray_env_vars()
+    assert env["KERAS_BACKEND"] == keras.backend.backend() and env["KSEG_CACHE_DIR"] == "/tmp/kseg-cache"
+
+
+@pytest.mark.xdist_group("sequential_rows")  # one sequential grid (and Ray cluster) for these
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequential_rows):
     results = tmp_path / "lb.csv"
     assert (
@@ -171,7 +184,9 @@ def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequenti
         assert (tmp_path / "runs" / run_id / "model.keras").exists()
 
 
+@pytest.mark.xdist_group("sequential_rows")  # one sequential grid (and Ray cluster) for these
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_ray_retries_a_run_whose_worker_died(ray_cluster, tmp_path, sequential_rows, crash_once):
     marker = tmp_path / "crashed-once"
     crash_once(marker, "unet-dice", ray=True)

@@ -89,6 +89,41 @@ def build(
     (None, 64, 64, 1)
     """
     decoder, encoder_entry = resolve(name, encoder)
+    options = _options(encoder_entry, input_shape, base_filters, depth, bn_momentum, batch_norm, encoder_weights)
+    inputs = segmentation_input(input_shape)
+    features = encoder_entry.build(colour_constancy_stem(inputs, colour_constancy), options)
+    outputs = logit_head(decoder.build(features, options))
+    default_name = canonical_name(decoder.name, encoder_entry.name).replace(":", "_")
+    return keras.Model(inputs, outputs, name=model_name or default_name)
+
+
+def build_encoder(
+    name: str,
+    input_shape: tuple[int, int, int] = (256, 256, 3),
+    *,
+    encoder: str | None = None,
+    encoder_weights: str | None = None,
+    base_filters: int = 64,
+    depth: int = 4,
+    bn_momentum: float = 0.9,
+    batch_norm: str = "keras",
+) -> keras.Model:
+    """The encoder of ``build(name, ...)`` alone, as keras-hub's backbones give it: a model from
+    images to ``{"P{k}": feature map at stride 2**k}`` (its ``pyramid_outputs``), whose layers
+    carry the names they have inside ``build(name, ...)`` (so their weights match by name).
+
+    >>> sorted(build_encoder("unet", input_shape=(64, 64, 3), base_filters=8).output)
+    ['P0', 'P1', 'P2', 'P3', 'P4']
+    """
+    _, encoder_entry = resolve(name, encoder)
+    options = _options(encoder_entry, input_shape, base_filters, depth, bn_momentum, batch_norm, encoder_weights)
+    inputs = segmentation_input(input_shape)
+    features = encoder_entry.build(inputs, options)
+    return keras.Model(inputs, features.pyramid_outputs, name=f"{encoder_entry.name}_encoder")
+
+
+def _options(encoder_entry: Encoder, input_shape, base_filters, depth, bn_momentum, batch_norm, encoder_weights):
+    """The builders' options, once the encoder accepts the weights and the input's size."""
     options = ModelOptions(base_filters, depth, bn_momentum, batch_norm, encoder_weights)
     if encoder_weights is not None and encoder_entry.family == "kseg":
         raise ValueError(
@@ -102,12 +137,7 @@ def build(
     else:
         stride_label = f"{stride} (the {encoder_entry.name} encoder's total stride)"
     check_input_shape(input_shape, stride, stride_label)
-
-    inputs = segmentation_input(input_shape)
-    features = encoder_entry.build(colour_constancy_stem(inputs, colour_constancy), options)
-    outputs = logit_head(decoder.build(features, options))
-    default_name = canonical_name(decoder.name, encoder_entry.name).replace(":", "_")
-    return keras.Model(inputs, outputs, name=model_name or default_name)
+    return options
 
 
 def segnet(input_shape=(256, 256, 3), base_filters=64, depth=4, bn_momentum=0.9, name="segnet", **kwargs):
@@ -145,6 +175,7 @@ __all__ = [
     "canonical_name",
     "total_stride",
     "build",
+    "build_encoder",
     "segnet",
     "unet",
     "unet2",
