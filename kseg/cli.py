@@ -59,7 +59,8 @@ def _engine_flags() -> argparse.ArgumentParser:
         default="keras",
         choices=ENGINES,
         help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
-        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU",
+        "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU; openvino also "
+        "runs the int8 .xml of `kseg export --format openvino-int8`",
     )
     p.add_argument(
         "--openvino-precision",
@@ -516,10 +517,13 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Exports a saved model with Keras's ``model.export`` under the active backend, and its
-    refinement beside it (PATH.refinement.json). Exit code 0, or 2 for a missing model, a format
-    the backend cannot export or a missing exporter package."""
+    refinement beside it (PATH.refinement.json); ``openvino-int8`` quantizes a grid run's model
+    (:mod:`kseg.quantize`). Exit code 0, or 2 for a missing model, a format the backend cannot
+    export, a missing exporter package or an int8 model refused by its validation gate."""
     from kseg import export, predict, refine
 
+    if args.format == "openvino-int8":
+        return _export_int8(args)
     output = Path(args.output) if args.output else export.default_output(args.model, args.format)
     try:
         reason = export.unsupported_reason(args.format)  # before the (slow) load
@@ -535,6 +539,21 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     print(
         f"[export] {args.model} -> {output} ({args.format}, {keras.backend.backend()} backend; "
         f"refinement: {export.refinement_path(output)})"
+    )
+    return EXIT_OK
+
+
+def _export_int8(args: argparse.Namespace) -> int:
+    from kseg import quantize
+
+    try:
+        report = quantize.quantize_run(args.model, args.output, args.data_dir, args.max_iou_drop)
+    except (FileNotFoundError, ValueError, ImportError) as error:  # QuantizationRefused is a ValueError
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    print(
+        f"[export] {args.model} -> {report.output} (openvino-int8, calibrated on {len(report.calibration_ids)} "
+        f"training cases; validation IoU {report.val_iou_int8:.4f} against {report.val_iou_float:.4f} in float32)"
     )
     return EXIT_OK
 
@@ -712,10 +731,21 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument(
         "--format",
         default="onnx",
-        choices=["onnx", "saved_model"],
-        help="onnx: one .onnx file; saved_model: a TensorFlow SavedModel folder",
+        choices=["onnx", "saved_model", "openvino-int8"],
+        help="onnx: one .onnx file; saved_model: a TensorFlow SavedModel folder; openvino-int8: a grid run's model "
+        "quantized by NNCF (calibrated on the run's training cases, refused if validation IoU drops by more than "
+        "--max-iou-drop) as OpenVINO IR, for predict --engine openvino",
     )
-    p.add_argument("--output", default=None, help="the .onnx file or SavedModel folder (default: beside --model)")
+    p.add_argument(
+        "--output", default=None, help="the .onnx file, SavedModel folder or int8 .xml (default: beside --model)"
+    )
+    p.add_argument("--data-dir", default=None, help="openvino-int8: the run's data, if not where the run found it")
+    p.add_argument(
+        "--max-iou-drop",
+        type=float,
+        default=0.005,
+        help="openvino-int8: the largest validation IoU loss against the float32 export",
+    )
     p.add_argument(
         "--batch-size",
         type=_positive_int,

@@ -277,7 +277,7 @@ class _ExportedEngine:
     def _check_file(self, path: str | os.PathLike) -> Path:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: ONNX model file not found")
+            raise FileNotFoundError(f"{path}: exported model file not found")
         return path
 
     def _set_input_shape(self, shape: Sequence) -> None:
