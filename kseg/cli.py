@@ -235,7 +235,7 @@ def _flag_type(parse: Callable[[str], object]) -> Callable[[str], object]:
 def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Runs the grid, prints and plots the leaderboard. Returns the exit code: 0 when every run is
     ok, 1 when any failed or diverged, 2 for bad arguments or missing data."""
-    from kseg import executors, grid, leaderboard, losses, models, training
+    from kseg import executors, grid, group_ensembles, leaderboard, losses, models, training
     from kseg.config import flag_knobs
     from kseg.run import DataCache
 
@@ -333,8 +333,13 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         return EXIT_BAD_ARGUMENTS
 
     rows = grid.run_grid(configs, data, args.results, args.output, force=args.force, **options)
-    summary = leaderboard.summarise(leaderboard.read(args.results), per_image=leaderboard.read_per_image(args.results))
+    group_ensembles.score_group_ensembles(configs, data, args.results, args.output)
+    table = leaderboard.read(args.results)
+    summary = leaderboard.summarise(table, per_image=leaderboard.read_per_image(args.results))
     print(leaderboard.format_summary(summary))
+    ensembles = leaderboard.ensemble_table(table)
+    if not ensembles.empty:
+        print("[grid] ensemble rows (the external sets no member saw):\n" + ensembles.to_string(index=False))
     if not summary.empty:
         chart = leaderboard.plot(summary, Path(args.results).with_suffix(".png"))
         print(f"[grid] chart: {chart}")

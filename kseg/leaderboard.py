@@ -99,11 +99,15 @@ COLUMNS: tuple[str, ...] = (
     "fold",
     # Added with the encoder family: a pretrained encoder's starting weights (imagenet, sha256:...).
     "encoder_weights",
+    # Added with the grid's ensemble rows (kseg.group_ensembles): their kind and member count
+    # (empty for a training run).
+    "kind",
+    "members",
 )
 # Every config field a row repeats has its column: a knob added since joins at the end.
 COLUMNS += tuple(field for field in ROW_FIELDS if field not in COLUMNS)
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
-EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction)$")
+EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction|members_iou)$")
 
 
 # Test IoU per source of a dataset joined from several (``--add-source``).
@@ -129,6 +133,7 @@ REQUIRED = ("run_id", "model", "loss", "config_hash", "status")
 # Read as text: a hash or id made of digits must keep its leading zeros.
 TEXT_COLUMNS = (
     "timestamp",
+    "kind",
     "run_id",
     "model",
     "loss",
@@ -359,8 +364,26 @@ def with_groups(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def latest_ok_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows that count: status ok, and of a config run twice (``--force``) its latest row."""
-    return table[table["status"] == "ok"].drop_duplicates("config_hash", keep="last")
+    """The training runs that count: status ok, and of a config run twice (``--force``) its latest
+    row. Ensemble rows (a ``kind``) are not training runs: :func:`ensemble_table` has them."""
+    runs = table[table["kind"].isna()] if "kind" in table else table
+    return runs[runs["status"] == "ok"].drop_duplicates("config_hash", keep="last")
+
+
+def ensemble_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The ensemble rows (``kind`` set, :mod:`kseg.group_ensembles`), one per ensemble, with
+    each external set's ensemble IoU, the mean of its members' and the gain."""
+    if "kind" not in table:
+        return pd.DataFrame()
+    ensembles = table[table["kind"].notna() & (table["status"] == "ok")]
+    rows = with_groups(ensembles.drop_duplicates("config_hash", keep="last"))
+    out = rows[["dataset", "model", "loss", "recipe", "kind", "members"]].copy()
+    for column in [c for c in rows.columns if c.endswith("_members_iou") and rows[c].notna().any()]:
+        name = column[len("ext_") : -len("_members_iou")]
+        out[f"{name} IoU"] = rows[f"ext_{name}_iou"]
+        out[f"{name} members' mean"] = rows[column]
+        out[f"{name} gain"] = rows[f"ext_{name}_iou"] - rows[column]
+    return out.reset_index(drop=True)
 
 
 def _split_key(rows: pd.DataFrame) -> pd.Series:
@@ -725,6 +748,7 @@ def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU ov
 
 __all__ = [
     "COLUMNS",
+    "ensemble_table",
     "EXTERNAL_COLUMN",
     "SOURCE_COLUMN",
     "known_column",
