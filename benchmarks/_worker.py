@@ -101,8 +101,6 @@ def run(config: dict[str, Any]) -> dict[str, Any]:
     jit = bool(config["jit_compile"])
     if backend == "jax":
         jit = True  # Keras on JAX always traces and compiles with XLA.
-    if backend == "torch" and jit:
-        raise ValueError("torch.compile is not benchmarked: it takes minutes per model here.")
 
     keras.utils.set_random_seed(config.get("seed", 0))
     keras.config.set_dtype_policy(config["precision"])

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from kseg import refine
+from kseg.models.segmentation_model import SegmentationModel
 
 
 @keras.saving.register_keras_serializable(package="kseg")
@@ -90,7 +91,7 @@ def build_ensemble(
         renamed = keras.Model(member.input, member.output, name=f"member{index}_{member.name}")
         logits.append(_member_logits(renamed, inputs, tta, index))
     output = logits[0] if len(logits) == 1 else keras.layers.Average(name="ensemble_mean", dtype="float32")(logits)
-    return keras.Model(inputs, output, name=name)
+    return SegmentationModel(inputs, output, name=name, architecture=f"ensemble of {len(members)}")
 
 
 def shared_postprocess(refinements: Sequence[refine.Refinement]) -> str:

@@ -27,11 +27,9 @@ logits, masks = kseg.refine.apply_refinement(model, test_images, kseg.refine.att
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -61,7 +59,6 @@ __all__ = [
     "attach",
     "attached",
     "save_with_refinement",
-    "write_refinement",
     "load_refinement",
     "load_model_with_refinement",
 ]
@@ -431,36 +428,10 @@ def attached(model: keras.Model) -> Refinement:
     return getattr(model, _ATTRIBUTE, None) or Refinement()
 
 
-def write_refinement(path: str | os.PathLike, refinement: Refinement) -> None:
-    """Stores ``refinement`` as the ``kseg_refinement.json`` member of an existing ``.keras`` file.
-
-    Keras's loader reads only the members it knows, so the file still loads with a plain
-    ``keras.saving.load_model`` on every backend. An earlier refinement is replaced.
-    """
-    path = Path(path)
-    text = json.dumps(refinement.to_dict(), indent=2)
-    with zipfile.ZipFile(path, "r") as archive:
-        present = REFINEMENT_MEMBER in archive.namelist()
-    if not present:
-        with zipfile.ZipFile(path, "a") as archive:
-            archive.writestr(REFINEMENT_MEMBER, text)
-        return
-    # A zip cannot overwrite a member in place: copy the others to a new archive, then swap.
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with zipfile.ZipFile(path, "r") as source, zipfile.ZipFile(partial, "w") as target:
-            for info in source.infolist():
-                if info.filename != REFINEMENT_MEMBER:
-                    with source.open(info) as reader, target.open(copy.copy(info), "w") as writer:
-                        shutil.copyfileobj(reader, writer)
-            target.writestr(REFINEMENT_MEMBER, text)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-
-
 def save_with_refinement(model: keras.Model, path: str | os.PathLike, refinement: Refinement | None = None) -> None:
-    """``model.save(path)`` plus the refinement (default: ``attached(model)``) inside the file.
+    """Saves ``model`` as a :class:`kseg.models.SegmentationModel` whose config holds
+    ``refinement`` (default: ``attached(model)``); a plain functional model (an ensemble, a model
+    of kseg 0.3) is saved as one over its graph.
 
     Example:
 
@@ -468,17 +439,22 @@ def save_with_refinement(model: keras.Model, path: str | os.PathLike, refinement
     >>> load_refinement("model.keras")
     Refinement(tta='flip', postprocess='largest')
     """
+    from kseg.models.segmentation_model import as_segmentation_model
+
     refinement = attached(model) if refinement is None else refinement
-    model.save(path)
-    write_refinement(path, refinement)
+    attach(model, refinement)
+    as_segmentation_model(model, refinement=refinement).save(path)
 
 
 def load_refinement(path: str | os.PathLike) -> Refinement:
-    """The refinement stored in a ``.keras`` file, or ``Refinement()`` if it holds none."""
+    """The refinement a ``.keras`` file holds, read without loading the model: in a
+    SegmentationModel's config, or in the ``kseg_refinement.json`` member of a kseg 0.3 file;
+    ``Refinement()`` if it holds none."""
     with zipfile.ZipFile(Path(path), "r") as archive:
-        if REFINEMENT_MEMBER not in archive.namelist():
-            return Refinement()
-        return Refinement.from_dict(json.loads(archive.read(REFINEMENT_MEMBER)))
+        if REFINEMENT_MEMBER in archive.namelist():  # written by kseg 0.3
+            return Refinement.from_dict(json.loads(archive.read(REFINEMENT_MEMBER)))
+        config = json.loads(archive.read("config.json")).get("config", {})
+    return Refinement.from_dict(config["refinement"]) if config.get("refinement") else Refinement()
 
 
 def load_model_with_refinement(path: str | os.PathLike, compile: bool = False) -> keras.Model:

@@ -110,7 +110,8 @@ def test_gflops_match_torch_reference(name):
         ("tensorflow", "off", (False,)),
         ("tensorflow", "on", (True,)),
         ("jax", "off", (True,)),  # JAX always compiles: "off" cannot apply, the one setting stays
-        ("torch", "on", (False,)),  # torch.compile is not benchmarked
+        ("torch", "on", (True,)),  # torch.compile
+        ("torch", "both", (False,)),  # torch.compile only when asked: minutes per model
     ],
 )
 @pytest.mark.backend_independent

@@ -18,6 +18,7 @@ from kseg.models import backbones as _encoders
 from kseg.models import decoders as _decoders
 from kseg.models._common import check_input_shape, colour_constancy_stem, logit_head, segmentation_input
 from kseg.models.base import Decoder, Encoder, ModelOptions
+from kseg.models.segmentation_model import SegmentationModel, as_segmentation_model
 
 # The grid's default models: the original notebook's three networks.
 SEED_MODELS = ("segnet", "unet", "unet2")
@@ -83,7 +84,8 @@ def build(
         model_name: the Keras model's name; default the canonical name with "_" for ":".
 
     Returns:
-        A ``keras.Model`` mapping images (B, H, W, C) in [0, 1] to logits (B, H, W, 1).
+        A :class:`~kseg.models.SegmentationModel` (a functional ``keras.Model``) mapping images
+        (B, H, W, C) in [0, 1] to logits (B, H, W, 1).
 
     >>> build("unet", input_shape=(64, 64, 3), base_filters=8).output.shape
     (None, 64, 64, 1)
@@ -93,8 +95,9 @@ def build(
     inputs = segmentation_input(input_shape)
     features = encoder_entry.build(colour_constancy_stem(inputs, colour_constancy), options)
     outputs = logit_head(decoder.build(features, options))
-    default_name = canonical_name(decoder.name, encoder_entry.name).replace(":", "_")
-    return keras.Model(inputs, outputs, name=model_name or default_name)
+    architecture = canonical_name(decoder.name, encoder_entry.name)
+    name = model_name or architecture.replace(":", "_")
+    return SegmentationModel(inputs, outputs, name=name, architecture=architecture)
 
 
 def build_encoder(
@@ -169,6 +172,8 @@ def unet2(input_shape=(256, 256, 3), base_filters=64, depth=4, bn_momentum=0.9, 
 
 __all__ = [
     "SEED_MODELS",
+    "SegmentationModel",
+    "as_segmentation_model",
     "available",
     "encoders",
     "resolve",
