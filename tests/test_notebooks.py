@@ -109,7 +109,6 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
     return root / "experiments.csv", root / "runs"
 
 
-@pytest.mark.xdist_group("explore_grid")  # one grid_results for the three
 @pytest.mark.slow
 def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     results, runs = grid_results
@@ -128,7 +127,6 @@ def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     assert images_in(notebook) >= 3  # bar chart, learning curves, gallery
 
 
-@pytest.mark.xdist_group("explore_grid")  # one grid_results for the three
 @pytest.mark.slow
 def test_explore_results_without_run_folders(grid_results, monkeypatch, tmp_path):
     results, _ = grid_results
@@ -140,7 +138,6 @@ def test_explore_results_without_run_folders(grid_results, monkeypatch, tmp_path
     assert images_in(notebook) == 1  # only the bar chart
 
 
-@pytest.mark.xdist_group("explore_grid")  # one grid_results for the three
 @pytest.mark.slow
 def test_explore_results_with_a_missing_model(grid_results, monkeypatch, tmp_path):
     """One deleted model.keras: the gallery falls back to the best pair's other seed."""

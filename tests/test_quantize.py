@@ -17,7 +17,7 @@ from kseg.data import find_ph2
 from kseg.evaluation import evaluate
 
 pytest.importorskip("nncf", reason="int8 export needs NNCF: pip install 'kseg[openvino]'")
-pytestmark = [pytest.mark.backend_independent, pytest.mark.xdist_group("int8_run")]
+pytestmark = pytest.mark.backend_independent
 
 
 @pytest.fixture(scope="module")

@@ -91,7 +91,6 @@ def _assert_same_rows(table: pd.DataFrame, expected: pd.DataFrame, tolerance: fl
         assert table[column].tolist() == pytest.approx(expected[column].tolist(), abs=tolerance), column
 
 
-@pytest.mark.xdist_group("sequential_rows")  # one sequential grid (and Ray cluster) for these
 @pytest.mark.slow
 def test_jobs_2_gives_the_rows_of_a_sequential_grid(tmp_path, sequential_rows, capsys):
     results = tmp_path / "lb.csv"
@@ -170,7 +169,6 @@ def test_ray_workers_get_this_processes_backend(monkeypatch):
     assert env["KERAS_BACKEND"] == keras.backend.backend() and env["KSEG_CACHE_DIR"] == "/tmp/kseg-cache"
 
 
-@pytest.mark.xdist_group("sequential_rows")  # one sequential grid (and Ray cluster) for these
 @pytest.mark.slow
 @pytest.mark.backend_independent
 def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequential_rows):
@@ -184,7 +182,6 @@ def test_ray_gives_the_rows_of_a_sequential_grid(ray_cluster, tmp_path, sequenti
         assert (tmp_path / "runs" / run_id / "model.keras").exists()
 
 
-@pytest.mark.xdist_group("sequential_rows")  # one sequential grid (and Ray cluster) for these
 @pytest.mark.slow
 @pytest.mark.backend_independent
 def test_ray_retries_a_run_whose_worker_died(ray_cluster, tmp_path, sequential_rows, crash_once):
