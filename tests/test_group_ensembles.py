@@ -16,6 +16,10 @@ from kseg.evaluation import score_masks
 from kseg.predict import load_trained_model
 from tests.data_utils import write_synthetic_folder
 
+# The grid's bookkeeping (which groups, which rows, what the ranking counts); the ensemble model
+# itself is tested under every backend in tests/test_ensemble.py.
+pytestmark = pytest.mark.backend_independent
+
 
 @pytest.fixture(scope="module")
 def fold_grid(tmp_path_factory):
