@@ -624,7 +624,8 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         model, _, loss = args.recipes.partition("+")
         print(leaderboard.recipe_comparison(table, model, loss))
     elif args.paired:
-        print(leaderboard.paired_comparison(table, *args.paired, metric=args.metric))
+        per_image = leaderboard.read_per_image(args.results)
+        print(leaderboard.paired_comparison(table, *args.paired, metric=args.metric, per_image=per_image))
     elif args.transfer:
         print(leaderboard.transfer_report(table, args.transfer))
     else:

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -438,3 +439,54 @@ def test_paired_comparison_pairs_by_seed_and_counts_the_runs_that_gained(tmp_pat
 
     assert main(["leaderboard", "--results", str(path), "--paired", base, new]) == 0
     assert "3 of 4 runs gained" in capsys.readouterr().out
+
+
+def test_paired_comparison_tests_per_image_differences_with_holm(tmp_path):
+    """Two pairs over two folds of 20 images each: unet's new recipe is +0.02 on every image
+    (found: p = 0), segnet's is the same scores shuffled between images of a fold (mean 0)."""
+    rng = np.random.default_rng(0)
+    rows, per_image = [], []
+    for model in ("unet", "segnet"):
+        for fold in (0, 1):
+            cases = [f"c{fold}_{k}" for k in range(20)]
+            scores = rng.uniform(0.6, 0.9, size=20)
+            new_scores = scores + 0.02 if model == "unet" else rng.permutation(scores)
+            for recipe, values in (("base", scores), ("new", new_scores)):
+                config_hash = f"{model}-{recipe}-{fold}"
+                extra = {"init_source": "isic:abc"} if recipe == "new" else {}
+                rows.append(
+                    _row(
+                        0,
+                        model=model,
+                        seed=0,
+                        split_seed=0,
+                        folds=2,
+                        fold=fold,
+                        config_hash=config_hash,
+                        test_iou=float(values.mean()),
+                        **extra,
+                    )
+                )
+                per_image += [
+                    dict(
+                        run_id=config_hash,
+                        config_hash=config_hash,
+                        set="test",
+                        case_id=c,
+                        iou=v,
+                        dice=v,
+                        iou_plain=v,
+                        dice_plain=v,
+                    )
+                    for c, v in zip(cases, values)
+                ]
+    table, scores = pd.DataFrame(rows), pd.DataFrame(per_image)
+    base, new = "32px w4 2ep plateau cv2", "32px w4 2ep plateau cv2 init=isic"
+    report = leaderboard.paired_comparison(table, base, new, per_image=scores)
+    lines = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    assert "| +0.020 [+0.020, +0.020] | 40 | 0 |" in lines["unet"]
+    segnet = lines["segnet"].split(" | ")
+    assert segnet[-3].startswith("+0.000") and segnet[-2] == "40" and float(segnet[-1].strip(" |")) > 0.5
+    assert "2 of 2" in lines["unet"]  # the per-run columns are still there
+    without = leaderboard.paired_comparison(table, base, new)
+    assert "per-image gain" not in without and "per-image gain" in report
