@@ -77,6 +77,7 @@ def test_worker_rows_give_every_field_then_an_error_row_for_a_model_it_cannot_bu
         assert row["openvino_precision"] in ("f32", "bf16")
 
 
+@pytest.mark.backend_independent  # counts from the layers' shapes
 def test_gflops_of_a_single_conv_by_hand():
     """Conv2D 3->5, 3x3, same, on 8x8: 8*8*5 outputs x 3*3*3 MACs; Conv2DTranspose 5->2, k2 s2:
     8*8*5 inputs x 2*2*2 MACs; x2 for FLOPs."""
@@ -89,6 +90,7 @@ def test_gflops_of_a_single_conv_by_hand():
 
 
 @pytest.mark.parametrize("name", ["segnet", "unet", "unet2"])
+@pytest.mark.backend_independent  # counts from the layers' shapes
 def test_gflops_match_torch_reference(name):
     pytest.importorskip("torch", reason="torch not installed: no native reference count")
     if not TORCH_REFERENCE.exists():
@@ -186,6 +188,7 @@ def _keras_params(name: str, size: int, base: int) -> int:
 
 @pytest.mark.parametrize("name", MODELS)
 @pytest.mark.parametrize("size, base", [(64, 8), (128, 32)])
+@pytest.mark.backend_independent  # counts from the layers' shapes
 def test_twin_parameters_equal_the_keras_models(twin, name, size, base):
     params = twin.param_count(twin.build(name, base, 4))
     assert params == _keras_params(name, size, base)
@@ -203,6 +206,7 @@ def test_twin_flop_count_equals_flop_counter_mode(twin, name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+@pytest.mark.backend_independent  # counts from the layers' shapes
 def test_twin_flop_count_equals_the_keras_layers(twin, name):
     """bench.py asserts this for every Keras row; here on a small model of each kind."""
     from kseg import models

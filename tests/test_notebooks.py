@@ -109,8 +109,9 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
     return root / "experiments.csv", root / "runs"
 
 
+# One test for the three views of one grid: pytest -n 2 would build the grid once per worker.
 @pytest.mark.slow
-def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
+def test_explore_results_on_a_grid_without_run_folders_and_with_a_missing_model(grid_results, monkeypatch, tmp_path):
     results, runs = grid_results
     monkeypatch.setenv("KSEG_RESULTS", str(results))
     monkeypatch.setenv("KSEG_RUNS", str(runs))
@@ -126,31 +127,22 @@ def test_explore_results_runs_on_a_grid(grid_results, monkeypatch):
     assert "lesion covers" in text and "cases fail" in text  # IoU by lesion size
     assert images_in(notebook) >= 3  # bar chart, learning curves, gallery
 
-
-@pytest.mark.slow
-def test_explore_results_without_run_folders(grid_results, monkeypatch, tmp_path):
-    results, _ = grid_results
-    monkeypatch.setenv("KSEG_RESULTS", str(results))
+    # Without the run folders: the leaderboard's views only.
     monkeypatch.setenv("KSEG_RUNS", str(tmp_path / "no_runs_here"))
     notebook = run_notebook("explore_results.ipynb")
     text = text_of(notebook)
     assert "NOT FOUND" in text and "missing:" in text and "no gallery" in text.lower()
     assert images_in(notebook) == 1  # only the bar chart
 
-
-@pytest.mark.slow
-def test_explore_results_with_a_missing_model(grid_results, monkeypatch, tmp_path):
-    """One deleted model.keras: the gallery falls back to the best pair's other seed."""
-    results, runs = grid_results
-    copy = tmp_path / "runs"
+    # One deleted model.keras: the gallery falls back to the best pair's other seed.
     import shutil
 
+    copy = tmp_path / "runs"
     shutil.copytree(runs, copy)
     first_models = sorted(copy.glob("*seed0*/model.keras"))
     assert first_models
     for model_file in first_models:
         model_file.unlink()
-    monkeypatch.setenv("KSEG_RESULTS", str(results))
     monkeypatch.setenv("KSEG_RUNS", str(copy))
     notebook = run_notebook("explore_results.ipynb")
     text = text_of(notebook)
