@@ -22,10 +22,9 @@ def _names(values: Sequence[str]) -> list[str]:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expects an integer >= 1. Received: {value}")
-    return value
+    from kseg.config import positive_int  # the one check; the RunConfig knobs' flags use it too
+
+    return _flag_type(positive_int)(text)
 
 
 def _probability(text: str) -> float:

@@ -125,7 +125,7 @@ def optimizer_for(
     ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
     lr = learning_rate(config, n_train)
     decay = dict(weight_decay=config.weight_decay) if config.weight_decay else {}
-    if config.freeze_encoder_epochs or config.encoder_lr_factor != 1.0:
+    if scales_encoder(config):
         rate = dict(
             encoder_variables=encoder_variables or [],
             encoder_lr_factor=config.encoder_lr_factor,
@@ -135,6 +135,11 @@ def optimizer_for(
         return optimizer(lr, **decay, **ema, **rate)
     optimizer = keras.optimizers.AdamW if config.weight_decay else keras.optimizers.Adam
     return optimizer(lr, **decay, **ema)
+
+
+def scales_encoder(config: RunConfig) -> bool:
+    """Whether the config freezes or slows the encoder (kseg's optimizer variant is needed)."""
+    return bool(config.freeze_encoder_epochs) or config.encoder_lr_factor != 1.0
 
 
 def encoder_layers(config: RunConfig) -> list[str]:
@@ -173,7 +178,7 @@ def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Mod
     """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``."""
     model = build_architecture(config, policy)
     encoder_variables = None
-    if config.freeze_encoder_epochs or config.encoder_lr_factor != 1.0:
+    if scales_encoder(config):
         encoder_variables = optimizers.encoder_variable_paths(model, encoder_layers(config))
     model.compile(
         optimizer=optimizer_for(config, n_train, encoder_variables),
@@ -336,6 +341,7 @@ __all__ = [
     "steps_per_epoch",
     "learning_rate",
     "optimizer_for",
+    "scales_encoder",
     "encoder_layers",
     "build_architecture",
     "check_init",
