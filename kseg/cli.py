@@ -236,21 +236,33 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     ok, 1 when any failed or diverged, 2 for bad arguments or missing data."""
     from kseg import executors, grid, group_ensembles, leaderboard, losses, models, training
     from kseg.config import flag_knobs
+    from kseg.models.backbones.hub import is_hub_encoder
     from kseg.run import DataCache
 
     try:  # one spelling per model, so "unet" and "unet:unet" are one experiment
         model_names = [models.canonical_name(name) for name in _names(args.models)]
     except ValueError as error:
         parser.error(f"--models: {error}")
+    for name in model_names:
+        try:
+            models.resolve(name)[1].check_installed()
+        except ImportError as error:
+            parser.error(f"--models {name}: {error}")
     loss_names = _names(args.losses)
     if args.encoder_weights:
-        if args.encoder_weights != "imagenet" and not Path(args.encoder_weights).is_file():
-            parser.error(f"--encoder-weights expects imagenet or a weights file. Received: {args.encoder_weights}")
-        own = [name for name in model_names if models.resolve(name)[1].family == "kseg"]
+        weights = Path(args.encoder_weights)
+        encoders = {name: models.resolve(name)[1] for name in model_names}
+        if args.encoder_weights != "imagenet" and not weights.is_file():
+            if not weights.is_dir() or not all(map(is_hub_encoder, encoders.values())):
+                parser.error(
+                    "--encoder-weights expects imagenet, a weights file or (for keras-hub encoders only) a keras-hub "
+                    f"preset folder. Received: {args.encoder_weights}"
+                )
+        own = [name for name, encoder in encoders.items() if encoder.family == "kseg"]
         if own:
             parser.error(
-                f"--encoder-weights applies to keras.applications encoders; {', '.join(own)} start from random "
-                "weights (use --init-from for a kseg model's weights)"
+                f"--encoder-weights applies to keras.applications and keras-hub encoders; {', '.join(own)} start "
+                "from random weights (use --init-from for a kseg model's weights)"
             )
     for name in loss_names:
         try:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import keras
@@ -269,8 +270,8 @@ class RunConfig:
     init_source: str = _plain("", label=lambda v: f"init={str(v).split(':')[0]}", neutral=True)
     encoder_weights: str = knob(
         "",
-        "a keras.applications encoder's starting weights: imagenet (downloads once) or a local weights file; "
-        "default random",
+        "a pretrained encoder's starting weights: imagenet (downloads once), a local weights file or, for a "
+        "keras-hub encoder, a preset folder; default random",
         group="",
         parse=str,
         metavar="imagenet|PATH",
@@ -370,7 +371,7 @@ class RunConfig:
             if k not in NOT_IDENTITY and not (k in NEUTRAL_KNOBS and v == defaults[k])
         }
         if self.encoder_weights not in ("", "imagenet"):
-            fields["encoder_weights"] = _file_digest(self.encoder_weights)
+            fields["encoder_weights"] = _path_digest(self.encoder_weights)
         return {
             **fields,
             "backend": keras.backend.backend(),
@@ -428,10 +429,16 @@ NOT_IDENTITY: tuple[str, ...] = tuple(name for name, how in knobs().items() if n
 ROW_FIELDS: tuple[str, ...] = tuple(name for name, how in knobs().items() if how.row)
 
 
-def _file_digest(path: str) -> str:
-    """ "sha256:" and 12 hex digits of a file's bytes, once per file version."""
-    stat = os.stat(path)
-    return _cached_file_digest(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+def _path_digest(path: str) -> str:
+    """ "sha256:" and 12 hex digits of a file's bytes, or of a folder's files (a keras-hub preset)
+    with their relative paths; once per file version."""
+    if not os.path.isdir(path):
+        stat = os.stat(path)
+        return _cached_file_digest(os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}:{_path_digest(str(file))}".encode())
+    return "sha256:" + digest.hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=16)

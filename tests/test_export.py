@@ -152,8 +152,16 @@ def test_onnx_export_predicts_what_keras_predicts(saved, runtime, tmp_path):
     assert 0.05 < np.mean(expected > 0) < 0.95, "the fixture's logits are (nearly) one-signed"
 
 
-# One model per keras.applications encoder family, under the FPN decoder (the cheapest on them).
-FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:efficientnetv2b0", "fpn:resnet50", "fpn:densenet121", "fpn:convnexttiny")
+# One model per keras.applications encoder family and one keras-hub backbone, under the FPN decoder
+# (the cheapest on them).
+FAMILY_MODELS = (
+    "fpn:mobilenetv2",
+    "fpn:efficientnetv2b0",
+    "fpn:resnet50",
+    "fpn:densenet121",
+    "fpn:convnexttiny",
+    "fpn:hub_resnet18",
+)
 if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: MobileNet for all, and ConvNeXt, which only JAX exports
     FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:convnexttiny")
 
@@ -163,6 +171,8 @@ def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, t
     _skip_unless_exportable("onnx")
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("needs onnxruntime: pip install 'kseg[onnx]'")
+    if ":hub_" in name and importlib.util.find_spec("keras_hub") is None:
+        pytest.skip("needs keras-hub: pip install 'kseg[hub]'")
     if name.endswith("convnexttiny") and BACKEND != "jax":
         pytest.skip(
             {

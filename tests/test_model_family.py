@@ -3,6 +3,7 @@ saves and loads without custom objects; one model of each encoder and of each de
 step and moves to another backend; pretrained weights come from a local file and never from a
 download here. (Mirrors ``kseg/models/backbones`` and ``kseg/models/decoders``.)"""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -14,9 +15,27 @@ import pytest
 
 from kseg import models
 from kseg.models import backbones
+from kseg.models.backbones import hub
 from kseg.models.base import ModelOptions
 
 ENCODERS = models.encoders()
+_SKIP_KERAS_HUB = pytest.mark.skip(reason=f"keras-hub is not installed ({hub.INSTALL_HINT})")
+KERAS_HUB_MISSING = importlib.util.find_spec("keras_hub") is None
+
+
+def _installed(encoder: str) -> bool:
+    return not (KERAS_HUB_MISSING and backbones.get(encoder).check_installed is hub.keras_hub_module)
+
+
+def _params(cases):
+    """pytest params over encoders or (decoder, encoder) pairs, skipped (with why) where the encoder's
+    optional package is missing."""
+    return [
+        pytest.param(*case, marks=[] if _installed(case[-1]) else [_SKIP_KERAS_HUB])
+        for case in (c if isinstance(c, tuple) else (c,) for c in cases)
+    ]
+
+
 PAIRS = [(d, e) for d in models.available() for e in ENCODERS if d != "segnet" or e == "segnet"]
 # One model per encoder (under U-Net, which takes every encoder) and per decoder (on kseg's own
 # U-Net encoder, the cheapest): what training and the move between backends exercise.
@@ -34,6 +53,12 @@ def _build(decoder, encoder, **kwargs):
     return models.build(f"{decoder}:{encoder}", (SIZE, SIZE, 3), base_filters=4, depth=DEPTH, **kwargs)
 
 
+def _flat_layers(model):
+    """The layers, with a nested model's (a keras-hub backbone's) in its place."""
+    nested = (_flat_layers(layer) if isinstance(layer, keras.Model) else [layer] for layer in model.layers)
+    return [leaf for layers in nested for leaf in layers]
+
+
 def _logits(model, images):
     return keras.ops.convert_to_numpy(model(images, training=False))
 
@@ -43,7 +68,7 @@ def _images(n=2, seed=0):
 
 
 @pytest.mark.backend_independent  # symbolic shapes
-@pytest.mark.parametrize("encoder", ENCODERS)
+@pytest.mark.parametrize("encoder", _params(ENCODERS))
 def test_each_level_has_its_stride(encoder):
     image = keras.Input((64, 64, 3))
     features = backbones.get(encoder).build(image, ModelOptions(base_filters=4, depth=DEPTH))
@@ -54,7 +79,7 @@ def test_each_level_has_its_stride(encoder):
 
 
 @pytest.mark.backend_independent  # the graph and the .keras file; ONE_EACH checks them per backend
-@pytest.mark.parametrize("decoder, encoder", PAIRS)
+@pytest.mark.parametrize("decoder, encoder", _params(PAIRS))
 def test_every_pair_builds_saves_and_loads_without_custom_objects(decoder, encoder, tmp_path):
     model = _build(decoder, encoder)
     names = [layer.name for layer in model.layers]
@@ -69,7 +94,7 @@ def test_every_pair_builds_saves_and_loads_without_custom_objects(decoder, encod
     np.testing.assert_allclose(_logits(loaded, images), _logits(model, images), atol=1e-5)
 
 
-@pytest.mark.parametrize("decoder, encoder", ONE_EACH)
+@pytest.mark.parametrize("decoder, encoder", _params(ONE_EACH))
 def test_one_training_step_is_finite_moves_the_weights_and_saves(decoder, encoder, tmp_path):
     keras.utils.set_random_seed(0)
     model = _build(decoder, encoder, batch_norm="fast")
@@ -105,7 +130,7 @@ print("RESULT " + json.dumps(worst))
 def test_one_model_of_each_encoder_and_decoder_loads_under_another_backend(tmp_path):
     here = keras.backend.backend()
     other = {"tensorflow": "torch", "torch": "jax", "jax": "tensorflow"}[here]
-    moved = JAX_LIGHT if "jax" in (here, other) else ONE_EACH
+    moved = [(d, e) for d, e in (JAX_LIGHT if "jax" in (here, other) else ONE_EACH) if _installed(e)]
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[other]
     if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
         pytest.skip(f"backend {other} is not installed")
@@ -139,11 +164,11 @@ def test_one_model_of_each_encoder_and_decoder_loads_under_another_backend(tmp_p
 
 
 @pytest.mark.backend_independent
-@pytest.mark.parametrize("encoder", [e for e in ENCODERS if backbones.get(e).family != "kseg"])
+@pytest.mark.parametrize("encoder", _params(e for e in ENCODERS if backbones.get(e).family != "kseg"))
 def test_application_encoders_take_kseg_batch_norm_momentum(encoder):
     # 0.99 / 0.999 (the applications' own) left a from-scratch cpu run predicting nothing on validation.
     model = models.build(f"unet:{encoder}", (SIZE, SIZE, 3), base_filters=4, bn_momentum=0.8)
-    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    norms = [layer for layer in _flat_layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert all(layer.momentum == 0.8 for layer in norms) and (norms or encoder == "convnexttiny")
 
 

@@ -76,9 +76,10 @@ def build(
         input_shape: (height, width, channels); both sides divisible by the encoder's total
             stride (2**depth for kseg's encoders, 32 for keras.applications').
         encoder: an encoder (``encoders()``) when ``name`` names none; default: the decoder's
-            own ("unet" for unet) or resnet50 for fpn and deeplabv3plus.
+            own ("unet" for unet) or resnet50 for fpn and deeplabv3plus. The
+            ``hub_*`` encoders need the ``kseg[hub]`` extra (keras-hub).
         encoder_weights: None, "imagenet" (downloads, once) or a local weights file, for a
-            keras.applications encoder.
+            keras.applications or keras-hub encoder; a keras-hub preset folder for the latter.
         base_filters, depth, bn_momentum, batch_norm: see :class:`kseg.models.base.ModelOptions`.
         colour_constancy: a ``kseg.layers.ShadesOfGray`` layer first (no weights).
         model_name: the Keras model's name; default the canonical name with "_" for ":".
@@ -126,12 +127,13 @@ def build_encoder(
 
 
 def _options(encoder_entry: Encoder, input_shape, base_filters, depth, bn_momentum, batch_norm, encoder_weights):
-    """The builders' options, once the encoder accepts the weights and the input's size."""
+    """The builders' options, once the encoder is installed and accepts the weights and the input's size."""
+    encoder_entry.check_installed()
     options = ModelOptions(base_filters, depth, bn_momentum, batch_norm, encoder_weights)
     if encoder_weights is not None and encoder_entry.family == "kseg":
         raise ValueError(
-            f"encoder_weights applies to pretrained (keras.applications) encoders; the {encoder_entry.name} encoder "
-            f"starts from random weights (use --init-from for a kseg model's weights). "
+            f"encoder_weights applies to pretrained (keras.applications, keras-hub) encoders; the "
+            f"{encoder_entry.name} encoder starts from random weights (use --init-from for a kseg model's weights). "
             f"Received: encoder_weights={encoder_weights!r}"
         )
     stride = encoder_entry.total_stride(options)

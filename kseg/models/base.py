@@ -66,12 +66,15 @@ class Encoder:
         build: ``build(image, options) -> Features``.
         total_stride: ``total_stride(options)``: what the input's height and width must divide by.
         family: what the README's table groups it under.
+        check_installed: raises ImportError, saying what to install, where the encoder needs an
+            optional package that is missing.
     """
 
     name: str
     build: Callable[[keras.KerasTensor, ModelOptions], Features]
     total_stride: Callable[[ModelOptions], int]
     family: str
+    check_installed: Callable[[], object] = lambda: None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The encoder registry (keras-hub calls an encoder a backbone): kseg's own and keras.applications'.
+"""The encoder registry (keras-hub calls an encoder a backbone): kseg's own, keras.applications'
+and keras-hub's (the optional ``kseg[hub]`` extra).
 
 A new encoder is a module that defines :class:`kseg.models.base.Encoder` entries, plus its
 line below.
@@ -7,7 +8,7 @@ line below.
 from __future__ import annotations
 
 from kseg._errors import unknown_name
-from kseg.models.backbones import applications, convolutional
+from kseg.models.backbones import applications, convolutional, hub
 from kseg.models.base import Encoder
 
 REGISTRY: dict[str, Encoder] = {
@@ -15,6 +16,7 @@ REGISTRY: dict[str, Encoder] = {
     for encoder in [
         *convolutional.ENCODERS,
         *applications.ENCODERS,
+        *hub.ENCODERS,
     ]
 }
 

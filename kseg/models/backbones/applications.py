@@ -21,6 +21,7 @@ import re
 import keras
 
 from kseg.layers import EncoderPreprocessing
+from kseg.models._common import set_batch_norm_momentum
 from kseg.models.base import Encoder, Features, ModelOptions
 
 
@@ -124,22 +125,11 @@ def _rename_auto_named(model: keras.Model, prefix: str) -> None:
             layer.name = f"{prefix}_{snake}" + (f"_{index}" if index else "")
 
 
-def _set_batch_norm_momentum(model: keras.Model, momentum: float) -> None:
-    """The applications' BatchNormalization momentum (0.99, 0.999 in MobileNetV2) lets the moving
-    statistics move ~0.1-1% a step: on ~13 steps per epoch of 100 images they stay near their
-    initial values, and a model trained from random weights then predicts nothing in inference
-    mode (validation IoU 0.0 through 32 epochs while training IoU reached 0.77). kseg's blocks use
-    0.9 for that reason; the encoders get the same."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            layer.momentum = momentum
-
-
 def _build(image, options: ModelOptions, spec: _Application) -> Features:
     x = EncoderPreprocessing(spec.preprocessing, name="encoder_preprocessing")(image)
     application = _load_application(spec, x, options.encoder_weights)
     _rename_auto_named(application, spec.name)
-    _set_batch_norm_momentum(application, options.bn_momentum)
+    set_batch_norm_momentum(application, options.bn_momentum)
     return Features({f"P{k}": application.get_layer(name).output for k, name in spec.levels.items()})
 
 
