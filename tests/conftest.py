@@ -10,6 +10,16 @@ from __future__ import annotations
 
 import os
 
+# pytest -n N: N workers share the cores, and each backend would start a thread per core in every
+# worker and in every process a test starts (grids, pools, subprocesses), several times the
+# cores. Each worker, and what it starts, gets its share instead; set before any backend starts.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _threads = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    for _variable in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ.setdefault(_variable, _threads)
+    if _threads == "1":
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+
 import keras
 import matplotlib
 import pytest

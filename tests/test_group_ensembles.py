@@ -26,7 +26,7 @@ def fold_grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("folds")
     external = write_synthetic_folder(root / "other_set", n=6, seed=5)
     args = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--models", "unet", "--losses", "bce"]
-    args += ["--folds", "3", "--external", str(external), "--results", str(root / "lb.csv")]
+    args += ["--folds", "2", "--external", str(external), "--results", str(root / "lb.csv")]
     args += ["--output", str(root / "runs")]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("KSEG_CACHE_DIR", str(root / "cache"))
@@ -39,13 +39,13 @@ def fold_grid(tmp_path_factory):
 def test_one_ensemble_row_per_cross_validated_group_scoring_its_members_mean_logits(fold_grid):
     _, _, table, resumed = fold_grid
     runs, ensembles = table[table["kind"].isna()], table[table["kind"].notna()]
-    assert len(runs) == 3 and len(ensembles) == 1 and len(resumed) == len(table)
+    assert len(runs) == 2 and len(ensembles) == 1 and len(resumed) == len(table)
     row = ensembles.iloc[0]
-    assert row["kind"] == "fold_ensemble" and row["members"] == 3 and row["status"] == "ok"
+    assert row["kind"] == "fold_ensemble" and row["members"] == 2 and row["status"] == "ok"
     assert pd.isna(row["test_iou"])  # the members trained on every case between them: no test split
     assert row["ext_other_set_members_iou"] == pytest.approx(runs["ext_other_set_iou"].mean(), abs=1e-5)
     summary = leaderboard.summarise(table)
-    assert len(summary) == 1 and summary.loc[0, "n"] == 3  # the ranking counts the three folds only
+    assert len(summary) == 1 and summary.loc[0, "n"] == 2  # the ranking counts the two folds only
     shown = leaderboard.ensemble_table(table)
     assert shown.loc[0, "other_set gain"] == pytest.approx(row["ext_other_set_iou"] - row["ext_other_set_members_iou"])
 

@@ -1,4 +1,4 @@
-"""The notebooks run top to bottom, headless, on the active backend: quickstart trains briefly
+"""The notebooks run top to bottom, headless (in the TensorFlow pass): quickstart trains briefly
 (KSEG_QUICK=1); explore_results reads a leaderboard and run folders made by the smoke grid, and
 still runs when the run folders are gone."""
 
@@ -60,7 +60,10 @@ def test_committed_notebooks_have_no_outputs():
                 assert cell.outputs == [] and cell.execution_count is None, f"{path.name} holds outputs"
 
 
+# The notebooks call kseg's public API, which the rest of the suite tests on every backend; what these
+# add (the cells run, print and plot) does not depend on it, and a kernel costs 20-60 s a backend.
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_quickstart_runs(tmp_path):
     notebook = run_notebook("quickstart.ipynb")
     text = text_of(notebook)
@@ -111,6 +114,7 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
 
 # One test for the three views of one grid: pytest -n 2 would build the grid once per worker.
 @pytest.mark.slow
+@pytest.mark.backend_independent
 def test_explore_results_on_a_grid_without_run_folders_and_with_a_missing_model(grid_results, monkeypatch, tmp_path):
     results, runs = grid_results
     monkeypatch.setenv("KSEG_RESULTS", str(results))
