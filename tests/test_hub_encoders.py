@@ -67,13 +67,20 @@ def test_a_weights_file_gives_its_weights(tmp_path):
 
 
 @needs_keras_hub
-def test_another_backbones_preset_is_refused_by_name(tmp_path):
+def test_another_backbones_preset_or_depth_is_refused_by_name(tmp_path):
     import keras_hub
 
     densenet = keras_hub.models.DenseNetBackbone(stackwise_num_repeats=[1, 1, 1, 1], image_shape=(SIZE, SIZE, 3))
     densenet.save_to_preset(str(tmp_path / "densenet"))
     with pytest.raises(ValueError, match="hub_resnet18 encoder: .*DenseNetBackbone"):
         models.build("unet:hub_resnet18", (SIZE, SIZE, 3), encoder_weights=str(tmp_path / "densenet"))
+    spec = hub._BACKBONES[0]
+    deeper = keras_hub.models.ResNetBackbone(
+        **{**spec.config, "stackwise_num_blocks": [3, 4, 6, 3]}, image_shape=(SIZE, SIZE, 3)
+    )
+    deeper.save_to_preset(str(tmp_path / "resnet34"))
+    with pytest.raises(ValueError, match=r"another ResNetBackbone: \{'stackwise_num_blocks': \[3, 4, 6, 3\]\}"):
+        models.build("unet:hub_resnet18", (SIZE, SIZE, 3), encoder_weights=str(tmp_path / "resnet34"))
     with pytest.raises(FileNotFoundError, match="a keras-hub preset folder or a .weights.h5 file"):
         models.build("unet:hub_resnet18", (SIZE, SIZE, 3), encoder_weights=str(tmp_path / "nowhere"))
 

@@ -77,7 +77,7 @@ def _backbone(spec: _HubBackbone, image_shape: tuple, weights: str | None) -> ke
     overrides = dict(image_shape=image_shape, dtype=keras.config.dtype_policy().name)
     if weights == "imagenet":
         try:
-            return backbone_class.from_preset(spec.preset, **overrides)
+            backbone = backbone_class.from_preset(spec.preset, **overrides)
         except Exception as error:
             raise RuntimeError(
                 f"Could not get the ImageNet weights of the {spec.name} encoder: "
@@ -86,9 +86,10 @@ def _backbone(spec: _HubBackbone, image_shape: tuple, weights: str | None) -> ke
                 f"keras_hub.models.{spec.backbone_class}.from_preset({spec.preset!r}).save_to_preset('FOLDER'), copy "
                 f"FOLDER here and pass its path as encoder_weights (--encoder-weights FOLDER)."
             ) from error
+        return _same_network(spec, backbone, spec.preset)
     if os.path.isdir(weights):
         try:
-            return backbone_class.from_preset(weights, **overrides)
+            return _same_network(spec, backbone_class.from_preset(weights, **overrides), weights)
         except ValueError as error:  # keras-hub names the preset's class when it is another backbone's
             raise ValueError(f"encoder_weights for the {spec.name} encoder: {error}") from error
     if os.path.isfile(weights):
@@ -99,6 +100,19 @@ def _backbone(spec: _HubBackbone, image_shape: tuple, weights: str | None) -> ke
         f"encoder_weights for the {spec.name} encoder must be None, 'imagenet', a keras-hub preset folder or a "
         f".weights.h5 file. Received: encoder_weights={weights!r} (no such file or folder)"
     )
+
+
+def _same_network(spec: _HubBackbone, backbone: keras.Model, source: str) -> keras.Model:
+    """``backbone``, once its configuration is the row's: a preset of the same class but another
+    depth (resnet_50 for hub_resnet18) would otherwise train under the wrong name."""
+    config = {key: list(v) if isinstance(v, tuple) else v for key, v in backbone.get_config().items()}
+    differs = {key: config.get(key) for key, value in spec.config.items() if config.get(key) != value}
+    if differs:
+        raise ValueError(
+            f"the preset {source!r} is another {spec.backbone_class}: {differs}; the {spec.name} encoder has "
+            f"{ {key: spec.config[key] for key in differs} }"
+        )
+    return backbone
 
 
 def _build(image, options: ModelOptions, spec: _HubBackbone) -> Features:
