@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import cv2
@@ -132,6 +133,19 @@ def test_grey_level_mask_warns_and_thresholds(tmp_path):
     np.testing.assert_array_equal(ds.masks[1][..., 0], grey > 127)
     with pytest.warns(UserWarning, match=r"ISIC_001_segmentation.png.*cached"):
         load_folder(root / "images", root / "masks", mask_suffix="_segmentation", image_size=None)
+
+
+def test_a_collected_mask_warning_is_left_to_the_caller(tmp_path):
+    # load_pairs reads masks in worker threads, which share the warning filters: a thread that
+    # silenced warnings there could leave the whole process silenced. Collected texts are issued
+    # by the caller, in its own thread, once.
+    path = tmp_path / "grey.png"
+    cv2.imwrite(str(path), np.tile(np.linspace(0, 255, 40).astype(np.uint8), (31, 1)))
+    messages = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kio.read_mask(path, messages)
+    assert len(messages) == 1 and "grey.png: mask is not binary" in messages[0]
 
 
 def test_zero_one_masks_are_kept(tmp_path):

@@ -77,8 +77,8 @@ def read_mask(path: str | os.PathLike, messages: list[str] | None = None) -> np.
 
     Binary masks stored as {0, 255} or {0, 1} (any single value too) are taken as they are.
     Any other grey levels (e.g. JPEG artefacts, anti-aliased edges) are thresholded at 127 with a
-    warning naming the file; the warning text is also appended to ``messages`` when given so the
-    cache can replay it.
+    warning naming the file; when ``messages`` is given the text is appended to it instead, for the
+    caller to issue (from its own thread) and the cache to replay.
     """
     path = Path(path)
     # IMREAD_GRAYSCALE reads PH2's 1-bit BMPs and its one 24-bit RGB BMP (IMD002) alike.
@@ -89,8 +89,9 @@ def read_mask(path: str | os.PathLike, messages: list[str] | None = None) -> np.
     if set(values.tolist()) <= {0, 255}:
         return (grey > 127).astype(np.uint8)
     message = f"{path}: mask is not binary ({len(values)} grey levels, e.g. {values[:6].tolist()}); thresholding at 127"
-    warnings.warn(message, stacklevel=2)
-    if messages is not None:
+    if messages is None:
+        warnings.warn(message, stacklevel=2)
+    else:
         messages.append(message)
     return (grey > 127).astype(np.uint8)
 
@@ -111,10 +112,10 @@ def load_case(
     """Read, validate and resize one image/mask pair; return uint8 arrays and warning texts."""
     messages: list[str] = []
     image = read_image(image_path)
-    with warnings.catch_warnings():
-        # Worker threads: collect the warning text and re-issue it from the main thread.
-        warnings.simplefilter("ignore")
-        mask = read_mask(mask_path, messages)
+    # Runs in worker threads: the warning text is collected, and load_pairs issues it. (Silencing
+    # warnings here with warnings.catch_warnings raced between threads, which share the filters,
+    # and could leave every warning of the process ignored.)
+    mask = read_mask(mask_path, messages)
     if image.shape[:2] != mask.shape[:2]:
         raise ValueError(
             f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} (WxH) differs from its image "
