@@ -20,6 +20,7 @@ import kseg
 from kseg import export, refine
 from kseg.cli import main
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from kseg.models.backbones.hub import is_hub_encoder
 from kseg.predict import predict_mask_batch
 
 SIZE = 32
@@ -171,7 +172,7 @@ def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, t
     _skip_unless_exportable("onnx")
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("needs onnxruntime: pip install 'kseg[onnx]'")
-    if ":hub_" in name and importlib.util.find_spec("keras_hub") is None:
+    if is_hub_encoder(kseg.models.resolve(name)[1]) and importlib.util.find_spec("keras_hub") is None:
         pytest.skip("needs keras-hub: pip install 'kseg[hub]'")
     if name.endswith("convnexttiny") and BACKEND != "jax":
         pytest.skip(

@@ -24,7 +24,7 @@ KERAS_HUB_MISSING = importlib.util.find_spec("keras_hub") is None
 
 
 def _installed(encoder: str) -> bool:
-    return not (KERAS_HUB_MISSING and backbones.get(encoder).check_installed is hub.keras_hub_module)
+    return not (KERAS_HUB_MISSING and hub.is_hub_encoder(backbones.get(encoder)))
 
 
 def _params(cases):
