@@ -243,15 +243,15 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         model_names = [models.canonical_name(name) for name in _names(args.models)]
     except ValueError as error:
         parser.error(f"--models: {error}")
-    for name in model_names:
+    encoders = {name: models.resolve(name)[1] for name in model_names}
+    for name, encoder in encoders.items():
         try:
-            models.resolve(name)[1].check_installed()
+            encoder.check_installed()
         except ImportError as error:
             parser.error(f"--models {name}: {error}")
     loss_names = _names(args.losses)
     if args.encoder_weights:
         weights = Path(args.encoder_weights)
-        encoders = {name: models.resolve(name)[1] for name in model_names}
         if args.encoder_weights != "imagenet" and not weights.is_file():
             if not weights.is_dir() or not all(map(is_hub_encoder, encoders.values())):
                 parser.error(
