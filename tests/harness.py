@@ -1,15 +1,23 @@
 """The checks every kseg layer, loss and metric repeats, in one place (as keras-hub's
 ``run_layer_test``): the config round trip, the registered serialization, the ``.keras`` round
-trip inside a model, and the output dtype under mixed bfloat16."""
+trip inside a model, and the output dtype under mixed bfloat16; and the skip of tests that need
+keras-hub (the optional ``kseg[hub]`` extra) where it is missing."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 import keras
 import numpy as np
+import pytest
+
+from kseg.models.backbones import hub
+
+KERAS_HUB_MISSING = importlib.util.find_spec("keras_hub") is None
+needs_keras_hub = pytest.mark.skipif(KERAS_HUB_MISSING, reason=f"keras-hub is not installed ({hub.INSTALL_HINT})")
 
 
 def assert_config_round_trip(obj: Any) -> Any:

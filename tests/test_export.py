@@ -22,6 +22,7 @@ from kseg.cli import main
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
 from kseg.models.backbones.hub import is_hub_encoder
 from kseg.predict import predict_mask_batch
+from tests.harness import needs_keras_hub
 
 SIZE = 32
 NETWORKS = ("segnet", "unet", "unet2")
@@ -167,13 +168,17 @@ if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: MobileNet for all, 
     FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:convnexttiny")
 
 
-@pytest.mark.parametrize("name", FAMILY_MODELS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=[needs_keras_hub] if is_hub_encoder(kseg.models.resolve(name)[1]) else [])
+        for name in FAMILY_MODELS
+    ],
+)
 def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, tmp_path):
     _skip_unless_exportable("onnx")
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("needs onnxruntime: pip install 'kseg[onnx]'")
-    if is_hub_encoder(kseg.models.resolve(name)[1]) and importlib.util.find_spec("keras_hub") is None:
-        pytest.skip("needs keras-hub: pip install 'kseg[hub]'")
     if name.endswith("convnexttiny") and BACKEND != "jax":
         pytest.skip(
             {

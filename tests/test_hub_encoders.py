@@ -4,7 +4,6 @@ backbone's own ``pyramid_outputs``, the weights come from a local preset folder 
 training, saving and moving between backends are in test_model_family with every encoder; what
 these check is keras-hub's and kseg's plumbing, the same on every backend (TensorFlow pass)."""
 
-import importlib.util
 import sys
 
 import keras
@@ -14,10 +13,8 @@ import pytest
 from kseg import models
 from kseg.cli import run_grid_command
 from kseg.models.backbones import hub
+from tests.harness import needs_keras_hub
 
-needs_keras_hub = pytest.mark.skipif(
-    importlib.util.find_spec("keras_hub") is None, reason=f"keras-hub is not installed ({hub.INSTALL_HINT})"
-)
 pytestmark = pytest.mark.backend_independent
 SIZE = 64
 

@@ -3,7 +3,6 @@ saves and loads without custom objects; one model of each encoder and of each de
 step and moves to another backend; pretrained weights come from a local file and never from a
 download here. (Mirrors ``kseg/models/backbones`` and ``kseg/models/decoders``.)"""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -17,10 +16,9 @@ from kseg import models
 from kseg.models import backbones
 from kseg.models.backbones import hub
 from kseg.models.base import ModelOptions
+from tests.harness import KERAS_HUB_MISSING, needs_keras_hub
 
 ENCODERS = models.encoders()
-_SKIP_KERAS_HUB = pytest.mark.skip(reason=f"keras-hub is not installed ({hub.INSTALL_HINT})")
-KERAS_HUB_MISSING = importlib.util.find_spec("keras_hub") is None
 
 
 def _installed(encoder: str) -> bool:
@@ -31,7 +29,7 @@ def _params(cases):
     """pytest params over encoders or (decoder, encoder) pairs, skipped (with why) where the encoder's
     optional package is missing."""
     return [
-        pytest.param(*case, marks=[] if _installed(case[-1]) else [_SKIP_KERAS_HUB])
+        pytest.param(*case, marks=[] if _installed(case[-1]) else [needs_keras_hub])
         for case in (c if isinstance(c, tuple) else (c,) for c in cases)
     ]
 
