@@ -144,6 +144,33 @@ def test_profile_classifies_tensorflow_ops(event, expected):
 
 
 @pytest.mark.parametrize(
+    "op_name, instruction, expected",
+    [
+        ("jit(train_step)/jvp(enc0_block1_conv)/conv_general_dilated", "convolution.3", ("conv", "forward")),
+        (
+            "jit(train_step)/transpose(jvp(dec0_block1_conv))/conv_general_dilated",
+            "convolution.9",
+            ("conv", "backward"),
+        ),
+        (
+            "jit(train_step)/transpose(jvp(bottleneck_block0_bn))/reduce_sum",
+            "reduce_fusion.2",
+            ("batchnorm", "backward"),
+        ),
+        ("jit(train_step)/jvp(enc2_pool)/reduce_window_max", "wrapped_reduce-window", ("downsample", "forward")),
+        ("jit(train_step)/transpose(jvp(dec1_up))/reduce_sum", "fusion.4", ("upsample", "backward")),
+        ("jit(train_step)/transpose(jvp(compile_loss))/bce/mul", "multiply_fusion", ("loss", "both")),
+        ("jit(train_step)/adam/sqrt", "sqrt_fusion.1", ("optimizer", "update")),
+        ("state[0][41]", "copy.144", ("cast/copy", "both")),
+        ("jit(train_step)/add", "add.3", ("other", "forward")),
+    ],
+)
+@pytest.mark.backend_independent
+def test_profile_classifies_jax_thunks(op_name, instruction, expected):
+    assert _load("profile_step").jax_kind(op_name, instruction) == expected
+
+
+@pytest.mark.parametrize(
     "frames, expected",
     [
         (["aten::conv2d", "aten::convolution", "aten::mkldnn_convolution"], ("conv", "forward")),

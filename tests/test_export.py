@@ -154,18 +154,18 @@ def test_onnx_export_predicts_what_keras_predicts(saved, runtime, tmp_path):
     assert 0.05 < np.mean(expected > 0) < 0.95, "the fixture's logits are (nearly) one-signed"
 
 
-# One model per keras.applications encoder family and one keras-hub backbone, under the FPN decoder
-# (the cheapest on them).
+# One model per encoder family, under the FPN decoder (the cheapest on them). keras.applications'
+# ResNet50 is left to keras-hub's ResNet, the same operations (convolution, batch norm, residual
+# add, max pool) at a third of tf2onnx's conversion time (37 s here).
 FAMILY_MODELS = (
     "fpn:mobilenetv2",
     "fpn:efficientnetv2b0",
-    "fpn:resnet50",
     "fpn:densenet121",
     "fpn:convnexttiny",
     "fpn:hub_resnet18",
 )
-if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: MobileNet for all, and ConvNeXt, which only JAX exports
-    FAMILY_MODELS = ("fpn:mobilenetv2", "fpn:convnexttiny")
+if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: ConvNeXt only, which only JAX exports
+    FAMILY_MODELS = ("fpn:convnexttiny",)
 
 
 @pytest.mark.parametrize(
@@ -191,7 +191,7 @@ def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, t
     x = _images(export.JAX_ONNX_BATCH if BACKEND == "jax" else 2, seed=4)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     got = _engine("onnx", path).predict(x, batch_size=len(x))
-    scale = 1.0 + np.abs(expected).max()  # random ResNet50 logits reach ~10
+    scale = 1.0 + np.abs(expected).max()  # random ResNet logits reach ~10
     np.testing.assert_allclose(got / scale, expected / scale, atol=TOLERANCE, rtol=0)
 
 

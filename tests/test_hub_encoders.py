@@ -2,7 +2,7 @@
 backbone's own ``pyramid_outputs``, the weights come from a local preset folder or weights file
 (never a download here), and a missing keras-hub or a wrong preset is refused by name. Building,
 training, saving and moving between backends are in test_model_family with every encoder; what
-these check is keras-hub's and kseg's plumbing, the same on every backend (TensorFlow pass)."""
+these check is keras-hub's and kseg's plumbing, the same on every backend (one pass: tests/conftest.py)."""
 
 import sys
 

@@ -1,6 +1,6 @@
-"""The notebooks run top to bottom, headless (in the TensorFlow pass): quickstart trains briefly
-(KSEG_QUICK=1); explore_results reads a leaderboard and run folders made by the smoke grid, and
-still runs when the run folders are gone."""
+"""The notebooks run top to bottom, headless (in the backend-independent pass, tests/conftest.py):
+quickstart trains briefly (KSEG_QUICK=1); explore_results reads a leaderboard and run folders
+made by the smoke grid, and still runs when the run folders are gone."""
 
 from __future__ import annotations
 

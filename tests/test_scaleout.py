@@ -98,7 +98,7 @@ def test_local_workers_get_this_processes_backend(monkeypatch):
     assert "KERAS_BACKEND" not in os.environ
 
 
-# The pool's and Ray's grids run in the TensorFlow pass (see the Ray test below for why).
+# The pool's and Ray's grids run in one pass (backend_independent; see the Ray test below for why).
 @pytest.mark.slow
 @pytest.mark.backend_independent
 def test_jobs_2_gives_the_rows_of_a_sequential_grid(tmp_path, sequential_rows, capsys):
@@ -169,7 +169,7 @@ def ray_cluster():
     ray.shutdown()
 
 
-# The Ray tests run in the TensorFlow pass only (CI's slowest tests: a cluster per pass): what
+# The Ray tests run in one pass only (CI's slowest tests: a cluster per pass): what
 # they check is the executor's, which no backend touches; what a worker needs of the backend is
 # its environment, which the next test checks under every backend, and the runs themselves are
 # test_grid's and the local pool's (test_jobs_2_...), on every backend.
