@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Where one training step's time goes: kseg on Keras/TensorFlow next to native PyTorch.
+"""Where one training step's time goes: kseg on Keras/TensorFlow (and Keras/JAX) next to native PyTorch.
 
 Profiles a few training steps of one model with each framework's own profiler (TensorFlow's
-``tf.profiler`` trace, read back from its XPlane file; ``torch.profiler`` for the native network:
+``tf.profiler`` trace, read back from its XPlane file; for JAX, ``jax.profiler``'s XPlane trace of
+the compiled step, each XLA thunk mapped to the Keras layer it came from through the ``op_name``
+metadata of XLA's dumped, optimised HLO; ``torch.profiler`` for the native network:
 ``benchmarks/torch_twin.py`` by default, or with ``--torch-impl reference`` the outside
 ``../shared/bench/torch_reference.py``, skipped with one line where absent) and sums op time per
 layer kind (conv, batchnorm, relu, down-/up-sampling, concat, loss, optimizer, ...) and direction
@@ -10,8 +12,11 @@ layer kind (conv, batchnorm, relu, down-/up-sampling, concat, loss, optimizer, .
 
     python benchmarks/profile_step.py --model unet                 # 128 px, base 32, batch 16, bf16
     python benchmarks/profile_step.py --model unet --out benchmarks/profile_unet.json
+    python benchmarks/profile_step.py --model unet --keras-backends tensorflow jax --precision auto
 
-Keras runs as kseg's CPU default (mixed_bfloat16, XLA off); PyTorch in its best mode here (bf16
+Keras runs as kseg's CPU default (mixed_bfloat16, XLA off; JAX always compiles); with
+``--precision auto`` each Keras backend runs at kseg's ``precision=auto`` for it (JAX: float32).
+Each Keras backend is profiled in a process of its own. PyTorch in its best mode here (bf16
 autocast, channels-last). On a CPU without bf16 hardware (no avx512_bf16 / amx_bf16) both run in
 float32 instead, with a line saying so. Op times are each op's own time on the thread that ran
 it: TensorFlow may run two ops at once, so its column can add up to more than the step's wall time.
@@ -26,6 +31,7 @@ import importlib.util
 import json
 import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +107,35 @@ def keras_kind(event_name: str) -> tuple[str, str]:
     return "other", direction
 
 
+def jax_kind(op_name: str, instruction: str = "") -> tuple[str, str]:
+    """(kind, direction) of one XLA thunk of Keras/JAX's training step, from the ``op_name`` of its
+    HLO instruction, ``jit(train_step)/transpose(jvp(dec0_block1_conv))/conv_general_dilated``:
+    ``jvp(LAYER)`` is the layer's scope, ``transpose(...)`` its gradient."""
+    if re.search(r"(^|/)(adam|optimizer)/", op_name):
+        return "optimizer", "update"
+    direction = "backward" if "transpose(" in op_name else "forward"
+    if re.search(r"\(compile_loss\)|(^|/)(bce|binary_crossentropy)/", op_name):
+        return "loss", "both"
+    for layer in reversed(re.findall(r"jvp\((\w+)\)", op_name)):  # innermost scope first
+        kind = next((kind for kind, pattern in _KERAS_LAYER_KINDS if re.search(pattern, layer)), None)
+        if kind:
+            return kind, direction
+    if re.match(r"(copy|transpose|convert|bitcast)", instruction) or re.search(r"/convert_element_type$", op_name):
+        return "cast/copy", "both"
+    return "other", direction
+
+
+def _hlo_op_names(dump_dir: str, module: str) -> dict[str, str]:
+    """Instruction name -> ``op_name`` metadata in XLA's optimised HLO of ``module`` (text dump)."""
+    (path,) = glob.glob(f"{dump_dir}/*.{module}.cpu_after_optimizations.txt")
+    names = {}
+    for line in Path(path).read_text().splitlines():
+        match = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = .*op_name=\"([^\"]*)\"", line)
+        if match:
+            names.setdefault(match.group(1), match.group(2))
+    return names
+
+
 def torch_kind(frames: list[str]) -> tuple[str, str]:
     """(kind, direction) of a PyTorch op from its frames, outermost first."""
     for frame in frames:
@@ -160,6 +195,79 @@ def profile_keras(
     return {"step_ms": 1000 * wall, "by_kind": by_kind, "by_op": by_op}
 
 
+def dump_hlo_to(dump_dir: str) -> None:
+    """Has XLA write the training step's optimised HLO to ``dump_dir``; XLA reads its flags when
+    JAX's backend starts, so this must come before the first JAX computation."""
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_dump_to={dump_dir} --xla_dump_hlo_as_text"
+        " --xla_dump_hlo_module_re=.*train_step.*"
+    )
+
+
+def profile_keras_jax(
+    model_name: str,
+    size: int,
+    base: int,
+    depth: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    batch_norm: str = "fast",
+    dump_dir: str = "",
+) -> dict:
+    """Like :func:`profile_keras`, for Keras on JAX: XLA's compiled training step, its thunks timed
+    by ``jax.profiler`` and named by the HLO that :func:`dump_hlo_to` had XLA write to ``dump_dir``
+    (call it before anything starts JAX's backend)."""
+    import jax
+    import keras
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from kseg import losses, models
+
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy(precision)
+    model = models.build(model_name, input_shape=(size, size, 3), base_filters=base, depth=depth, batch_norm=batch_norm)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses.BCE(), jit_compile=True)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, size, size, 3), dtype=np.float32)
+    y = (rng.random((batch, size, size, 1)) > 0.5).astype(np.float32)
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    with tempfile.TemporaryDirectory() as logdir:
+        jax.profiler.start_trace(logdir)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        wall = (time.perf_counter() - start) / steps
+        jax.profiler.stop_trace()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
+    op_names = _hlo_op_names(dump_dir, "jit_train_step")
+    by_kind, by_op, by_hlo = collections.Counter(), collections.Counter(), collections.Counter()
+    for plane in space.planes:
+        stat_names = {key: meta.name for key, meta in plane.stat_metadata.items()}
+        for line in plane.lines:
+            for event in line.events:
+                stats = {stat_names.get(stat.metadata_id): stat for stat in event.stats}
+                if "hlo_op" not in stats or "hlo_module" not in stats:
+                    continue  # Python frames and thread-pool bookkeeping, not XLA's thunks
+                module_stat, op_stat = stats["hlo_module"], stats["hlo_op"]
+                module = stat_names.get(module_stat.ref_value) if module_stat.ref_value else module_stat.str_value
+                if module != "jit_train_step":
+                    continue
+                instruction = stat_names.get(op_stat.ref_value) if op_stat.ref_value else op_stat.str_value
+                ms = event.duration_ps / 1e9 / steps
+                op_name = op_names.get(instruction, "")
+                by_kind[jax_kind(op_name, instruction)] += ms
+                instruction_kind = re.sub(r"\.\d+$", "", instruction)
+                by_op[instruction_kind] += ms
+                # where each kind's time goes: the instruction and the op it came from, layer
+                # indices folded (enc0_block1_conv -> enc#_block#_conv)
+                by_hlo[instruction_kind + " <- " + re.sub(r"\d+", "#", op_name)] += ms
+    return {"step_ms": 1000 * wall, "by_kind": by_kind, "by_op": by_op, "by_hlo": by_hlo}
+
+
 def load_torch_impl(impl: str):
     """The module building the native network: torch_twin (``twin``) or the outside
     torch_reference (``reference``); both have ``build(name, base, depth)``."""
@@ -216,30 +324,84 @@ def profile_torch(
     return {"step_ms": 1000 * wall, "by_kind": by_kind, "by_op": by_op}
 
 
-def table(keras_prof: dict, torch_prof: dict) -> str:
+def table(keras_profs: dict[str, dict], torch_prof: dict) -> str:
+    """One row per (layer kind, direction): each Keras backend's ms per step, PyTorch's, and their ratios."""
+    profs = [*keras_profs.values(), torch_prof]
     kinds = sorted(
-        set(keras_prof["by_kind"]) | set(torch_prof["by_kind"]),
-        key=lambda k: -max(keras_prof["by_kind"].get(k, 0), torch_prof["by_kind"].get(k, 0)),
+        set().union(*(prof["by_kind"] for prof in profs)),
+        key=lambda k: -max(prof["by_kind"].get(k, 0) for prof in profs),
     )
+    backends = list(keras_profs)
     lines = [
-        "| layer kind | direction | Keras/TF ms per step | PyTorch ms per step | Keras / PyTorch |",
-        "|---|---|---|---|---|",
+        "| layer kind | direction | "
+        + " | ".join(f"Keras/{b} ms per step" for b in backends)
+        + " | PyTorch ms per step | "
+        + " | ".join(f"{b} / PyTorch" for b in backends)
+        + " |",
+        "|---|---|" + "---|" * (2 * len(backends) + 1),
     ]
+
+    def row(label: str, direction: str, values: list[float], torch_value: float, floor: float = 0.05) -> str:
+        ratios = [f"{v / torch_value:.2f}" if torch_value > floor else "" for v in values]
+        cells = [f"{v:.1f}" for v in values] + [f"{torch_value:.1f}"] + ratios
+        return f"| {label} | {direction} | " + " | ".join(cells) + " |"
+
     for kind, direction in kinds:
-        k, t = keras_prof["by_kind"].get((kind, direction), 0.0), torch_prof["by_kind"].get((kind, direction), 0.0)
-        ratio = f"{k / t:.2f}" if t > 0.05 else ""
-        lines.append(f"| {kind} | {direction} | {k:.1f} | {t:.1f} | {ratio} |")
-    k_sum, t_sum = sum(keras_prof["by_kind"].values()), sum(torch_prof["by_kind"].values())
-    lines.append(f"| **sum of op times** | | {k_sum:.1f} | {t_sum:.1f} | {k_sum / t_sum:.2f} |")
+        values = [prof["by_kind"].get((kind, direction), 0.0) for prof in keras_profs.values()]
+        lines.append(row(kind, direction, values, torch_prof["by_kind"].get((kind, direction), 0.0)))
     lines.append(
-        f"| **step wall time** | | {keras_prof['step_ms']:.1f} | {torch_prof['step_ms']:.1f} | "
-        f"{keras_prof['step_ms'] / torch_prof['step_ms']:.2f} |"
+        row(
+            "**sum of op times**",
+            "",
+            [sum(p["by_kind"].values()) for p in keras_profs.values()],
+            sum(torch_prof["by_kind"].values()),
+        )
     )
+    lines.append(row("**step wall time**", "", [p["step_ms"] for p in keras_profs.values()], torch_prof["step_ms"]))
     return "\n".join(lines)
 
 
 def top_ops(prof: dict, n: int) -> str:
     return ", ".join(f"{op} {ms:.1f}" for op, ms in prof["by_op"].most_common(n))
+
+
+def _as_json(prof: dict) -> dict:
+    payload = {
+        "step_ms": prof["step_ms"],
+        "by_kind": {f"{k}/{d}": v for (k, d), v in prof["by_kind"].items()},
+        "by_op": dict(prof["by_op"].most_common()),
+    }
+    if "by_hlo" in prof:
+        payload["by_hlo"] = dict(collections.Counter(prof["by_hlo"]).most_common(60))
+    return payload
+
+
+def _from_json(payload: dict) -> dict:
+    return {
+        "step_ms": payload["step_ms"],
+        "by_kind": collections.Counter({tuple(key.rsplit("/", 1)): v for key, v in payload["by_kind"].items()}),
+        "by_op": collections.Counter(payload["by_op"]),
+        **({"by_hlo": payload["by_hlo"]} if "by_hlo" in payload else {}),
+        "precision": payload.get("precision"),
+    }
+
+
+def _profile_one_keras_backend(backend: str, shape: tuple, precision: str, batch_norm: str, out: Path) -> None:
+    """The child process's work: one Keras backend's profile, written to ``out`` as JSON."""
+    os.environ["KERAS_BACKEND"] = backend
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory() as dump_dir:
+        if backend == "jax":
+            dump_hlo_to(dump_dir)
+        if precision == "auto":
+            from kseg.config import resolve_precision
+
+            precision = resolve_precision("auto")
+        if backend == "jax":
+            prof = profile_keras_jax(*shape, precision, batch_norm, dump_dir=dump_dir)
+        else:
+            prof = profile_keras(*shape, precision, batch_norm)
+    out.write_text(json.dumps({**_as_json(prof), "precision": precision}))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -252,10 +414,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=3, help="profiled steps (after the warm-up)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument(
+        "--keras-backends",
+        nargs="+",
+        default=["tensorflow"],
+        choices=["tensorflow", "jax"],
+        help="the Keras backends to profile, each in a process of its own (JAX: its compiled step)",
+    )
+    p.add_argument(
         "--precision",
         default="mixed_bfloat16",
-        choices=["float32", "mixed_bfloat16"],
-        help="Keras' policy; PyTorch autocasts to bf16 with mixed_bfloat16",
+        choices=["float32", "mixed_bfloat16", "auto"],
+        help="Keras' policy (auto: kseg's precision=auto per backend); PyTorch autocasts to bf16 "
+        "unless float32, or with auto where the CPU has bf16 hardware",
     )
     p.add_argument(
         "--batch-norm",
@@ -271,8 +441,13 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--force-bf16", action="store_true", help="bf16 even on a CPU without bf16 hardware")
     p.add_argument("--top", type=int, default=12, help="how many of the costliest ops to list")
-    p.add_argument("--out", type=Path, help="write both profiles as JSON")
+    p.add_argument("--out", type=Path, help="write the profiles as JSON")
+    p.add_argument("--child", nargs=2, metavar=("BACKEND", "JSON"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    shape = (args.model, args.image_size, args.base, args.depth, args.batch, args.steps, args.warmup)
+    if args.child:
+        _profile_one_keras_backend(args.child[0], shape, args.precision, args.batch_norm, Path(args.child[1]))
+        return
     if args.torch_impl == "reference" and not TORCH_REFERENCE.exists():
         print(
             f"SKIP profile: {TORCH_REFERENCE} not found (a plain clone has no ../shared/bench); "
@@ -291,35 +466,46 @@ def main(argv: list[str] | None = None) -> None:
             flush=True,
         )
         args.precision = "float32"
-    bf16 = args.precision == "mixed_bfloat16"
-    # The profile reads TensorFlow's own trace; set before profile_keras imports Keras.
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    shape = (args.model, args.image_size, args.base, args.depth, args.batch, args.steps, args.warmup)
-    keras_prof = profile_keras(*shape, args.precision, args.batch_norm)
+    bf16 = args.precision == "mixed_bfloat16" or (
+        args.precision == "auto" and (info["bf16_supported"] or args.force_bf16)
+    )
+    keras_profs = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for backend in args.keras_backends:  # one process each: the backend is fixed when Keras is imported
+            out = Path(scratch) / f"{backend}.json"
+            command = [
+                sys.executable,
+                __file__,
+                *(argv if argv is not None else sys.argv[1:]),
+                "--child",
+                backend,
+                str(out),
+            ]
+            subprocess.run(command, check=True)
+            keras_profs[backend] = _from_json(json.loads(out.read_text()))
     torch_prof = profile_torch(*shape, impl=args.torch_impl, bf16=bf16)
+    keras_setting = ", ".join(
+        f"{b} {prof['precision']}" + (" (XLA)" if b == "jax" else " XLA off") for b, prof in keras_profs.items()
+    )
     print(
-        f"{args.model}, {args.image_size} px, base {args.base}, batch {args.batch}: Keras/TensorFlow "
-        f"{args.precision} XLA off, {args.batch_norm} batch norm, "
-        f"vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
+        f"{args.model}, {args.image_size} px, base {args.base}, batch {args.batch}: Keras {keras_setting}, "
+        f"{args.batch_norm} batch norm, vs PyTorch ({args.torch_impl}) {'bf16' if bf16 else 'fp32'} "
         f"channels-last; ms per training step "
         f"(mean of {args.steps} profiled steps after {args.warmup} warm-up)\n"
     )
-    print(table(keras_prof, torch_prof))
-    print(f"\nKeras/TF costliest ops (ms/step): {top_ops(keras_prof, args.top)}")
+    print(table(keras_profs, torch_prof))
+    for backend, prof in keras_profs.items():
+        print(f"\nKeras/{backend} costliest ops (ms/step): {top_ops(prof, args.top)}")
     print(f"PyTorch costliest ops (ms/step): {top_ops(torch_prof, args.top)}")
     if args.out:
         payload = {
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
             "machine": info,
             **{
-                name: {
-                    "step_ms": prof["step_ms"],
-                    "by_kind": {f"{k}/{d}": v for (k, d), v in prof["by_kind"].items()},
-                    "by_op": dict(prof["by_op"].most_common()),
-                }
-                for name, prof in (("keras_tensorflow", keras_prof), ("torch_native", torch_prof))
+                f"keras_{backend}": {**_as_json(prof), "precision": prof["precision"]}
+                for backend, prof in keras_profs.items()
             },
+            "torch_native": _as_json(torch_prof),
         }
         args.out.write_text(json.dumps(payload, indent=1))
         print(f"wrote {args.out}")

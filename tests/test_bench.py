@@ -144,6 +144,23 @@ def test_profile_classifies_tensorflow_ops(event, expected):
 
 
 @pytest.mark.parametrize(
+    "node, node_type, expected",
+    [
+        ("segnet_1/enc0_pool_1/MaxPool2d__44", "MaxPool", "max pool"),
+        ("segnet_1/enc0_pool_1/SelectV2", "Select", "pooling positions"),
+        ("segnet_1/dec0_unpool_1/SelectV2/fq_output_0", "FakeQuantize", "unpooling"),
+        ("unet2_1/dec0_block0_conv_1/BiasAdd/WithoutBiases", "Convolution", "conv"),
+        ("unet2_1/dec0_concat_1/concat", "Concat", "concat"),
+        ("Transpose__755", "Transpose", "(transpose, unnamed)"),
+        ("input_layer", "Parameter", "input/output"),
+    ],
+)
+@pytest.mark.backend_independent
+def test_openvino_profile_names_each_node_by_its_layer(node, node_type, expected):
+    assert _load("openvino_layers").layer_kind(node, node_type) == expected
+
+
+@pytest.mark.parametrize(
     "op_name, instruction, expected",
     [
         ("jit(train_step)/jvp(enc0_block1_conv)/conv_general_dilated", "convolution.3", ("conv", "forward")),
