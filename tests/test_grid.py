@@ -32,6 +32,14 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("KSEG_PH2_DIR", raising=False)
 
 
+# The smoke grid runs end to end on every backend (the test below). What the other grid tests check
+# is the grid's bookkeeping, the same whichever backend trains: the rows, the files, the split, the
+# refinement chosen and recorded, the scores recomputed in numpy. They train smoke models, which
+# cost TensorFlow and JAX 7-12 s a test against PyTorch's 1-3 s, so they run in one pass
+# (backend_independent: tests/conftest.py).
+GRID_BOOKKEEPING = pytest.mark.backend_independent
+
+
 def test_smoke_grid_writes_rows_and_artifacts_then_resumes(tmp_path, capsys):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
     args = [*SMOKE, "--models", "unet", "--losses", "bce", "dice", "--results", str(results), "--output", str(runs)]
@@ -66,6 +74,7 @@ def test_smoke_grid_writes_rows_and_artifacts_then_resumes(tmp_path, capsys):
     assert len(pd.read_csv(results)) == 3
 
 
+@GRID_BOOKKEEPING
 def test_a_failing_run_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch):
     data = DataCache("synthetic", None)
     configs = grid.expand(["unet", "segnet"], ["bce"], [0], "smoke", data, precision="float32")
@@ -201,6 +210,7 @@ def test_missing_data_exits_2_naming_the_path(tmp_path, capsys):
 # ----- the flags that decide what a run is ----------------------------------------------------
 
 
+@GRID_BOOKKEEPING
 def test_a_folder_dataset_with_a_mask_suffix(tmp_path):
     folder = write_synthetic_folder(tmp_path / "isic", n=24, mask_suffix="_segmentation")
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
@@ -235,6 +245,7 @@ def test_a_folder_dataset_with_a_mask_suffix(tmp_path):
     assert not (tmp_path / "other.csv").exists()
 
 
+@GRID_BOOKKEEPING
 def test_external_sets_are_scored_and_match_numpy(tmp_path):
     """--external over a folder with _segmentation masks: the row's ext_ columns are the mean,
     ISIC score and failure fraction of per-image IoUs that numpy recomputes from the saved model."""
@@ -274,6 +285,7 @@ def test_external_sets_are_scored_and_match_numpy(tmp_path):
     assert {"ext_isic_dev_dice", "ext_isic_dev_dataset_iou"} <= set(row.index)
 
 
+@GRID_BOOKKEEPING
 def test_an_added_source_joins_the_data_with_a_split_stratified_by_source(tmp_path):
     isic = write_synthetic_folder(tmp_path / "ISIC-dev", n=12, seed=5, mask_suffix="_segmentation")
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
@@ -322,6 +334,7 @@ def _split_files(runs: Path, table: pd.DataFrame) -> list[dict]:
     return [json.loads((runs / run_id / "split.json").read_text()) for run_id in table["run_id"]]
 
 
+@GRID_BOOKKEEPING
 def test_split_seed_fixes_one_split_for_every_seed(tmp_path, monkeypatch):
     def no_training(config, *args, **kwargs):  # split.json is written before training starts
         raise DivergedError(f"{config.run_id}: not trained; this test needs only the split")
@@ -349,6 +362,7 @@ def test_split_seed_fixes_one_split_for_every_seed(tmp_path, monkeypatch):
     assert set(fixed["group_hash"]) != set(own["group_hash"])
 
 
+@GRID_BOOKKEEPING
 def test_refine_auto_records_the_choice_and_the_model_remembers_it(tmp_path, monkeypatch):
     """The choice is forced to a non-trivial one (after scoring every candidate as usual), so the
     test sees it travel: into the row, refinement.json, model.keras and the test score."""
@@ -395,6 +409,7 @@ def test_refine_auto_records_the_choice_and_the_model_remembers_it(tmp_path, mon
     assert per_image["iou_plain"].mean() == pytest.approx(row["test_iou_plain"], abs=1e-4)
 
 
+@GRID_BOOKKEEPING
 def test_refine_none_records_the_plain_choice(tmp_path):
     results, runs = tmp_path / "lb.csv", tmp_path / "runs"
     assert (

@@ -29,8 +29,12 @@ def _tiny(name: str) -> keras.Model:
     return kseg.models.build(name, input_shape=(32, 32, 3), base_filters=4, depth=2)
 
 
-@pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("name", MODELS)
+# Every model with the combined loss, and every loss on U-Net: each model's and each loss's gradients
+# take part in a fit, without the whole product (12 fits a pass; 6 now).
+SHORT_FITS = [(name, "bce+dice") for name in MODELS] + [("unet", loss) for loss in LOSSES if loss != "bce+dice"]
+
+
+@pytest.mark.parametrize("name, loss", SHORT_FITS)
 def test_short_fit_lowers_the_loss(name, loss, tiny_data):
     images, masks = tiny_data
     keras.utils.set_random_seed(0)
