@@ -20,7 +20,7 @@ def _ci_line_after(marker: str) -> str:
 def test_ci_installs_exactly_as_the_readme_says():
     install = _ci_line_after("# README: install")
     readme = (REPO / "README.md").read_text()
-    assert re.search(re.escape(install) + r" && KERAS_BACKEND=tensorflow python -m pytest -q -n 2\n", readme)
+    assert re.search(re.escape(install) + r" && KERAS_BACKEND=torch python -m pytest -q -n 2\n", readme)
 
 
 def test_ci_runs_the_readme_test_command_per_backend():
