@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import re
 import sys
 import tempfile
@@ -54,13 +55,15 @@ def layer_kind(node_name: str, node_type: str) -> str:
     return "other"
 
 
-def node_times(model, batch: np.ndarray, config: dict, steps: int, warmup: int) -> dict:
-    """Mean ms per call of each executed node of ``model`` (an ``openvino.Model``) on ``batch``."""
+def node_times(path: Path, batch: np.ndarray, config: dict, steps: int, warmup: int) -> dict:
+    """Mean ms per call of each executed node of the model file at ``path`` (ONNX or OpenVINO IR)
+    on ``batch``, compiled with ``config`` and OpenVINO's performance counters on."""
     import openvino
 
-    model = model.clone()
+    core = openvino.Core()
+    model = core.read_model(str(path))
     model.reshape(list(batch.shape))
-    request = openvino.Core().compile_model(model, "CPU", {**config, "PERF_COUNT": "YES"}).create_infer_request()
+    request = core.compile_model(model, "CPU", {**config, "PERF_COUNT": "YES"}).create_infer_request()
     for _ in range(warmup):
         request.infer({0: batch})
     totals: collections.Counter = collections.Counter()
@@ -109,7 +112,6 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--top", type=int, default=12, help="how many of the costliest int8 nodes to list")
     args = p.parse_args(argv)
 
-    import openvino
     from _hardware import device
 
     from kseg import export, predict, quantize
@@ -120,20 +122,14 @@ def main(argv: list[str] | None = None) -> None:
             model_path = run / "model.keras"
             report = quantize.quantize_run(model_path, Path(scratch) / f"{run.name}.int8.xml")
             onnx_path = export.export_model(predict.load_trained_model(model_path), Path(scratch) / f"{run.name}.onnx")
-            size = quantize.run_data(run)["input"].images.shape[1]
+            size = json.loads((run / "config.json").read_text())["image_size"]  # the size it trained and exported at
             batch = np.random.default_rng(0).random((args.batch, size, size, 3), dtype=np.float32)
-            core = openvino.Core()
+            latency = {"PERFORMANCE_HINT": "LATENCY"}
             engines = {
                 "bf16": node_times(
-                    core.read_model(str(onnx_path)),
-                    batch,
-                    {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "bf16"},
-                    args.steps,
-                    args.warmup,
+                    onnx_path, batch, {**latency, "INFERENCE_PRECISION_HINT": "bf16"}, args.steps, args.warmup
                 ),
-                "int8": node_times(
-                    core.read_model(str(report.output)), batch, {"PERFORMANCE_HINT": "LATENCY"}, args.steps, args.warmup
-                ),
+                "int8": node_times(report.output, batch, latency, args.steps, args.warmup),
             }
             report_engines(run.name, args.batch, size, engines, args.top)
 

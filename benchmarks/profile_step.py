@@ -145,6 +145,49 @@ def torch_kind(frames: list[str]) -> tuple[str, str]:
     return "other", "both"
 
 
+def _trace_training_steps(
+    model_name: str,
+    size: int,
+    base: int,
+    depth: int,
+    batch: int,
+    steps: int,
+    warmup: int,
+    precision: str,
+    batch_norm: str,
+    jit_compile: bool,
+    start_trace,
+    stop_trace,
+):
+    """Builds and compiles the kseg model, warms it up, then runs ``steps`` training steps between
+    ``start_trace(logdir)`` and ``stop_trace()`` (the backend's XPlane profiler). Returns the mean
+    wall seconds per step and the trace's ``XSpace``."""
+    import keras
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from kseg import losses, models
+
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy(precision)
+    model = models.build(model_name, input_shape=(size, size, 3), base_filters=base, depth=depth, batch_norm=batch_norm)
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses.BCE(), jit_compile=jit_compile)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, size, size, 3), dtype=np.float32)
+    y = (rng.random((batch, size, size, 1)) > 0.5).astype(np.float32)
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    with tempfile.TemporaryDirectory() as logdir:
+        start_trace(logdir)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model.train_on_batch(x, y)
+        wall = (time.perf_counter() - start) / steps
+        stop_trace()
+        space = xplane_pb2.XSpace()
+        space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
+    return wall, space
+
+
 def profile_keras(
     model_name: str,
     size: int,
@@ -156,30 +199,22 @@ def profile_keras(
     precision: str,
     batch_norm: str = "fast",
 ) -> dict:
-    import keras
     import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    from kseg import losses, models
-
-    keras.utils.set_random_seed(0)
-    keras.config.set_dtype_policy(precision)
-    model = models.build(model_name, input_shape=(size, size, 3), base_filters=base, depth=depth, batch_norm=batch_norm)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses.BCE(), jit_compile=False)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, size, size, 3), dtype=np.float32)
-    y = (rng.random((batch, size, size, 1)) > 0.5).astype(np.float32)
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    with tempfile.TemporaryDirectory() as logdir:
-        tf.profiler.experimental.start(logdir)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        wall = (time.perf_counter() - start) / steps
-        tf.profiler.experimental.stop()
-        space = xplane_pb2.XSpace()
-        space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
+    wall, space = _trace_training_steps(
+        model_name,
+        size,
+        base,
+        depth,
+        batch,
+        steps,
+        warmup,
+        precision,
+        batch_norm,
+        jit_compile=False,
+        start_trace=tf.profiler.experimental.start,
+        stop_trace=tf.profiler.experimental.stop,
+    )
     by_kind, by_op = collections.Counter(), collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
@@ -220,29 +255,21 @@ def profile_keras_jax(
     by ``jax.profiler`` and named by the HLO that :func:`dump_hlo_to` had XLA write to ``dump_dir``
     (call it before anything starts JAX's backend)."""
     import jax
-    import keras
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    from kseg import losses, models
-
-    keras.utils.set_random_seed(0)
-    keras.config.set_dtype_policy(precision)
-    model = models.build(model_name, input_shape=(size, size, 3), base_filters=base, depth=depth, batch_norm=batch_norm)
-    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=losses.BCE(), jit_compile=True)
-    rng = np.random.default_rng(0)
-    x = rng.random((batch, size, size, 3), dtype=np.float32)
-    y = (rng.random((batch, size, size, 1)) > 0.5).astype(np.float32)
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    with tempfile.TemporaryDirectory() as logdir:
-        jax.profiler.start_trace(logdir)
-        start = time.perf_counter()
-        for _ in range(steps):
-            model.train_on_batch(x, y)
-        wall = (time.perf_counter() - start) / steps
-        jax.profiler.stop_trace()
-        space = xplane_pb2.XSpace()
-        space.ParseFromString(Path(sorted(glob.glob(f"{logdir}/**/*.xplane.pb", recursive=True))[-1]).read_bytes())
+    wall, space = _trace_training_steps(
+        model_name,
+        size,
+        base,
+        depth,
+        batch,
+        steps,
+        warmup,
+        precision,
+        batch_norm,
+        jit_compile=True,
+        start_trace=jax.profiler.start_trace,
+        stop_trace=jax.profiler.stop_trace,
+    )
     op_names = _hlo_op_names(dump_dir, "jit_train_step")
     by_kind, by_op, by_hlo = collections.Counter(), collections.Counter(), collections.Counter()
     for plane in space.planes:
