@@ -16,6 +16,8 @@ import pytest
 
 from kseg.models.backbones import hub
 
+# The pass that runs the backend_independent tests (tests/conftest.py says why PyTorch).
+BACKEND_INDEPENDENT_PASS = "torch"
 KERAS_HUB_MISSING = importlib.util.find_spec("keras_hub") is None
 needs_keras_hub = pytest.mark.skipif(KERAS_HUB_MISSING, reason=f"keras-hub is not installed ({hub.INSTALL_HINT})")
 

@@ -166,6 +166,9 @@ FAMILY_MODELS = (
 )
 if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: ConvNeXt only, which only JAX exports
     FAMILY_MODELS = ("fpn:convnexttiny",)
+if BACKEND == "tensorflow":  # DenseNet (22 s in tf2onnx): its convolution, batch norm, concatenation
+    # and average pool are what the MobileNetV2 and ResNet exports convert; torch.onnx exports it.
+    FAMILY_MODELS = tuple(name for name in FAMILY_MODELS if name != "fpn:densenet121")
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,8 @@ def _append_many(path, worker, n):
 def test_concurrent_appends_from_processes_lose_no_row(tmp_path):
     path = tmp_path / "lb.csv"
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_append_many, args=(path, w, 15)) for w in range(4)]
+    # Two processes (each imports Keras: 8 s under PyTorch here) racing over 30 appends each.
+    workers = [context.Process(target=_append_many, args=(path, w, 30)) for w in range(2)]
     for p in workers:
         p.start()
     for p in workers:

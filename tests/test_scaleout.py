@@ -254,7 +254,11 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
 @pytest.mark.backend_independent  # a JAX subprocess, whichever backend runs the suite
 def test_data_parallel_on_two_cpu_devices_matches_single_device_training(tmp_path):
     pytest.importorskip("jax")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2",
+    }
     done = subprocess.run(
         [sys.executable, "-c", DATA_PARALLEL_SCRIPT, str(tmp_path)],
         env=env,
@@ -269,8 +273,11 @@ def test_data_parallel_on_two_cpu_devices_matches_single_device_training(tmp_pat
     assert (single.pop("devices"), parallel.pop("devices")) == (1, 2)
     # The unet has BatchNorm: equal losses mean its statistics are of the global batch, as in
     # single-device training, not of each device's half.
-    for key in single:
+    for key in ("loss", "val_loss"):
         assert parallel[key] == pytest.approx(single[key], rel=1e-3, abs=1e-5), key
+    # IoU thresholds each pixel: a logit at 0 flips with the order of a sum (the XLA flags the
+    # tests run under change it), and one pixel moves this near-zero IoU by ~5e-5.
+    assert parallel["val_iou"] == pytest.approx(single["val_iou"], abs=5e-4)
     assert "divisible by 2" in out["odd_batch_error"] and "batch size 3" in out["odd_batch_error"]
 
 
