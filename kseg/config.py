@@ -472,9 +472,11 @@ def resolve_precision(precision: str = "auto") -> str:
 
 
 def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
-    """``auto``: on for JAX (it always compiles) and for TensorFlow on a GPU; off for TensorFlow on
-    a CPU, where XLA trained at 0.53-0.92x the speed of its own kernels (BENCHMARKS.md), and for
-    PyTorch, whose torch.compile costs minutes per model and breaks on some ops."""
+    """``auto``: on for JAX (it always compiles); for TensorFlow on a GPU and on a CPU without bf16
+    hardware, where XLA trained float32 at 1.27-1.58x the speed of TensorFlow's own kernels (a
+    2-core AVX2 EPYC); off for TensorFlow on a CPU with bf16, where XLA trained at 0.53-0.92x of
+    them (BENCHMARKS.md), and for PyTorch, whose torch.compile costs minutes per model (139 s for
+    U-Net on the AVX2 EPYC) and breaks on some ops."""
     if isinstance(jit_compile, bool):
         return jit_compile
     if jit_compile in ("true", "True", "1"):
@@ -486,7 +488,7 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     backend = keras.backend.backend()
     if backend == "jax":
         return True
-    return backend == "tensorflow" and device.on_gpu()
+    return backend == "tensorflow" and (device.on_gpu() or not device.cpu_has_bf16())
 
 
 __all__ = [

@@ -167,7 +167,7 @@ MACHINES = [
     ("tensorflow", False, True, "mixed_bfloat16", False),
     ("torch", False, True, "mixed_bfloat16", False),
     ("jax", False, True, "float32", True),  # XLA's CPU bf16 gains nothing over float32
-    ("tensorflow", False, False, "float32", False),
+    ("tensorflow", False, False, "float32", True),  # XLA trains float32 1.3-1.6x faster than TF's kernels
     ("jax", False, False, "float32", True),
     ("torch", False, False, "float32", False),
 ]

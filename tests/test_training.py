@@ -53,6 +53,27 @@ def test_build_model_applies_policy_and_jit(monkeypatch):
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA by default is TensorFlow's CPU choice")
+def test_tensorflow_on_a_cpu_without_bf16_trains_under_xla_by_default_as_without(monkeypatch, tiny_data):
+    """``jit_compile="auto"`` on a CPU without bf16 hardware is XLA under TensorFlow (BENCHMARKS.md:
+    1.3-1.6x faster steps on an AVX2 EPYC), and its steps give the losses TensorFlow's own kernels
+    give. SegNet: its pooling positions and unpooling are the ops only kseg adds (U-Net's and
+    U-Net-2's convolutions train under XLA in the benchmark; 20-35 s each here to compile)."""
+    name = "segnet"
+    monkeypatch.setattr(kseg.config.device, "on_gpu", lambda: False)
+    monkeypatch.setattr(kseg.config.device, "cpu_has_bf16", lambda: False)
+    images, masks = tiny_data
+    losses = {}
+    for jit in ("auto", "false"):
+        config = RunConfig.from_preset("smoke", model=name, loss="bce", jit_compile=jit)
+        keras.utils.set_random_seed(0)
+        model = build_model(config, "float32")
+        assert model.jit_compile is (jit == "auto")
+        losses[jit] = model.fit(images, masks, epochs=2, batch_size=4, shuffle=False, verbose=0).history["loss"]
+    assert np.isfinite(losses["auto"]).all()
+    np.testing.assert_allclose(losses["auto"], losses["false"], rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_keras_file_round_trip_with_every_loss_and_metric(name, tmp_path, tiny_data):
     images, masks = tiny_data
