@@ -41,8 +41,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         split_sizes=(12, 6, 6),
         schedule="plateau",
     ),
-    # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 cores. README, "The
-    # cpu preset's ablation", measures each setting alone and what this budget costs in IoU.
+    # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 Zen 4 cores with bf16
+    # (an AVX2-only Zen 3 takes 6-10 minutes a run: BENCHMARKS.md). README, "The cpu preset's
+    # ablation", measures each setting alone and what this budget costs in IoU.
     "cpu": dict(
         image_size=128,
         eval_size=256,
