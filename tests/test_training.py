@@ -59,13 +59,12 @@ def test_tensorflow_on_a_cpu_without_bf16_trains_under_xla_by_default_as_without
     1.3-1.6x faster steps on an AVX2 EPYC), and its steps give the losses TensorFlow's own kernels
     give. SegNet: its pooling positions and unpooling are the ops only kseg adds (U-Net's and
     U-Net-2's convolutions train under XLA in the benchmark; 20-35 s each here to compile)."""
-    name = "segnet"
     monkeypatch.setattr(kseg.config.device, "on_gpu", lambda: False)
     monkeypatch.setattr(kseg.config.device, "cpu_has_bf16", lambda: False)
     images, masks = tiny_data
     losses = {}
     for jit in ("auto", "false"):
-        config = RunConfig.from_preset("smoke", model=name, loss="bce", jit_compile=jit)
+        config = RunConfig.from_preset("smoke", model="segnet", loss="bce", jit_compile=jit)
         keras.utils.set_random_seed(0)
         model = build_model(config, "float32")
         assert model.jit_compile is (jit == "auto")
