@@ -50,18 +50,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
             model_path = run / "model.keras"
             # Written whatever the gate says, so a refused model's cost is measured too; its row says so.
             report = quantize.quantize_run(model_path, Path(scratch) / f"{run.name}.int8.xml", max_iou_drop=np.inf)
-            refused = report.val_iou_drop > quantize.MAX_IOU_DROP
+            int8 = "openvino int8"
+            if report.val_iou_drop > quantize.MAX_IOU_DROP:
+                int8 = f"openvino int8 (refused: val drop {report.val_iou_drop:.4f})"
+                print(f"{run.name}: the gate refuses int8 (validation drop {report.val_iou_drop:.4f})", flush=True)
             model = predict.load_trained_model(model_path)
             onnx_path = export.export_model(model, Path(scratch) / f"{run.name}.onnx")
             engines = {
                 "keras": model,
                 "openvino f32": export.OpenVinoEngine(onnx_path, precision="float32"),
                 "openvino bf16": export.OpenVinoEngine(onnx_path, precision="bfloat16"),
-                "openvino int8": export.OpenVinoEngine(report.output),
+                int8: export.OpenVinoEngine(report.output),
             }
-            if refused:
-                print(f"{run.name}: the gate refuses int8 (validation drop {report.val_iou_drop:.4f})", flush=True)
-                engines[f"openvino int8 (refused: val drop {report.val_iou_drop:.4f})"] = engines.pop("openvino int8")
             refinement = export.load_saved_refinement(model_path)
             ids = quantize.split_ids(run)
             data = quantize.run_data(run)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             batch = np.asarray(sets["test"][0].images[: args.batch], np.float32)
             for name, engine in engines.items():
                 row = {"run": run.name, "engine": name, "val_iou": None}
-                if name.startswith("openvino int8"):
+                if name == int8:
                     row["val_iou"], row["val_iou_float"] = report.val_iou_int8, report.val_iou_float
                 for label, (inputs, targets) in sets.items():
                     row[f"{label}_iou"] = evaluate(engine, inputs, targets, refinement=refinement).iou

@@ -47,9 +47,9 @@ ONE_EACH = [("unet", e) for e in ENCODERS] + [("segnet", "segnet")] + [(d, "unet
 PER_BACKEND = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg" or e in ("mobilenetv2", "hub_resnet18")]
 # JAX builds and first calls a keras.applications encoder op by op, and compiles its training
 # step in ~50 s: a JAX process trains kseg's encoders only, and moves MobileNetV2 to TensorFlow.
-JAX_LIGHT = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg" or e == "mobilenetv2"]
-TRAINED = {"jax": [c for c in JAX_LIGHT if backbones.get(c[1]).family == "kseg"], BACKEND_INDEPENDENT_PASS: ONE_EACH}
-TRAINED = TRAINED.get(keras.backend.backend(), PER_BACKEND)
+KSEG_ONLY = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg"]
+JAX_LIGHT = KSEG_ONLY + [(d, e) for d, e in ONE_EACH if e == "mobilenetv2"]
+TRAINED = {"jax": KSEG_ONLY, BACKEND_INDEPENDENT_PASS: ONE_EACH}.get(keras.backend.backend(), PER_BACKEND)
 SIZE, DEPTH = 32, 3  # 32 px: the applications' stride 32; depth 3: P2 and a deeper level for FPN/DeepLab
 
 
@@ -140,9 +140,7 @@ def test_one_model_of_each_encoder_and_decoder_loads_under_another_backend(tmp_p
     other = {"tensorflow": "torch", "torch": "jax", "jax": "tensorflow"}[here]
     # Each pass moves its models one step round the cycle; MobileNetV2 takes TensorFlow -> PyTorch
     # and JAX -> TensorFlow, and PyTorch -> JAX (each model compiled there) moves kseg's own.
-    moved = {"tensorflow": PER_BACKEND, "jax": JAX_LIGHT, "torch": [c for c in JAX_LIGHT if c[1] != "mobilenetv2"]}[
-        here
-    ]
+    moved = {"tensorflow": PER_BACKEND, "jax": JAX_LIGHT, "torch": KSEG_ONLY}[here]
     moved = [(d, e) for d, e in moved if _installed(e)]
     module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[other]
     if subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True).returncode:
