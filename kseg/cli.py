@@ -15,6 +15,10 @@ from typing import Callable, Sequence
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
 
+# Presets that train beside another labelled set and pretrain on it, where no --joint-source or
+# --pretrain-on names one: the environment variable that names the set's folder, its mask suffix.
+PRESET_SOURCES = {"dermoscopy": ("KSEG_ISIC2018_TRAIN_DIR", "_segmentation")}
+
 
 def _names(values: Sequence[str]) -> list[str]:
     """Accepts both ``--models unet segnet`` and ``--models unet,segnet``."""
@@ -152,6 +156,17 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "the split stratified by source (repeatable); the row adds test_iou_source_<name> per source. "
         "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data",
     )
+    data.add_argument(
+        "--joint-source",
+        action="append",
+        type=_external,
+        default=[],
+        metavar="DIR[:SUFFIX]",
+        help="also train on this labelled set (images/ + masks/, or PH2; repeatable): --joint-ratio of every batch "
+        "comes from it, its own split (seed 0, 95/2.5/2.5) keeps its test part unseen, scored as "
+        "test_iou_source_<name>; the data's test split stays the row's test_iou. --preset dermoscopy: default "
+        "$KSEG_ISIC2018_TRAIN_DIR",
+    )
     start = p.add_argument_group('start from another dataset (README, "Start from another dataset")')
     start.add_argument(
         "--pretrain-on",
@@ -160,9 +175,6 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         metavar="DIR[:SUFFIX]",
         help="first train each architecture once on this labelled set (loss bce, seed 0, 95%% of it; a row of its "
         "own), then start every run from it, e.g. ../shared/data/isic2018-train:_segmentation",
-    )
-    start.add_argument(
-        "--pretrain-epochs", type=_positive_int, default=8, help="with --pretrain-on: the pretraining's epochs"
     )
     recipe = p.add_argument_group("recipe (each overrides the preset's value and is part of the run's identity)")
     groups = {"": p, "data": data, "start": start, "recipe": recipe}
@@ -294,10 +306,18 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
 
     if args.init_from and args.pretrain_on:
         parser.error("--init-from and --pretrain-on both choose the starting weights: pass one of them")
-    data = DataCache(args.dataset, args.data_dir, args.mask_suffix or "", args.external, args.add_source)
+    if args.preset in PRESET_SOURCES:
+        error = _preset_sources(args)
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+    data = DataCache(
+        args.dataset, args.data_dir, args.mask_suffix or "", args.external, args.add_source, args.joint_source
+    )
     for flag, folders in (
         ("--external", args.external),
         ("--add-source", args.add_source),
+        ("--joint-source", args.joint_source),
         ("--pretrain-on", [args.pretrain_on] if args.pretrain_on else []),
     ):
         for folder, _ in folders:
@@ -335,6 +355,8 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
             return EXIT_BAD_ARGUMENTS
     options = dict(verbose=not args.quiet, executor=executor, distribute=args.distribute)
     try:
+        if data.joint:
+            _check_joint_sources(configs, data)
         if args.init_from:
             _check_init_from(configs, data)
         elif args.pretrain_on:
@@ -369,6 +391,40 @@ def _scored_sets(configs, data) -> dict[str, list[str]]:
     for folder, suffix in data.externals:
         scored[f"--external {folder}"] = list(data.external(folder, suffix, configs[0].image_size).ids)
     return scored
+
+
+def _preset_sources(args: argparse.Namespace) -> str:
+    """Fills ``--joint-source`` and ``--pretrain-on`` with the preset's set (:data:`PRESET_SOURCES`)
+    where the command names none; returns an error message where it cannot, else ""."""
+    import os
+
+    variable, suffix = PRESET_SOURCES[args.preset]
+    if not args.joint_source and args.joint_ratio != 0:
+        folder = os.environ.get(variable)
+        if not folder:
+            return (
+                f"--preset {args.preset} trains beside ISIC 2018's training images and expects --joint-source "
+                f"DIR[:SUFFIX] or {variable}=DIR (e.g. ../shared/data/isic2018-train). Received: neither"
+            )
+        args.joint_source = [(folder, suffix)]
+    if not args.pretrain_on and not args.init_from and args.joint_source:
+        args.pretrain_on = args.joint_source[0]
+    return ""
+
+
+def _check_joint_sources(configs, data) -> None:
+    """Before any run: no ``--joint-source`` case is in the data, and none a run trains or
+    validates on is in a set the runs are scored on (``--external``); its test part is scored apart."""
+    from kseg import transfer
+
+    size = configs[0].image_size
+    main_ids = list(data.get(size).ids)
+    scored = _scored_sets(configs, data)
+    for (folder, _), (parts, _) in zip(data.joint, data.joint_parts(configs[0]).values()):
+        what = f"--joint-source {folder}"
+        every_case = [case for ids in parts.ids().values() for case in ids]
+        transfer.check_no_overlap(every_case, {"the data these runs train and test on": main_ids}, what)
+        transfer.check_no_overlap([*parts.train.ids, *parts.val.ids], scored, what)
 
 
 def _check_init_from(configs, data) -> None:
@@ -410,7 +466,9 @@ def _pretrain(configs, data, args, options) -> list:
         },
         f"--pretrain-on {folder}",
     )
-    pretraining, fine_tuned = grid.pretraining_configs(configs, source, args.output, args.pretrain_epochs)
+    pretraining, fine_tuned = grid.pretraining_configs(configs, source, args.output)
+    if pretraining:
+        print(f"[pretrain] {pretraining[0].epochs} epochs on {folder} per architecture (--pretrain-epochs)")
     usable = grid.run_pretraining(pretraining, source, args.results, args.output, **options)
     failed = {c.config_hash for c in pretraining} - usable
     if failed:

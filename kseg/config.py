@@ -59,6 +59,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_norm="fast",
         val_every=2,
     ),
+    # One model for every dermoscopy source (README, docs/dermoscopy.md): the cpu recipe fine-tuned
+    # from an ISIC pretraining with half of every batch drawn from ISIC (the pretraining set) and
+    # half from the data; the choice among the variants was made on the validation split.
+    "dermoscopy": dict(
+        image_size=128,
+        eval_size=256,
+        base_filters=16,
+        depth=4,
+        epochs=16,
+        batch_size=8,
+        lr=1e-3,
+        patience=12,
+        schedule="cosine",
+        warmup_epochs=2,
+        refine="auto",
+        batch_norm="fast",
+        val_every=2,
+        pretrain_epochs=8,
+        joint_ratio=0.5,
+    ),
     # The original notebook's protocol, for a GPU.
     "paper": dict(
         image_size=256,
@@ -91,6 +111,14 @@ def positive_float(text: str) -> float:
     value = float(text)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"expects a finite number > 0. Received: {value}")
+    return value
+
+
+def fraction(text: str, what: str = "the value") -> float:
+    """A number in [0, 1), for a share such as ``--joint-ratio``."""
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} expects a fraction in [0, 1). Received: {value}")
     return value
 
 
@@ -192,6 +220,11 @@ class RunConfig:
         encoder_weights: a pretrained encoder's starting weights (``kseg.models.build``):
             empty (random), ``imagenet`` or a local weights file, which enters the identity by
             its content's digest rather than its path.
+        joint_ratio, joint_source: training on other labelled sets beside the data
+            (``--joint-source``): every batch draws ``joint_ratio`` of its cases from them
+            (:class:`kseg.data.SourceMixSequence`), each set split apart by its own fixed seed
+            (:func:`kseg.run.joint_split`); ``joint_source`` (their labels and fingerprints,
+            filled in by :func:`kseg.run.resolve_config`) is part of the identity.
         freeze_encoder_epochs, encoder_lr_factor: the encoder's weights stay fixed for the first
             ``freeze_encoder_epochs`` epochs, then learn at ``encoder_lr_factor`` times the
             learning rate (:class:`kseg.optimizers.EncoderRateAdam`); the decoder learns at the
@@ -296,6 +329,28 @@ class RunConfig:
         label=_unless(1.0, "enclr{:g}"),
         neutral=True,
     )
+    pretrain_epochs: int = knob(
+        8,
+        "with --pretrain-on: the pretraining's epochs (the fine-tune's identity holds the pretraining's hash)",
+        group="start",
+        parse=positive_int,
+        metavar="N",
+        identity=False,
+        row=False,
+    )
+    joint_ratio: float = knob(
+        0.0,
+        "with --joint-source: the fraction of every training batch drawn from the joint sets (the rest from the "
+        "data's own training part), e.g. 0.5",
+        group="data",
+        parse=lambda text: fraction(text, "--joint-ratio"),
+        metavar="R",
+        label=_unless(0.0, "mix{:g}"),
+        neutral=True,
+    )
+    joint_source: str = _plain(
+        "", label=lambda v: "joint=" + "+".join(p.split(":")[0] for p in str(v).split("+")), neutral=True
+    )
     eval_size: int = 256
     depth: int = _plain(4, row=False)
     patience: int = _plain(12, row=False)
@@ -336,6 +391,8 @@ class RunConfig:
             raise invalid_value("val_every", "at least 1", self.val_every)
         if self.freeze_encoder_epochs < 0:
             raise invalid_value("freeze_encoder_epochs", "at least 0", self.freeze_encoder_epochs)
+        if not 0.0 <= self.joint_ratio < 1.0:
+            raise invalid_value("joint_ratio", "a fraction in [0, 1)", self.joint_ratio)
         for name in ("lr", "encoder_lr_factor"):
             if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
                 raise invalid_value(name, "a finite number > 0", getattr(self, name))
@@ -508,6 +565,7 @@ __all__ = [
     "flag_knobs",
     "positive_int",
     "positive_float",
+    "fraction",
     "RunConfig",
     "resolve_precision",
     "resolve_jit_compile",

@@ -125,17 +125,18 @@ def architecture(config: RunConfig) -> tuple:
 
 
 def pretraining_configs(
-    configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path, epochs: int
+    configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path
 ) -> tuple[list[RunConfig], list[RunConfig]]:
     """The pretraining runs ``configs`` need on the labelled set ``source`` (one per
     :data:`ARCHITECTURE_FIELDS`, with :data:`kseg.transfer.PRETRAIN_LOSS`, seed and split, its
-    preset's recipe and ``epochs``; the row's dataset is the source's folder name), and
+    preset's recipe for ``pretrain_epochs`` epochs on the source alone; the row's dataset is the
+    source's folder name), and
     ``configs`` made to start from them. A fine-tuned run's identity holds its source's hash, so
     a resumed or extended grid finds the same pretraining run again."""
     label = leaderboard.folder_label(source.path)
     by_architecture: dict[tuple, RunConfig] = {}
     for config in configs:
-        key = architecture(config)
+        key = (*architecture(config), config.pretrain_epochs)
         if key not in by_architecture:
             by_architecture[key] = resolve_config(
                 RunConfig.from_preset(
@@ -145,15 +146,16 @@ def pretraining_configs(
                     seed=transfer.PRETRAIN_SEED,
                     dataset=label,
                     mask_suffix=source.mask_suffix,
-                    epochs=epochs,
+                    epochs=config.pretrain_epochs,
                     split_sizes=transfer.PRETRAIN_SPLIT,
                     refine="none",
+                    joint_ratio=0.0,
                 ),
                 source,
             )
     fine_tuned = []
     for config in configs:
-        pretrained = by_architecture[architecture(config)]
+        pretrained = by_architecture[(*architecture(config), config.pretrain_epochs)]
         fine_tuned.append(
             config.replace(
                 init_from=str(Path(output_dir) / pretrained.run_id / transfer.MODEL_FILE),

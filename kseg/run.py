@@ -39,6 +39,15 @@ class DataCache:
         sources: ``(folder, mask_suffix)`` of labelled sets joined to the data (``--add-source``):
             every part of the split then holds each source in proportion
             (:func:`kseg.data.concatenate`); the joined data's name and fingerprint are the run's.
+        joint: ``(folder, mask_suffix)`` of labelled sets trained on beside the data
+            (``--joint-source``), each split apart by its own fixed seed (:meth:`joint_parts`):
+            a ``joint_ratio`` share of every batch comes from their training parts, their
+            validation parts join the data's, and their test parts are scored on their own.
+
+    Example:
+
+    >>> data = DataCache("ph2", "../shared/data/ph2", externals=[("../shared/data/isic2018-dev", "_segmentation")])
+    >>> parts, targets = data.parts(resolve_config(RunConfig.from_preset("cpu"), data))
     """
 
     def __init__(
@@ -48,10 +57,12 @@ class DataCache:
         mask_suffix: str = "",
         externals: Sequence[tuple[str, str]] = (),
         sources: Sequence[tuple[str, str]] = (),
+        joint: Sequence[tuple[str, str]] = (),
     ):
         self.kind, self.path, self.mask_suffix = kind, path, mask_suffix
         self.externals = [(str(folder), suffix) for folder, suffix in externals]
         self.sources = [(str(folder), suffix) for folder, suffix in sources]
+        self.joint = [(str(folder), suffix) for folder, suffix in joint]
         self._loaded: dict[tuple, SegmentationDataset] = {}
 
     def spec(self, absolute: bool = False) -> dict:
@@ -64,6 +75,7 @@ class DataCache:
             mask_suffix=self.mask_suffix,
             externals=[(where(f), s) for f, s in self.externals],
             sources=[(where(f), s) for f, s in self.sources],
+            joint=[(where(f), s) for f, s in self.joint],
         )
 
     def resolve(self, size: int, synthetic_n: int = 200) -> str:
@@ -121,6 +133,29 @@ class DataCache:
             indices = split_indices(train_size, seed=config.split_seed, sizes=config.split_sizes)
         return (Split(*(train_size.subset(i) for i in indices)), Split(*(eval_size.subset(i) for i in indices)))
 
+    def joint_parts(self, config: RunConfig) -> dict[str, tuple[Split, Split]]:
+        """Each ``--joint-source`` set's split at the training and the evaluation size, by its
+        label. A joint set is split by :data:`kseg.transfer.PRETRAIN_SEED` and
+        :data:`kseg.transfer.PRETRAIN_SPLIT` whatever the run's seed: the same parts as a
+        pretraining on it, so its test part stays unseen by both and every seed shares it."""
+        parts = {}
+        for folder, suffix in self.joint:
+            train_size = self.external(folder, suffix, config.image_size)
+            eval_size = self.external(folder, suffix, config.eval_size)
+            indices = split_indices(train_size, seed=transfer.PRETRAIN_SEED, sizes=transfer.PRETRAIN_SPLIT)
+            parts[leaderboard.folder_label(folder)] = (
+                Split(*(train_size.subset(i) for i in indices)),
+                Split(*(eval_size.subset(i) for i in indices)),
+            )
+        return parts
+
+    def joint_identity(self, config: RunConfig) -> str:
+        """``label:fingerprint`` of each joint set, ``+``-joined: the config's ``joint_source``."""
+        return "+".join(
+            f"{leaderboard.folder_label(folder)}:{self.external(folder, suffix, config.image_size).fingerprint()[:8]}"
+            for folder, suffix in self.joint
+        )
+
 
 def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
     """``config`` with what ``auto`` means here filled in (dataset, precision, jit), the data's
@@ -132,10 +167,21 @@ def resolve_config(config: RunConfig, data: DataCache) -> RunConfig:
     init_source = config.init_source
     if config.init_from and not init_source:
         init_source = transfer.source_identity(config.init_from)
+    if data.joint and not config.joint_ratio:
+        raise ValueError(
+            f"--joint-source {data.joint[0][0]} expects --joint-ratio R > 0 (the share of every batch it gives). "
+            f"Received: {config.joint_ratio}"
+        )
+    if config.joint_ratio and not data.joint:
+        raise ValueError(
+            f"--joint-ratio {config.joint_ratio:g} (preset {config.preset}) expects --joint-source DIR[:SUFFIX], the "
+            "labelled set(s) to train on beside the data. Received: none"
+        )
     return config.replace(
         dataset=dataset,
         data_fingerprint=data.fingerprint(config),
         init_source=init_source,
+        joint_source=data.joint_identity(config),
         precision=resolve_precision(config.precision),
         jit_compile=resolve_jit_compile(config.jit_compile),
     )
@@ -181,11 +227,27 @@ def run_one(
     )
 
     parts, targets = data.parts(config)
-    (run_dir / "split.json").write_text(json.dumps(parts.ids(), indent=1))
+    joint = data.joint_parts(config)
+    split_ids = {**parts.ids(), **({"joint": {label: p.ids() for label, (p, _) in joint.items()}} if joint else {})}
+    (run_dir / "split.json").write_text(json.dumps(split_ids, indent=1))
+    # Validation (the kept epoch, the refinement) weighs every source; the test parts stay apart.
+    validation, val_targets = parts.val, targets.val
+    if joint:
+        names = [config.dataset, *joint]
+        validation = concatenate([parts.val, *(p.val for p, _ in joint.values())], names=names)
+        val_targets = concatenate([targets.val, *(t.val for _, t in joint.values())], names=names)
 
     row = base_row(config)
     try:
-        result = fit(config, parts, run_dir, policy=config.precision, verbose=verbose, distribute=distribute)
+        result = fit(
+            config,
+            Split(parts.train, validation, parts.test),
+            run_dir,
+            policy=config.precision,
+            verbose=verbose,
+            distribute=distribute,
+            joint=[p.train for p, _ in joint.values()],
+        )
     except DivergedError as error:
         return {**row, "status": "nan", "error": str(error)}
 
@@ -194,8 +256,8 @@ def run_one(
     if config.refine == "auto":
         chosen, candidates = refine.choose_refinement(
             result.model,
-            parts.val.images,
-            targets.val.masks,
+            validation.images,
+            val_targets.masks,
             output_size=eval_size,
             batch_size=config.batch_size,
         )
@@ -222,6 +284,13 @@ def run_one(
         external = score_external(result.model, data, folder, suffix, config, chosen, run_dir)
         row.update(external.as_row(leaderboard.external_prefix(folder)))
         per_image.append(_per_image_rows(config, leaderboard.external_prefix(folder).rstrip("_"), external.per_image))
+    for label, (inputs, joint_targets) in joint.items():
+        logits = predict_logits(
+            result.model, inputs.test.images, joint_targets.test.masks.shape[1:3], config.batch_size, chosen.tta
+        )
+        source = score_masks(joint_targets.test, binarise(logits, postprocess_mode=chosen.postprocess))
+        row[f"test_iou_source_{label}"] = source.iou
+        per_image.append(_per_image_rows(config, f"source_{label}", source.per_image))
     row.update(
         test_iou_plain=plain.iou,
         val_iou_plain=result.val_iou,

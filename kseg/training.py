@@ -7,13 +7,14 @@ import dataclasses
 import math
 import time
 from pathlib import Path
+from typing import Sequence
 
 import keras
 
 from kseg import losses, metrics, models, optimizers, transfer
 from kseg._errors import unknown_name
 from kseg.config import RunConfig, resolve_jit_compile
-from kseg.data import SegmentationSequence, Split
+from kseg.data import SegmentationDataset, SegmentationSequence, SourceMixSequence, Split, batch_shares
 
 
 @dataclasses.dataclass
@@ -256,7 +257,14 @@ class DivergedError(RuntimeError):
 
 
 def fit(
-    config: RunConfig, data: Split, run_dir: str | Path, policy: str, verbose: bool = True, *, distribute: str = "none"
+    config: RunConfig,
+    data: Split,
+    run_dir: str | Path,
+    policy: str,
+    verbose: bool = True,
+    *,
+    distribute: str = "none",
+    joint: Sequence[SegmentationDataset] = (),
 ) -> FitResult:
     """Trains ``config``'s model on ``data.train``, validates on ``data.val`` (every
     ``val_every`` epochs and at the last) and returns the model with the weights of its best
@@ -266,24 +274,20 @@ def fit(
     ``distribute="data-parallel"`` trains on every local device (JAX backend only); batch sizes
     must divide evenly over them. With ``config.init_from`` the model starts from that source's
     weights where layer names and shapes match (:func:`kseg.transfer.load_matching_weights`;
-    ``FitResult.init`` counts them). Raises :class:`DivergedError` when no finite epoch was kept.
+    ``FitResult.init`` counts them). With ``joint`` sets (other sources' training parts) every
+    batch draws ``config.joint_ratio`` of its cases from them, split evenly, and the rest from
+    ``data.train`` (:func:`training_batches`). Raises :class:`DivergedError` when no finite epoch
+    was kept.
     """
     run_dir = Path(run_dir)
     scope = distribution_scope(distribute, config.batch_size, (len(data.train), len(data.val)))
     run_dir.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(config.seed)
-    train = SegmentationSequence(
-        data.train,
-        config.batch_size,
-        shuffle=True,
-        augment=config.augment != "none",
-        seed=config.seed,
-        augment_options=augment_options(config),
-    )
+    train = training_batches(config, data.train, joint)
     val = SegmentationSequence(data.val, config.batch_size, shuffle=False, augment=False)
 
     with scope:
-        model = build_model(config, policy, len(data.train))
+        model = build_model(config, policy, len(train) * config.batch_size)
         init = transfer.load_matching_weights(model, config.init_from) if config.init_from else None
         checkpoint, callbacks = callbacks_for(config, run_dir, verbose)
         start = time.perf_counter()
@@ -321,6 +325,21 @@ def fit(
     )
 
 
+def training_batches(
+    config: RunConfig, train: SegmentationDataset, joint: Sequence[SegmentationDataset] = ()
+) -> SegmentationSequence | SourceMixSequence:
+    """The training batches: ``train`` alone, or with ``joint`` sets mixed in by fixed shares,
+    ``1 - joint_ratio`` of every batch from ``train`` and ``joint_ratio`` split evenly over the
+    joint sets (:func:`kseg.data.batch_shares`); an epoch is one pass over ``train`` either way."""
+    options = dict(augment=config.augment != "none", seed=config.seed, augment_options=augment_options(config))
+    if not joint:
+        return SegmentationSequence(train, config.batch_size, shuffle=True, **options)
+    if not config.joint_ratio:
+        raise ValueError(f"{config.run_id}: joint training sets given but joint_ratio is 0")
+    fractions = [1 - config.joint_ratio] + [config.joint_ratio / len(joint)] * len(joint)
+    return SourceMixSequence([train, *joint], batch_shares(config.batch_size, fractions), **options)
+
+
 def augment_options(config: RunConfig) -> dict:
     """Keyword arguments of :func:`kseg.data.augment_pair` for the config's augmentation."""
     options = {"geometric": True, "photometric": config.augment == "full", "min_scale": config.min_scale}
@@ -351,5 +370,6 @@ __all__ = [
     "callbacks_for",
     "DivergedError",
     "fit",
+    "training_batches",
     "augment_options",
 ]

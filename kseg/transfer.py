@@ -109,13 +109,21 @@ def _file_digest(path: str, mtime_ns: int) -> str:
 
 
 def source_case_ids(source: str | Path) -> set[str]:
-    """The case ids a source run trained or validated on (its ``split.json``), or an empty set
-    where the source is a bare ``.keras`` file that does not say."""
+    """The case ids a source run trained or validated on (its ``split.json``, joint sources
+    included), or an empty set where the source is a bare ``.keras`` file that does not say."""
     split_file = source_model_path(source).parent / "split.json"
     if not split_file.is_file():
         return set()
     parts = json.loads(split_file.read_text())
-    return set(parts.get("train", [])) | set(parts.get("val", []))
+    seen = set(parts.get("train", [])) | set(parts.get("val", []))
+    for joint in parts.get("joint", {}).values():
+        seen |= set(joint.get("train", [])) | set(joint.get("val", []))
+    return seen
+
+
+def case_stem(case_id: str) -> str:
+    """A case id without the source prefix a joined dataset gives it (``isic/ISIC_0000001``)."""
+    return case_id.rsplit("/", 1)[-1]
 
 
 def load_matching_weights(model: keras.Model, source: keras.Model | str | Path) -> InitReport:
@@ -155,10 +163,11 @@ def load_matching_weights(model: keras.Model, source: keras.Model | str | Path) 
 
 def check_no_overlap(seen: Iterable[str], scored: Mapping[str, Iterable[str]], what: str) -> None:
     """Raises ``ValueError`` when a case of ``seen`` (ids a source trained on) is in one of the
-    ``scored`` sets (name -> ids), naming the set and the first shared ids."""
-    seen = set(seen)
+    ``scored`` sets (name -> ids), naming the set and the first shared ids. Ids compare by
+    :func:`case_stem`, so a case joined under a source prefix still matches its bare id."""
+    seen = {case_stem(i) for i in seen}
     for name, ids in scored.items():
-        shared = sorted(seen & set(ids))
+        shared = sorted(seen & {case_stem(i) for i in ids})
         if shared:
             raise ValueError(
                 f"{what} expects no case in common with the sets runs are scored on. Received: {name} shares "
@@ -172,6 +181,7 @@ __all__ = [
     "PRETRAIN_LOSS",
     "PRETRAIN_SEED",
     "PRETRAIN_SPLIT",
+    "case_stem",
     "check_no_overlap",
     "load_matching_weights",
     "load_source",

@@ -19,7 +19,7 @@ def test_presets_fill_every_field_and_flags_override():
 
 
 def test_unknown_preset_lists_known_ones():
-    with pytest.raises(ValueError, match="smoke, cpu, paper"):
+    with pytest.raises(ValueError, match="smoke, cpu, dermoscopy, paper"):
         RunConfig.from_preset("gpu", model="unet", loss="bce")
 
 
@@ -273,6 +273,8 @@ FLAG_EXAMPLES = {
     "freeze_encoder_epochs": ("2", 2),
     "encoder_lr_factor": ("0.1", 0.1),
     "split_sizes": ("60,20,20", (60, 20, 20)),
+    "pretrain_epochs": ("16", 16),
+    "joint_ratio": ("0.5", 0.5),
 }
 
 

@@ -15,7 +15,9 @@ import kseg.data.io as kio
 from kseg.data import (
     SegmentationDataset,
     SegmentationSequence,
+    SourceMixSequence,
     augment_pair,
+    batch_shares,
     concatenate,
     load_dataset,
     load_folder,
@@ -449,6 +451,72 @@ def test_sequence_batches_deterministic_per_epoch():
     plain = SegmentationSequence(ds, 4, shuffle=False, augment=False)
     np.testing.assert_array_equal(plain[0][0], ds.images[:4])
     np.testing.assert_array_equal(plain[0][1], ds.masks[:4])
+
+
+@pytest.mark.parametrize(
+    "batch_size, fractions, expected",
+    [(8, [0.5, 0.5], [4, 4]), (8, [0.75, 0.25], [6, 2]), (8, [0.9, 0.1], [7, 1]), (8, [0.5, 0.25, 0.25], [4, 2, 2]),
+     (5, [0.5, 0.5], [3, 2]), (4, [0.98, 0.01, 0.01], [2, 1, 1]), (3, [1.0, 0.0], [3, 0])],
+)  # fmt: skip
+def test_batch_shares_round_by_largest_remainder_and_keep_every_source(batch_size, fractions, expected):
+    assert batch_shares(batch_size, fractions) == expected
+
+
+def test_batch_shares_refuse_what_cannot_be_a_batch():
+    with pytest.raises(ValueError, match="sum to 1"):
+        batch_shares(8, [0.5, 0.4])
+    with pytest.raises(ValueError, match="cannot hold one case of each of 3"):
+        batch_shares(2, [0.4, 0.3, 0.3])
+
+
+def _tagged(n: int, tag: int) -> SegmentationDataset:
+    """``n`` 4x4 cases whose image holds ``tag`` (the source) and whose mask holds the case index."""
+    images = np.full((n, 4, 4, 3), tag, np.float32)
+    masks = np.arange(n, dtype=np.float32)[:, None, None, None] * np.ones((1, 4, 4, 1), np.float32)
+    return SegmentationDataset(images, masks, [f"{tag}_{i}" for i in range(n)], None, f"set{tag}")
+
+
+def test_source_mix_batches_hold_each_source_by_its_share():
+    primary, other = _tagged(10, 0), _tagged(7, 1)
+    mix = SourceMixSequence([primary, other], shares=[2, 3], augment=False, seed=3)
+    assert len(mix) == 5  # one pass over the primary, 2 cases a batch
+    drawn = {0: [], 1: []}
+    for epoch in range(3):
+        mix.set_epoch(epoch)
+        seen = []
+        for i in range(len(mix)):
+            images, masks = mix[i]
+            sources = images[:, 0, 0, 0].astype(int)
+            assert list(sources) == [0, 0, 1, 1, 1]  # the stated shares, in every batch
+            cases = masks[:, 0, 0, 0].astype(int)
+            seen += list(cases[sources == 0])
+            drawn[1] += list(cases[sources == 1])
+        assert sorted(seen) == list(range(10))  # each epoch passes over the primary once
+    # The other set is an endless stream of shuffled passes: 45 draws of 7 cases, each 6 or 7 times.
+    counts = np.bincount(drawn[1], minlength=7)
+    assert counts.sum() == 45 and counts.min() >= 6 and counts.max() <= 7
+    assert drawn[1][:7] != list(range(7))  # shuffled, not in file order
+
+
+def test_source_mix_is_reproducible_and_reshuffles_each_epoch():
+    sets = [synthetic(10, 16, seed=0), synthetic(9, 16, seed=1)]
+    a, b = (SourceMixSequence(sets, shares=[2, 2], seed=5) for _ in range(2))
+    b.set_epoch(1)
+    b.set_epoch(0)
+    for i in range(len(a)):
+        np.testing.assert_array_equal(a[i][0], b[i][0])  # the same batches, augmentation included
+    first = [list(ix) for ix in a.batch_indices(0)]
+    a.on_epoch_end()
+    assert [list(ix) for ix in a.batch_indices(0)] != first
+    assert [list(ix) for ix in SourceMixSequence(sets, shares=[2, 2], seed=6).batch_indices(0)] != first
+
+
+def test_source_mix_refuses_a_missing_share_or_an_unsized_set():
+    sets = [synthetic(4, 16), synthetic(4, 16, seed=1)]
+    with pytest.raises(ValueError, match="one share each"):
+        SourceMixSequence(sets, shares=[2])
+    with pytest.raises(ValueError, match="at least 1 case per batch"):
+        SourceMixSequence(sets, shares=[2, 0])
 
 
 def test_dataset_subset_and_lengths():

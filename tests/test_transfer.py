@@ -191,10 +191,12 @@ def test_pretraining_runs_once_per_architecture_also_when_resumed(tmp_path, caps
 @pytest.mark.backend_independent
 def test_pretraining_configs_share_one_run_per_architecture():
     data = DataCache("synthetic", None)
-    configs = grid.expand(["unet", "segnet"], ["bce", "dice"], [0, 1], "smoke", data, precision="float32")
+    configs = grid.expand(
+        ["unet", "segnet"], ["bce", "dice"], [0, 1], "smoke", data, precision="float32", pretrain_epochs=3
+    )
     source = DataCache("synthetic", "pretraining-set")
     source.resolve(32)
-    pretraining, fine_tuned = grid.pretraining_configs(configs, source, "runs", epochs=3)
+    pretraining, fine_tuned = grid.pretraining_configs(configs, source, "runs")
     assert [c.model for c in pretraining] == ["unet", "segnet"]
     assert all(c.loss == "bce" and c.seed == 0 and c.epochs == 3 for c in pretraining)
     assert len({c.config_hash for c in fine_tuned}) == len(configs)
@@ -225,3 +227,88 @@ def test_an_external_set_that_overlaps_the_pretraining_set_is_refused(tmp_path, 
     assert code == 2 and not results.exists()
     err = capsys.readouterr().err
     assert f"--external {source} shares 40 case(s)" in err and "synthetic_1_0000" in err
+
+
+# ----- joint sources (--joint-source): trained beside the data, split apart, scored apart -----
+
+
+ONE_RUN = dict(model="unet", loss="bce", precision="float32")
+
+
+def _joint_grid(tmp_path, *extra: str) -> list[str]:
+    return [
+        *SMOKE,
+        "--models",
+        "unet",
+        "--losses",
+        "bce",
+        "--results",
+        str(tmp_path / "lb.csv"),
+        "--output",
+        str(tmp_path / "runs"),
+        *extra,
+    ]
+
+
+@pytest.mark.backend_independent
+def test_each_joint_source_keeps_its_own_split_whatever_the_run_seed(tmp_path):
+    folder = write_synthetic_folder(tmp_path / "isic", n=80, seed=3)
+    data = DataCache("synthetic", None, joint=[(str(folder), "")])
+    seed0, seed1 = (
+        resolve_config(RunConfig.from_preset("smoke", **ONE_RUN, seed=s, joint_ratio=0.5), data) for s in (0, 1)
+    )
+    parts0, parts1 = data.joint_parts(seed0)["isic"][0], data.joint_parts(seed1)["isic"][0]
+    assert parts0.ids() == parts1.ids()  # the run's seed moves the data's split, not the joint set's
+    assert data.parts(seed0)[0].ids() != data.parts(seed1)[0].ids()
+    train, val, test = (set(ids) for ids in parts0.ids().values())
+    assert not (train & val or train & test or val & test) and len(train | val | test) == 80
+    again = DataCache("synthetic", None, joint=[(str(folder), "")])  # a fresh process: the same parts
+    assert again.joint_parts(seed0)["isic"][0].ids() == parts0.ids()
+    # The same parts as a pretraining on that folder: its test part stays unseen by both.
+    source = DataCache("folder", str(folder))
+    pretraining, _ = grid.pretraining_configs([seed0], source, tmp_path / "runs")
+    assert source.parts(pretraining[0])[0].ids() == parts0.ids()
+    plain = resolve_config(RunConfig.from_preset("smoke", **ONE_RUN), DataCache("synthetic", None))
+    assert seed0.joint_source.startswith("isic:") and seed0.config_hash != plain.config_hash
+
+
+@pytest.mark.backend_independent
+def test_a_joint_run_trains_on_both_and_scores_the_joint_test_part_apart(tmp_path):
+    folder = write_synthetic_folder(tmp_path / "isic", n=80, seed=3)
+    assert run_grid_command(_joint_grid(tmp_path, "--joint-source", str(folder), "--joint-ratio", "0.5")) == 0
+    row = leaderboard.read(tmp_path / "lb.csv").iloc[-1]
+    assert row["dataset"] == "synthetic" and row["joint_ratio"] == 0.5 and row["joint_source"].startswith("isic:")
+    assert 0 <= row["test_iou_source_isic"] <= 1
+    assert "mix0.5" in leaderboard.recipe(row) and "joint=isic" in leaderboard.recipe(row)
+    split = json.loads((tmp_path / "runs" / row["run_id"] / "split.json").read_text())
+    assert len(split["test"]) == 6 and len(split["joint"]["isic"]["test"]) == 2  # 80 * 2.5%
+    per_image = leaderboard.read_per_image(tmp_path / "lb.csv")
+    assert sorted(per_image.loc[per_image["set"] == "source_isic", "case_id"]) == sorted(split["joint"]["isic"]["test"])
+    # A model trained on joint sources guards them too when it is the next run's --init-from.
+    seen = transfer.source_case_ids(tmp_path / "runs" / row["run_id"])
+    assert set(split["joint"]["isic"]["train"]) <= seen and not set(split["joint"]["isic"]["test"]) & seen
+
+
+@pytest.mark.backend_independent
+def test_a_joint_source_that_overlaps_a_scored_set_or_the_data_is_refused(tmp_path, capsys):
+    folder = write_synthetic_folder(tmp_path / "isic", n=40, seed=3)
+    joint = ["--joint-source", str(folder), "--joint-ratio", "0.5"]
+    assert run_grid_command(_joint_grid(tmp_path, *joint, "--external", str(folder))) == 2
+    assert f"--joint-source {folder} expects no case in common" in capsys.readouterr().err
+    # The data itself as a joint source: its test split would be trained on.
+    data = ["--dataset", "folder", "--data-dir", str(folder), "--split", "20,10,10"]
+    assert run_grid_command([*_joint_grid(tmp_path, *joint), *data]) == 2
+    assert "the data these runs train and test on shares 40 case(s)" in capsys.readouterr().err
+    assert not (tmp_path / "lb.csv").exists()
+
+
+@pytest.mark.backend_independent
+def test_a_joint_source_needs_a_ratio_and_a_ratio_needs_a_source(tmp_path, capsys, monkeypatch):
+    folder = write_synthetic_folder(tmp_path / "isic", n=40, seed=3)
+    assert run_grid_command(_joint_grid(tmp_path, "--joint-source", str(folder))) == 2
+    assert "expects --joint-ratio R > 0" in capsys.readouterr().err
+    assert run_grid_command(_joint_grid(tmp_path, "--joint-ratio", "0.5")) == 2
+    assert "--joint-ratio 0.5 (preset smoke) expects --joint-source" in capsys.readouterr().err
+    monkeypatch.delenv("KSEG_ISIC2018_TRAIN_DIR", raising=False)
+    assert run_grid_command([*_joint_grid(tmp_path), "--preset", "dermoscopy"]) == 2
+    assert "--preset dermoscopy trains beside ISIC 2018" in capsys.readouterr().err

@@ -2,7 +2,8 @@
 
 Every loader returns a :class:`SegmentationDataset` of float32 images in [0, 1] and float32
 masks that are exactly 0 or 1; :func:`split` makes seeded, stratified train/val/test parts and
-:class:`SegmentationSequence` batches them (with augmentation) for ``model.fit``.
+:class:`SegmentationSequence` batches them (with augmentation) for ``model.fit``;
+:class:`SourceMixSequence` draws each batch from several sets by fixed shares.
 """
 
 from kseg.data.augment import augment_pair
@@ -12,7 +13,7 @@ from kseg.data.folder import load_folder
 from kseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
 from kseg.data.load import load_dataset
 from kseg.data.ph2 import download_ph2, find_ph2, load_ph2
-from kseg.data.sequence import SegmentationSequence
+from kseg.data.sequence import SegmentationSequence, SourceMixSequence, batch_shares
 from kseg.data.split import Split, fold_indices, load_split, parse_split_sizes, save_split, split, split_indices
 from kseg.data.synthetic import synthetic
 
@@ -20,6 +21,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "SegmentationDataset",
     "SegmentationSequence",
+    "SourceMixSequence",
+    "batch_shares",
     "Split",
     "augment_pair",
     "cache_dir",
