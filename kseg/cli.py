@@ -46,9 +46,13 @@ def _external(text: str) -> tuple[str, str]:
 # ----- parent parsers: flags that several commands share -----
 
 
-def _model_flag(required: bool = True) -> argparse.ArgumentParser:
+def _model_flag() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--model", required=required, help="a saved model, e.g. runs/RUN/model.keras")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="a saved model, e.g. runs/RUN/model.keras; default: kseg's ready dermoscopy model (docs/dermoscopy.md)",
+    )
     return p
 
 
@@ -502,6 +506,11 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
     try:
         files = predict.find_images(args.input)
+        if args.model is None:
+            from kseg import pretrained
+
+            args.model = pretrained.ready_model()
+            print(f"[predict] no --model: kseg's ready dermoscopy model ({pretrained.provenance()['recipe']})")
         model = predict.load_engine(args.model, args.engine, args.openvino_precision)
         refinement = _refinement(args, args.model)
     except (FileNotFoundError, ValueError, ImportError) as error:
@@ -736,7 +745,7 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
         )
     add_grid_arguments(parsers["grid"])
     p = parsers["predict"]
-    p.add_argument("--input", required=True, help="an image file or a folder of images")
+    p.add_argument("--input", "--images", dest="input", required=True, help="an image file or a folder of images")
     p.add_argument("--output", required=True, help="folder for masks/STEM.png and overlays/STEM.png")
     p = parsers["evaluate"]
     p.add_argument(

@@ -1,0 +1,79 @@
+"""kseg's ready model: the model ``python -m kseg predict`` runs when no ``--model`` is given.
+
+It is one run of the ``dermoscopy`` preset (a U-Net pretrained on ISIC 2018's training images,
+then trained on PH2 with half of every batch from ISIC; docs/dermoscopy.md), chosen among the
+preset's committed runs on validation IoU, saved without its optimizer state. Its row in
+``experiments.csv`` is the one whose ``config_hash`` :func:`provenance` names. It was made by::
+
+    KSEG_PH2_DIR=../shared/data/ph2 KSEG_ISIC2018_TRAIN_DIR=../shared/data/isic2018-train \\
+        python run_all.py --preset dermoscopy --models unet --losses bce --seeds 0 1 2 \\
+        --external ../shared/data/isic2018-dev:_segmentation
+    python -m kseg.pretrained runs/RUN_ID
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+READY_MODEL = Path(__file__).with_name("dermoscopy.keras")
+PROVENANCE = READY_MODEL.with_suffix(".json")
+# The row fields the provenance file repeats, so a user sees what the model scores without the CSV.
+PROVENANCE_FIELDS = (
+    "run_id",
+    "config_hash",
+    "model",
+    "loss",
+    "seed",
+    "preset",
+    "image_size",
+    "val_iou",
+    "test_iou",
+    "test_iou_source_isic2018_train",
+    "ext_isic2018_dev_iou",
+)
+
+
+def ready_model() -> Path:
+    """The ready model's ``.keras`` file. Raises ``FileNotFoundError`` saying how to make one
+    (an installation without the package data, or a clone that removed it)."""
+    if not READY_MODEL.is_file():
+        raise FileNotFoundError(
+            f"kseg's ready model {READY_MODEL} is missing: pass --model runs/RUN/model.keras, or make it with "
+            "`python -m kseg.pretrained runs/RUN` from a run of the dermoscopy preset (docs/dermoscopy.md)"
+        )
+    return READY_MODEL
+
+
+def provenance() -> dict:
+    """The ready model's run: its id, hash, recipe and scores (``dermoscopy.json``)."""
+    return json.loads(PROVENANCE.read_text())
+
+
+def install(run_dir: str | Path, results: str | Path = "experiments.csv") -> Path:
+    """Makes the run in ``run_dir`` kseg's ready model: its ``model.keras`` (with the refinement
+    it chose) saved without optimizer state, and its leaderboard row's recipe and scores in
+    ``dermoscopy.json``. Raises ``ValueError`` when ``results`` has no ok row for the run."""
+    from kseg import leaderboard, transfer
+
+    run_dir = Path(run_dir)
+    model = transfer.load_source(run_dir)
+    config_hash = json.loads((run_dir / "config.json").read_text())["config_hash"]
+    rows = leaderboard.read(results)
+    row = rows[(rows["config_hash"] == config_hash) & (rows["status"] == "ok")]
+    if row.empty:
+        raise ValueError(f"the ready model expects a run with an ok row in {results}. Received: {run_dir}")
+    row = row.iloc[-1]
+    with tempfile.TemporaryDirectory() as tmp:  # saved whole before it replaces the committed file
+        saved = Path(tmp) / READY_MODEL.name
+        model.save(saved)
+        shutil.move(saved, READY_MODEL)
+    facts = {field: row[field].item() if hasattr(row[field], "item") else row[field] for field in PROVENANCE_FIELDS}
+    facts.update(recipe=leaderboard.recipe(row), bytes=READY_MODEL.stat().st_size)
+    PROVENANCE.write_text(json.dumps(facts, indent=1) + "\n")
+    return READY_MODEL
+
+
+__all__ = ["READY_MODEL", "PROVENANCE", "ready_model", "provenance", "install"]
