@@ -152,7 +152,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "the split stratified by source (repeatable); the row adds test_iou_source_<name> per source. "
         "Fraction split sizes (--split 0.5,0.25,0.25) scale with the joined data",
     )
-    start = p.add_argument_group('start from another dataset (README, "Start from another dataset")')
+    start = p.add_argument_group("start from another dataset (docs/transfer.md)")
     start.add_argument(
         "--pretrain-on",
         type=_external,
@@ -180,7 +180,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     out.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
     out.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    scale = p.add_argument_group('scaling out (README, "Scaling out")')
+    scale = p.add_argument_group("scaling out (docs/scaling.md)")
     scale.add_argument(
         "--executor",
         default="local",
@@ -700,7 +700,7 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--csv", help="append the summary rows here (and write STEM_RUN_per_image.csv with --per-image)")
     p = parsers["leaderboard"]
     p.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
-    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in docs/results.md)")
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
