@@ -780,14 +780,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m kseg") -> int
     return command(args, parser)
 
 
-def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
-    """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
+def build_grid_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=COMMANDS["grid"][1][0].upper() + COMMANDS["grid"][1][1:] + ".",
         formatter_class=_formatter,
     )
     add_grid_arguments(parser)
+    return parser
+
+
+def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
+    """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
+    parser = build_grid_parser(prog)
     return grid_command(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
 
 
@@ -804,6 +809,7 @@ __all__ = [
     "leaderboard_command",
     "COMMANDS",
     "build_parser",
+    "build_grid_parser",
     "main",
     "run_grid_command",
 ]

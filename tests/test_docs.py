@@ -64,3 +64,81 @@ def test_each_leaderboard_table_is_what_its_command_prints(page, at, kind, comma
 
 def test_the_pages_mark_their_leaderboard_tables():
     assert len(list(_markers())) >= 10
+
+
+# ----- every command of a bash block parses (nothing runs: most need PH2 or a trained model) -----
+
+
+def _bash_commands():
+    """(page, argv) for each ``python -m kseg ...`` / ``python run_all.py ...`` of a ```bash block."""
+    for page in PAGES:
+        for block in re.findall(r"^```bash\n(.*?)^```", page.read_text(), flags=re.S | re.M):
+            variables = {}
+            for line in block.replace("\\\n", " ").splitlines():
+                for name, value in variables.items():
+                    line = line.replace(f"${name}", value)
+                lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+                lexer.whitespace_split = True
+                words = list(lexer)
+                if len(words) == 1 and re.fullmatch(r"\w+=.*", words[0]):
+                    name, value = words[0].split("=", 1)
+                    variables[name] = value
+                    continue
+                command = []
+                for word in [*words, ";"]:
+                    if word not in ("&&", "||", ";", "|"):
+                        command.append(word)
+                        continue
+                    while command and re.fullmatch(r"\w+=.*", command[0]):  # KSEG_PH2_DIR=... python ...
+                        command.pop(0)
+                    if command[:3] == ["python", "-m", "kseg"] or command[:2] == ["python", "run_all.py"]:
+                        yield page, command
+                    command = []
+
+
+COMMANDS = list(_bash_commands())
+
+
+@pytest.mark.parametrize("page, command", [pytest.param(p, c, id=f"{p.name}:{' '.join(c)[:60]}") for p, c in COMMANDS])
+def test_each_command_in_the_pages_parses(page, command):
+    if command[1] == "run_all.py":
+        parser, argv = cli.build_grid_parser(), command[2:]
+    else:
+        parser, argv = cli.build_parser(), command[3:]
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        try:
+            parser.parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{page.name}: `{' '.join(command)}` does not parse: {errors.getvalue()}")
+
+
+def test_the_pages_name_their_commands():
+    assert {c[1] if c[1] == "run_all.py" else c[3] for _, c in COMMANDS} >= {
+        "run_all.py",
+        "predict",
+        "evaluate",
+        "export",
+        "leaderboard",
+    }
+
+
+# ----- every relative link points at a file (and a heading, where it names one) -----
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_every_relative_link_resolves(page):
+    for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        linked = (page.parent / path).resolve() if path else page
+        assert linked.exists(), f"{page.name}: a link to {target}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.*)$", linked.read_text(), flags=re.M)
+            assert anchor in map(_slug, headings), f"{page.name}: a link to {target}, a heading it lacks"
