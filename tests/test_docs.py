@@ -66,6 +66,29 @@ def test_the_pages_mark_their_leaderboard_tables():
     assert len(list(_markers())) >= 10
 
 
+RECIPE = "128px w16 {epochs}ep cosine wu2 lr0.001 refine=auto val/2 fastbn"
+# The README's results table, column by column: the leaderboard group each kseg column shows.
+README_COLUMNS = {
+    "`paper`": "python -m kseg leaderboard --markdown --preset paper",
+    "`cpu`": f'python -m kseg leaderboard --markdown --dataset ph2 --preset cpu --recipe "{RECIPE.format(epochs=32)}"',
+    "`cpu`, fine-tuned from ISIC": "python -m kseg leaderboard --markdown --dataset ph2 --preset cpu "
+    f'--recipe "{RECIPE.format(epochs=16)} init=isic2018_train"',
+}
+
+
+def test_the_readme_results_table_is_the_leaderboard(monkeypatch):
+    monkeypatch.chdir(REPO)
+    readme = (REPO / "README.md").read_text()
+    shown = _table(readme[readme.index("## Results on PH2") :])
+    for column, command in README_COLUMNS.items():
+        groups = {f"{row['model']} + {row['loss']}": row for row in _table(_leaderboard(command))}
+        for row in shown:
+            group = groups[row["pair"]]
+            assert row[column] == group["test IoU"] + ("" if group["n"] == "3" else f" (n={group['n']})"), (
+                f"README.md: {row['pair']} under {column}"
+            )
+
+
 # ----- every command of a bash block parses (nothing runs: most need PH2 or a trained model) -----
 
 
