@@ -65,7 +65,7 @@ JIT_NOTE = "torch: --jit on runs torch.compile (Keras's jit_compile=True; --jit 
 # (at least one step), timed steps until --budget B = 5 s (at least 3), the same for inference
 # (~1/3 of a train step). With a train step s <= B/3 that is about F + 2 x (1.5 B + 2 s) per
 # model and config. The default grid on a bf16 CPU is 8 configs x 3 models + 3 twin runs of
-# 4 modes: measured 784 s on this repo's 2-core EPYC (BENCHMARKS.md). On a CPU without bf16 the
+# 4 modes: measured 784 s on this repo's 2-core EPYC (docs/benchmarks.md). On a CPU without bf16 the
 # bf16 half is skipped (4 configs x 3 models + 2 fp32 twin modes), so a CPU 2.5x slower than that
 # one (a train step of unet at batch 16 ~5.5 s, so 3 timed steps ~17 s, F ~15 s): about
 # 12 x 47 s + 4 x 10 s imports + 3 x 2 x 22 s twin + ~10 s peak ~ 750 s. Anything slower is cut
@@ -353,7 +353,7 @@ def build_table(rows: list[dict], refs: dict, peak: dict, second: dict | None = 
 
 
 def markdown_rows(df: pd.DataFrame) -> str:
-    """The BENCHMARKS.md result table (GitHub markdown), one line per config."""
+    """The docs/benchmarks.md result table (GitHub markdown), one line per config."""
     header = (
         "| size | batch | model | backend | precision | jit | train img/s | infer img/s | "
         "train x torch best | infer x torch best | ONNX Runtime infer img/s | x torch best | "
@@ -538,7 +538,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="time for the matmul peak of each dtype (sizes grow from 512 while it lasts)",
     )
     p.add_argument("--out", type=Path, help="write every row, the native runs and the peak as JSON")
-    p.add_argument("--markdown", action="store_true", help="print the BENCHMARKS.md table rows")
+    p.add_argument("--markdown", action="store_true", help="print the docs/benchmarks.md table rows")
     args = p.parse_args(argv)
     args.backends = list(BACKENDS) if "all" in args.backends else list(dict.fromkeys(args.backends))
     args.sizes = args.sizes or [args.image_size]

@@ -1,5 +1,5 @@
 """Training and inference speed of any kseg models at one shape, on the active Keras backend:
-the README's table of encoders and decoders. (``bench.py`` compares the seed networks with
+the speed table of docs/models.md. (``bench.py`` compares the seed networks with
 native PyTorch across backends; this is the quick per-model view.)
 
     python benchmarks/model_speed.py unet fpn:mobilenetv2 --image-size 128 --base 16 --batch 8

@@ -171,7 +171,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "test_iou_source_<name>; the data's test split stays the row's test_iou. --preset dermoscopy: default "
         "$KSEG_ISIC2018_TRAIN_DIR",
     )
-    start = p.add_argument_group('start from another dataset (README, "Start from another dataset")')
+    start = p.add_argument_group("start from another dataset (docs/transfer.md)")
     start.add_argument(
         "--pretrain-on",
         type=_external,
@@ -196,7 +196,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     out.add_argument("--output", default="runs", help="folder for each run's model, curves and pictures")
     out.add_argument("--force", action="store_true", help="rerun configs that already have an ok row")
     out.add_argument("--quiet", action="store_true", help="no per-epoch lines")
-    scale = p.add_argument_group('scaling out (README, "Scaling out")')
+    scale = p.add_argument_group("scaling out (docs/scaling.md)")
     scale.add_argument(
         "--executor",
         default="local",
@@ -767,7 +767,7 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     p.add_argument("--csv", help="append the summary rows here (and write STEM_RUN_per_image.csv with --per-image)")
     p = parsers["leaderboard"]
     p.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
-    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in the README)")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in docs/results.md)")
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
@@ -847,14 +847,19 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m kseg") -> int
     return command(args, parser)
 
 
-def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
-    """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
+def build_grid_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description=COMMANDS["grid"][1][0].upper() + COMMANDS["grid"][1][1:] + ".",
         formatter_class=_formatter,
     )
     add_grid_arguments(parser)
+    return parser
+
+
+def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
+    """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
+    parser = build_grid_parser(prog)
     return grid_command(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
 
 
@@ -871,6 +876,7 @@ __all__ = [
     "leaderboard_command",
     "COMMANDS",
     "build_parser",
+    "build_grid_parser",
     "main",
     "run_grid_command",
 ]

@@ -42,8 +42,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         schedule="plateau",
     ),
     # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 Zen 4 cores with bf16
-    # (an AVX2-only Zen 3 takes 6-10 minutes a run: BENCHMARKS.md). README, "The cpu preset's
-    # ablation", measures each setting alone and what this budget costs in IoU.
+    # (an AVX2-only Zen 3 takes 6-10 minutes a run: docs/benchmarks.md). docs/results.md, "The cpu
+    # preset's ablation", measures each setting alone and what this budget costs in IoU.
     "cpu": dict(
         image_size=128,
         eval_size=256,
@@ -516,7 +516,7 @@ def _hash(payload: dict[str, Any]) -> str:
 def resolve_precision(precision: str = "auto") -> str:
     """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
     AVX512-BF16/AMX, where TensorFlow trained 1.3-1.7x and Keras-on-torch 1.3-2.1x faster than in
-    float32, at the same IoU: BENCHMARKS.md), else float32. JAX stays float32 on a CPU: there
+    float32, at the same IoU: docs/benchmarks.md), else float32. JAX stays float32 on a CPU: there
     its bf16 trained at 0.91-1.06x its float32 speed, no gain for the lost precision."""
     if precision not in PRECISIONS:
         raise unknown_name("precision", precision, PRECISIONS)
@@ -533,7 +533,7 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
     """``auto``: on for JAX (it always compiles); for TensorFlow on a GPU and on a CPU without bf16
     hardware, where XLA trained float32 at 1.27-1.58x the speed of TensorFlow's own kernels (a
     2-core AVX2 EPYC); off for TensorFlow on a CPU with bf16, where XLA trained at 0.53-0.92x of
-    them (BENCHMARKS.md), and for PyTorch, whose torch.compile costs minutes per model (139 s for
+    them (docs/benchmarks.md), and for PyTorch, whose torch.compile costs minutes per model (139 s for
     U-Net on the AVX2 EPYC) and breaks on some ops."""
     if isinstance(jit_compile, bool):
         return jit_compile

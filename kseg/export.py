@@ -361,7 +361,7 @@ class OpenVinoEngine(_ExportedEngine):
 
     OpenVINO reads the ONNX file itself and compiles it once per batch size it is given: a
     static shape lets it plan every layer for that shape (the dynamic-batch graph was slower in
-    a trial on the CPU of BENCHMARKS.md). It compiles for latency, one stream on all cores,
+    a trial on the CPU of docs/benchmarks.md). It compiles for latency, one stream on all cores,
     since a call predicts one batch (its throughput mode splits the cores into streams that each
     want a batch of their own).
 

@@ -32,7 +32,7 @@ def _first_max_positions(x, pooled, pool_size: int):
     other element 0; a max-pool of the codes then picks the first matching offset, so ties go to
     exactly one position, as argmax does. The comparison runs on the free reshape
     ``(B, h, p, w, p, C)`` and the pick on the backend's max-pool kernel: no strided slices and
-    no 6-D transpose, which cost TensorFlow 7x more here (BENCHMARKS.md, "Where the time goes").
+    no 6-D transpose, which cost TensorFlow 7x more here (docs/benchmarks.md, "Where the time goes").
     A window without a match (NaN input) gets offset 0.
     """
     p = pool_size
@@ -115,7 +115,7 @@ class MaxUnpooling2D(layers.Layer):
         self.pool_size = int(pool_size)
 
     def call(self, inputs, training=None):
-        # Two formulations of the same values (BENCHMARKS.md, benchmarks/unpool_step.py), both
+        # Two formulations of the same values (docs/benchmarks.md, benchmarks/unpool_step.py), both
         # comparing each window's position, (B, h, 1, w, 1, C), with the offsets (1, 1, p, 1, p, 1)
         # so that the (B, h, p, w, p, C) result is the output image by a free reshape, with no
         # one-hot and no 6-D transpose. Training repeats the values over their windows, whose

@@ -1,7 +1,7 @@
 """Suite-wide test options.
 
 ``backend_independent``: a test whose outcome does not depend on the Keras backend (the
-leaderboard file, data loading and splits, the README, numpy-only scores, the PyTorch twin).
+leaderboard file, data loading and splits, the README and docs/, numpy-only scores, the PyTorch twin).
 CI runs the suite once per backend; such tests run only in the PyTorch pass (and when
 ``KERAS_BACKEND`` is unset: a plain ``pytest`` runs everything) and are deselected under
 ``KERAS_BACKEND=tensorflow`` or ``jax``, so they are not run three times. PyTorch, because its

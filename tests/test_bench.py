@@ -261,7 +261,7 @@ def test_twin_flop_count_equals_the_keras_layers(twin, name):
 
 @pytest.mark.backend_independent
 def test_twin_flops_at_base_32_are_the_documented_ones(twin):
-    """BENCHMARKS.md: segnet 3.804, unet 6.975, unet2 6.170 forward GFLOPs per 128-px image."""
+    """docs/benchmarks.md: segnet 3.804, unet 6.975, unet2 6.170 forward GFLOPs per 128-px image."""
     assert [round(twin.forward_gflops(n, 128, 32, 4), 3) for n in MODELS] == [3.804, 6.975, 6.170]
 
 

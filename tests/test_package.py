@@ -87,8 +87,20 @@ def test_import_without_the_backend_installed_names_the_extras(backend):
 
 def test_the_version_is_declared_once_and_the_package_is_typed():
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'version = { attr = "kseg.__version__" }' in pyproject and not (REPO / "setup.cfg").exists()
+    assert 'version = { attr = "kseg.__version__" }' in pyproject
     assert (REPO / "kseg" / "py.typed").exists()
+
+
+def test_setup_cfg_holds_pytest_options_alone_and_pytest_reads_them(request):
+    import configparser
+
+    setup_cfg = configparser.ConfigParser()
+    setup_cfg.read(REPO / "setup.cfg")
+    # No [metadata] or [options]: the package is described once, in pyproject.toml, and pytest would
+    # read a [tool.pytest.ini_options] there before setup.cfg.
+    assert setup_cfg.sections() == ["tool:pytest"]
+    assert "[tool.pytest" not in (REPO / "pyproject.toml").read_text()
+    assert request.config.inipath == REPO / "setup.cfg"
 
 
 def test_every_public_module_declares_its_public_api():

@@ -1,5 +1,5 @@
 """CI must run what the README tells a user to run (the two stay word for word the same), and the
-README's Python example runs."""
+Python examples of the README and docs/python.md run."""
 
 import re
 from pathlib import Path
@@ -29,18 +29,16 @@ def test_ci_runs_the_readme_test_command_per_backend():
     assert "`KERAS_BACKEND=<backend> python -m pytest -q -n 2`" in (REPO / "README.md").read_text()
 
 
-# ----- the README's Python example runs (on the synthetic set, shrunk to seconds) ------------
+# ----- docs/python.md's example runs (on the synthetic set, shrunk to seconds) ------------
 
 
-def _readme_python_example() -> str:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Use it from Python", 1)[1]
-    match = re.search(r"```python\n(.*?)```", section, flags=re.S)
-    assert match, "README.md: no ```python block under '## Use it from Python'"
+def _python_page_example() -> str:
+    match = re.search(r"```python\n(.*?)```", (REPO / "docs" / "python.md").read_text(), flags=re.S)
+    assert match, "docs/python.md: no ```python block"
     return match.group(1)
 
 
-# (README text, what the test runs instead): each must occur, so a README edit shows up here.
+# (the page's text, what the test runs instead): each must occur, so an edit of the page shows up here.
 SHRINK = [
     ("image_size=256", "image_size=32"),
     ("input_shape=(256, 256, 3)", "input_shape=(32, 32, 3)"),
@@ -49,14 +47,14 @@ SHRINK = [
 ]
 
 
-def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+def test_the_python_page_example_runs(tmp_path, monkeypatch):
     import keras
 
     import kseg
 
-    code = _readme_python_example()
+    code = _python_page_example()
     for old, new in SHRINK:
-        assert old in code, f"the README example no longer says {old!r}; update SHRINK"
+        assert old in code, f"the docs/python.md example no longer says {old!r}; update SHRINK"
         code = code.replace(old, new)
     assert "256" not in code and "load_ph2" in code
 
@@ -70,7 +68,7 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch):
     monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     namespace: dict = {}
-    exec(compile(code, "README.md (Use it from Python)", "exec"), namespace)
+    exec(compile(code, "docs/python.md", "exec"), namespace)
     assert loaded == [32]
     assert len(namespace["parts"].train) == 100 and len(namespace["parts"].val) == 50
     saved = tmp_path / "segnet.keras"
@@ -88,7 +86,7 @@ def test_the_readme_new_decoder_example_builds_once_registered(monkeypatch):
     from kseg import models
     from kseg.models import decoders
 
-    section = (REPO / "README.md").read_text().split("### Add an architecture", 1)[1]
+    section = (REPO / "README.md").read_text().split("## Add an architecture", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     namespace: dict = {}
     exec(compile(code, "README.md (Add an architecture)", "exec"), namespace)

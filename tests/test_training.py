@@ -55,7 +55,7 @@ def test_build_model_applies_policy_and_jit(monkeypatch):
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA by default is TensorFlow's CPU choice")
 def test_tensorflow_on_a_cpu_without_bf16_trains_under_xla_by_default_as_without(monkeypatch, tiny_data):
-    """``jit_compile="auto"`` on a CPU without bf16 hardware is XLA under TensorFlow (BENCHMARKS.md:
+    """``jit_compile="auto"`` on a CPU without bf16 hardware is XLA under TensorFlow (docs/benchmarks.md:
     1.3-1.6x faster steps on an AVX2 EPYC), and its steps give the losses TensorFlow's own kernels
     give. SegNet: its pooling positions and unpooling are the ops only kseg adds (U-Net's and
     U-Net-2's convolutions train under XLA in the benchmark; 20-35 s each here to compile)."""

@@ -65,7 +65,7 @@ class Encoder:
         name: the registry name (``--models DECODER:ENCODER``).
         build: ``build(image, options) -> Features``.
         total_stride: ``total_stride(options)``: what the input's height and width must divide by.
-        family: what the README's table groups it under.
+        family: what the encoder table of docs/models.md groups it under.
         check_installed: raises ImportError, saying what to install, where the encoder needs an
             optional package that is missing.
     """
@@ -86,7 +86,7 @@ class Decoder:
         build: ``build(features, options) -> features at stride 1`` (the shared 1x1 logit head
             follows).
         default_encoder: the encoder ``build(name)`` pairs it with when none is named.
-        summary: one line for the README's table.
+        summary: one line for the decoder table of docs/models.md.
     """
 
     name: str
