@@ -10,8 +10,7 @@ import contextlib
 import os
 import sys
 
-# Before the imports: kseg.config reads it into every run's identity.
-__version__ = "0.3.0"
+from kseg._version import __version__
 
 
 @contextlib.contextmanager
@@ -72,6 +71,7 @@ from kseg import (  # noqa: E402
     models,
     optimizers,
     predict,
+    pretrained,
     quantize,
     refine,
     run,
@@ -99,6 +99,7 @@ __all__ = [
     "models",
     "optimizers",
     "predict",
+    "pretrained",
     "quantize",
     "refine",
     "run",

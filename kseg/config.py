@@ -20,9 +20,9 @@ from typing import Any, Callable
 
 import keras
 
-from kseg import __version__ as KSEG_VERSION
 from kseg import device
 from kseg._errors import invalid_value, unknown_name
+from kseg._version import __version__ as KSEG_VERSION
 from kseg.layers import BATCH_NORMALIZATIONS
 
 # Each preset is a complete set of RunConfig defaults; flags override single fields.

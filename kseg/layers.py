@@ -115,7 +115,7 @@ class MaxUnpooling2D(layers.Layer):
         self.pool_size = int(pool_size)
 
     def call(self, inputs, training=None):
-        # Two formulations of the same values (docs/benchmarks.md, benchmarks/unpool_step.py), both
+        # Two formulations of the same values (docs/benchmarks.md, benchmarks/probes/unpool_step.py), both
         # comparing each window's position, (B, h, 1, w, 1, C), with the offsets (1, 1, p, 1, p, 1)
         # so that the (B, h, p, w, p, C) result is the output image by a free reshape, with no
         # one-hot and no 6-D transpose. Training repeats the values over their windows, whose

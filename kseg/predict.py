@@ -21,7 +21,8 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-import kseg  # noqa: F401  (registers kseg's layers, losses and metrics for load_model)
+# No `import kseg` for load_model's registrations: Python imports the package kseg, whose __init__
+# registers every layer, loss and metric, before any of its modules (an import of kseg here is a circle).
 from kseg import refine
 from kseg._errors import invalid_value, unknown_name
 from kseg.data import load_dataset, load_folder, read_image

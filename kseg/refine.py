@@ -27,19 +27,19 @@ logits, masks = kseg.refine.apply_refinement(model, test_images, kseg.refine.att
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import cv2
 import keras
 import numpy as np
 
 from kseg import metrics
-from kseg._errors import unknown_name
+from kseg._refinement import POSTPROCESS_MODES, TTA_MODES, Refinement, attach, attached, check_mode
+from kseg.models.segmentation_model import as_segmentation_model
 
 __all__ = [
     "TTA_MODES",
@@ -63,63 +63,10 @@ __all__ = [
     "load_model_with_refinement",
 ]
 
-#: TTA modes from cheapest to most expensive (1, 4 and 8 forward passes).
-TTA_MODES = ("none", "flip", "d4")
-#: Post-processing modes from simplest to most involved.
-POSTPROCESS_MODES = ("none", "largest", "fill", "largest+fill")
 #: Name of the zip member of a ``.keras`` file that holds the refinement.
 REFINEMENT_MEMBER = "kseg_refinement.json"
 
-_ATTRIBUTE = "_kseg_refinement"
-
 ArrayFn = Callable[[np.ndarray], np.ndarray]
-
-
-def _check_mode(mode: str, modes: tuple[str, ...], what: str) -> str:
-    if mode not in modes:
-        raise unknown_name(f"{what} mode", mode, modes)
-    return mode
-
-
-@dataclasses.dataclass(frozen=True)
-class Refinement:
-    """A TTA mode and a post-processing mode, applied to a model's predictions.
-
-    Args:
-        tta: one of ``TTA_MODES``.
-        postprocess: one of ``POSTPROCESS_MODES``.
-
-    Example:
-
-    >>> r = Refinement(tta="flip", postprocess="largest")
-    >>> r.describe()
-    'tta=flip,post=largest'
-    >>> Refinement.from_dict(r.to_dict()) == r
-    True
-    """
-
-    tta: str = "none"
-    postprocess: str = "none"
-
-    def __post_init__(self) -> None:
-        _check_mode(self.tta, TTA_MODES, "TTA")
-        _check_mode(self.postprocess, POSTPROCESS_MODES, "post-processing")
-
-    def to_dict(self) -> dict[str, str]:
-        """A JSON-friendly dict, the inverse of ``from_dict``."""
-        return {"tta": self.tta, "postprocess": self.postprocess}
-
-    @classmethod
-    def from_dict(cls, config: dict[str, Any]) -> "Refinement":
-        """Builds a refinement from ``to_dict()``'s output; missing keys take their defaults."""
-        unknown = set(config) - {field.name for field in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"A refinement expects the keys 'tta' and 'postprocess'. Received: {sorted(unknown)}")
-        return cls(**config)
-
-    def describe(self) -> str:
-        """A short label such as ``"tta=d4,post=largest+fill"`` (the keys of the score table)."""
-        return f"tta={self.tta},post={self.postprocess}"
 
 
 # --- Test-time augmentation -------------------------------------------------------------------
@@ -151,7 +98,7 @@ VIEWS = {
 
 def _views(mode: str) -> list[tuple[ArrayFn, ArrayFn]]:
     """The (forward, inverse) transforms of a TTA mode (:data:`VIEWS`), identity first."""
-    _check_mode(mode, TTA_MODES, "TTA")
+    check_mode(mode, TTA_MODES, "TTA")
     return [_dihedral(k, mirror) for k, mirror in VIEWS[mode]]
 
 
@@ -268,7 +215,7 @@ def postprocess(masks: np.ndarray, mode: str) -> np.ndarray:
     >>> binary = (logits >= 0).astype("float32")  # (N, H, W, 1)
     >>> cleaned = postprocess(binary, "largest+fill")
     """
-    _check_mode(mode, POSTPROCESS_MODES, "post-processing")
+    check_mode(mode, POSTPROCESS_MODES, "post-processing")
     masks = np.asarray(masks)
     if masks.ndim == 2:
         return _postprocess_one(masks, mode)
@@ -313,7 +260,7 @@ def binarise(logits: np.ndarray, threshold: float = 0.5, postprocess_mode: str =
 
 def _in_cost_order(modes: tuple[str, ...] | list[str], all_modes: tuple[str, ...], what: str) -> list[str]:
     """The requested modes plus ``"none"``, without repeats, cheapest first."""
-    chosen = {"none"} | {_check_mode(mode, all_modes, what) for mode in modes}
+    chosen = {"none"} | {check_mode(mode, all_modes, what) for mode in modes}
     return [mode for mode in all_modes if mode in chosen]
 
 
@@ -411,23 +358,6 @@ def apply_refinement(
 # --- Persistence ----------------------------------------------------------------------------
 
 
-def attach(model: keras.Model, refinement: Refinement) -> keras.Model:
-    """Remembers ``refinement`` on ``model`` (in memory) and returns the model.
-
-    ``save_with_refinement(model, path)`` writes it into the ``.keras`` file and
-    ``load_model_with_refinement(path)`` attaches it again.
-    """
-    if not isinstance(refinement, Refinement):
-        raise TypeError(f"Expected a Refinement. Received: {type(refinement).__name__}")
-    setattr(model, _ATTRIBUTE, refinement)
-    return model
-
-
-def attached(model: keras.Model) -> Refinement:
-    """The refinement attached to ``model``, or the plain ``Refinement()`` if none is."""
-    return getattr(model, _ATTRIBUTE, None) or Refinement()
-
-
 def save_with_refinement(model: keras.Model, path: str | os.PathLike, refinement: Refinement | None = None) -> None:
     """Saves ``model`` as a :class:`kseg.models.SegmentationModel` whose config holds
     ``refinement`` (default: ``attached(model)``); a plain functional model (an ensemble, a model
@@ -439,8 +369,6 @@ def save_with_refinement(model: keras.Model, path: str | os.PathLike, refinement
     >>> load_refinement("model.keras")
     Refinement(tta='flip', postprocess='largest')
     """
-    from kseg.models.segmentation_model import as_segmentation_model
-
     refinement = attached(model) if refinement is None else refinement
     attach(model, refinement)
     as_segmentation_model(model, refinement=refinement).save(path)

@@ -38,7 +38,9 @@ CONFIG = dict(
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"kseg_bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    """``benchmarks/<name>.py`` as a module (``name`` may be ``probes/<probe>``)."""
+    module_name = "kseg_bench_" + name.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(module_name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -140,7 +142,7 @@ def test_jit_options(backend, choice, expected):
 )
 @pytest.mark.backend_independent
 def test_profile_classifies_tensorflow_ops(event, expected):
-    assert _load("profile_step").keras_kind(event) == expected
+    assert _load("probes/profile_step").keras_kind(event) == expected
 
 
 @pytest.mark.parametrize(
@@ -157,7 +159,7 @@ def test_profile_classifies_tensorflow_ops(event, expected):
 )
 @pytest.mark.backend_independent
 def test_openvino_profile_names_each_node_by_its_layer(node, node_type, expected):
-    assert _load("openvino_layers").layer_kind(node, node_type) == expected
+    assert _load("probes/openvino_layers").layer_kind(node, node_type) == expected
 
 
 @pytest.mark.parametrize(
@@ -184,7 +186,7 @@ def test_openvino_profile_names_each_node_by_its_layer(node, node_type, expected
 )
 @pytest.mark.backend_independent
 def test_profile_classifies_jax_thunks(op_name, instruction, expected):
-    assert _load("profile_step").jax_kind(op_name, instruction) == expected
+    assert _load("probes/profile_step").jax_kind(op_name, instruction) == expected
 
 
 @pytest.mark.parametrize(
@@ -206,7 +208,7 @@ def test_profile_classifies_jax_thunks(op_name, instruction, expected):
 )
 @pytest.mark.backend_independent
 def test_profile_classifies_torch_ops(frames, expected):
-    assert _load("profile_step").torch_kind(frames) == expected
+    assert _load("probes/profile_step").torch_kind(frames) == expected
 
 
 # --- the native PyTorch twin -------------------------------------------------------------------
@@ -463,7 +465,7 @@ def test_missing_reference_is_one_skip_line(bench, monkeypatch, tmp_path, capsys
     assert out.splitlines()[0].startswith("cpu: ")
 
 
-@pytest.mark.parametrize("script", ["bench.py", "profile_step.py", "torch_twin.py"])
+@pytest.mark.parametrize("script", ["bench.py", "probes/profile_step.py", "torch_twin.py"])
 @pytest.mark.slow
 @pytest.mark.backend_independent
 def test_cli_help(script):
@@ -493,3 +495,53 @@ def test_backends_default_to_all_and_models_take_any_kseg_name(bench):
     assert bench.twin_params("fpn:mobilenetv2", 16, 4) is None  # no native twin: its ratio columns stay empty
     with pytest.raises(SystemExit):
         bench.parse_args(["--models", "fpn:resnet5"])
+
+
+PROBES = sorted((REPO / "benchmarks" / "probes").glob("*.py"))
+
+LOAD_PROBES = """
+import importlib.util, json, os, sys
+found = {}
+for path in json.loads(sys.argv[1]):
+    before = list(sys.path)
+    spec = importlib.util.spec_from_file_location("probe_" + os.path.basename(path)[:-3], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # its module-level imports; main() does not run
+    found[path] = dict(
+        added=[os.path.realpath(p) for p in sys.path if p not in before],
+        REPO=os.path.realpath(module.REPO) if hasattr(module, "REPO") else None,
+        HERE=os.path.realpath(module.HERE) if hasattr(module, "HERE") else None,
+    )
+    sys.path[:] = before
+print("RESULT " + json.dumps(found))
+"""
+
+
+def test_the_probes_readme_names_every_probe_and_no_user_benchmark_moved():
+    readme = (REPO / "benchmarks" / "probes" / "README.md").read_text()
+    assert PROBES and all(f"`{path.name}`" in readme for path in PROBES)
+    for kept in ("bench.py", "model_speed.py", "int8_engine.py", "torch_twin.py", "_timing.py", "_worker.py"):
+        assert (REPO / "benchmarks" / kept).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.backend_independent
+def test_every_probe_finds_the_benchmark_helpers_from_its_folder(tmp_path):
+    """Each probe of benchmarks/probes/ loads from another directory, and one that uses
+    benchmarks/'s helpers (_timing, _hardware, torch_twin) puts benchmarks/ on sys.path."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_PROBES, json.dumps([str(p) for p in PROBES])],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = json.loads(done.stdout.split("RESULT ", 1)[1])
+    benchmarks, repo = str((REPO / "benchmarks").resolve()), str(REPO.resolve())
+    for path in PROBES:
+        probe, source = found[str(path)], path.read_text()
+        if any(helper in source for helper in ("from _timing", "from _hardware", "import torch_twin")):
+            assert benchmarks in probe["added"], f"{path.name} does not put benchmarks/ on sys.path"
+        assert probe["REPO"] in (None, repo), path.name
+        assert probe["HERE"] in (None, benchmarks), path.name

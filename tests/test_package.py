@@ -87,7 +87,8 @@ def test_import_without_the_backend_installed_names_the_extras(backend):
 
 def test_the_version_is_declared_once_and_the_package_is_typed():
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'version = { attr = "kseg.__version__" }' in pyproject
+    assert 'version = { attr = "kseg._version.__version__" }' in pyproject
+    assert '__version__ = "' not in (REPO / "kseg" / "__init__.py").read_text(), "kseg/_version.py declares it"
     assert (REPO / "kseg" / "py.typed").exists()
 
 
@@ -131,3 +132,97 @@ def test_every_public_module_declares_its_public_api():
         )
         missing = [name for name in names if name not in defined]
         assert not missing, f"{path.relative_to(REPO)}: __all__ names {missing}, which it does not define"
+
+
+def _kseg_import_graph() -> dict[str, set[str]]:
+    """Module -> the kseg modules it imports, read with ``ast`` from every file under kseg/: the
+    imports at module level and inside functions alike (a lazy import is still an edge)."""
+    import ast
+
+    modules = {}
+    for path in sorted((REPO / "kseg").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        is_package = parts[-1] == "__init__"
+        modules[".".join(parts[:-1] if is_package else parts)] = (path, is_package)
+
+    def imported(node: ast.AST, name: str, is_package: bool) -> list[str]:
+        if isinstance(node, ast.Import):
+            return [alias.name for alias in node.names]
+        if not isinstance(node, ast.ImportFrom):
+            return []
+        base = node.module or ""
+        if node.level:  # from . import x, from .x import y
+            package = name.split(".") if is_package else name.split(".")[:-1]
+            package = package[: len(package) - node.level + 1]
+            base = ".".join(package + ([base] if base else []))
+        # `from kseg import refine` imports the module kseg.refine; `from kseg import build` the package.
+        return [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+
+    graph = {}
+    for name, (path, is_package) in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            for target in imported(node, name, is_package):
+                if target in modules and target != name:
+                    targets.add(target)
+        graph[name] = targets
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan), each as one cycle
+    through it, so the message names the imports to cut."""
+    index, low, stack, on_stack, components = {}, {}, [], set(), []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for target in sorted(graph[node]):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(set(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+
+    def cycle_through(component: set[str]) -> list[str]:
+        start = min(component)
+        paths, seen = [[start]], {start}
+        while paths:  # breadth first: the shortest way back to start inside the component
+            path = paths.pop(0)
+            for target in sorted(graph[path[-1]] & component):
+                if target == start:
+                    return path + [start]
+                if target not in seen:
+                    seen.add(target)
+                    paths.append(path + [target])
+        return sorted(component)
+
+    return [cycle_through(component) for component in components]
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert _cycles(graph) == [["a", "b", "c", "a"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_kseg_modules_import_no_circle():
+    graph = _kseg_import_graph()
+    assert graph["kseg"] >= {"kseg.refine", "kseg.models"}, "the graph should see kseg/__init__.py's imports"
+    cycles = _cycles(graph)
+    assert not cycles, "kseg modules import each other in a circle: " + "; ".join(" -> ".join(c) for c in cycles)

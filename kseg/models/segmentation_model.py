@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import keras
 
+from kseg._refinement import Refinement, attach, attached
+
 
 @keras.saving.register_keras_serializable(package="kseg")
 class SegmentationModel(keras.Model):
@@ -44,19 +46,15 @@ class SegmentationModel(keras.Model):
         self._set_fields(refinement, threshold, architecture)
 
     def _set_fields(self, refinement=None, threshold: float = 0.5, architecture: str = "") -> "SegmentationModel":
-        from kseg import refine
-
         if isinstance(refinement, dict):
-            refinement = refine.Refinement.from_dict(refinement)
-        refine.attach(self, refinement or refine.Refinement())
+            refinement = Refinement.from_dict(refinement)
+        attach(self, refinement or Refinement())
         self.threshold, self.architecture = float(threshold), architecture
         return self
 
     @property
     def refinement(self):
-        from kseg import refine
-
-        return refine.attached(self)
+        return attached(self)
 
     def get_config(self) -> dict:
         return {
@@ -78,12 +76,10 @@ def as_segmentation_model(model: keras.Model, **fields) -> SegmentationModel:
     """``model`` if it is a :class:`SegmentationModel`, else one over its graph (the same layers
     and weights: an ensemble, or a model of kseg 0.3), with ``fields`` (``refinement``,
     ``threshold``, ``architecture``) set; the others keep their values."""
-    from kseg import refine
-
     if isinstance(model, SegmentationModel):
         current = dict(refinement=model.refinement, threshold=model.threshold, architecture=model.architecture)
     else:
-        current = dict(refinement=refine.attached(model))
+        current = dict(refinement=attached(model))
         model = SegmentationModel(model.inputs, model.outputs, name=model.name)
     return model._set_fields(**{**current, **fields})
 

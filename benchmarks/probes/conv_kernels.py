@@ -2,7 +2,7 @@
 """One 3x3 convolution's forward, weight-gradient and input-gradient op, timed alone in
 TensorFlow and in PyTorch (bf16, channels-last), at the levels of kseg's ``cpu``-preset U-Net.
 
-    python benchmarks/conv_kernels.py            # runs itself once per framework, one process each
+    python benchmarks/probes/conv_kernels.py            # runs itself once per framework, one process each
 
 Separates what the per-layer profile cannot: whether TensorFlow's convolution ops are slower on
 their own, or only when it runs two ops at once. Each figure is the median of 20 calls after 3
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/: _timing, _hardware
 sys.path.insert(0, str(HERE))
 
 #: (batch, height = width, in channels = out channels): the cpu preset's levels at batch 8.

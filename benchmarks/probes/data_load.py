@@ -1,6 +1,6 @@
 """Time loading all of PH2 at 256x256: cold (empty cache dir) and warm (from the .npz cache).
 
-Usage: python benchmarks/data_load.py [PH2_DIR]   (default: ../shared/data/ph2 next to the repo)
+Usage: python benchmarks/probes/data_load.py [PH2_DIR]   (default: ../shared/data/ph2 next to the repo)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main() -> None:
-    default = Path(__file__).resolve().parents[2] / "shared" / "data" / "ph2"
+    default = Path(__file__).resolve().parents[3] / "shared" / "data" / "ph2"
     ph2_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     with tempfile.TemporaryDirectory() as cache:
         os.environ["KSEG_CACHE_DIR"] = cache  # empty cache: the first load decodes everything

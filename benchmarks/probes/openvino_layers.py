@@ -9,7 +9,8 @@ one batch of ``--batch`` with ``PERF_COUNT`` on and called ``--steps`` times aft
 each executed node's ``real_time`` is summed per layer kind (from the Keras layer name the node
 carries: conv, batchnorm, pooling positions, unpooling, ...) and per OpenVINO node type.
 
-    KSEG_PH2_DIR=../shared/data/ph2 python benchmarks/openvino_layers.py --runs runs/segnet-bce-seed0-532467d79187
+    KSEG_PH2_DIR=../shared/data/ph2 python benchmarks/probes/openvino_layers.py \
+        --runs runs/segnet-bce-seed0-532467d79187
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(HERE))  # benchmarks/: _hardware
+sys.path.insert(0, str(HERE.parent))  # the repo: kseg
 
 # Layer kind from the kseg layer scope inside an OpenVINO node name (tf2onnx and OpenVINO keep
 # TensorFlow's: ``segnet_1/enc0_pool_1/MaxPool2d__44``); the first match wins. A pool layer's

@@ -4,7 +4,7 @@ values broadcast over their windows, its inference path; repeated over them, its
 against the one they replaced (kseg 0.3.0: a one-hot of the positions times the values, then a
 6-D transpose back to an image), forward alone and forward + backward, each in a ``tf.function``.
 
-    python benchmarks/unpool_step.py
+    python benchmarks/probes/unpool_step.py
 
 Shapes are the unpooled outputs of the ``cpu`` preset's first two levels (batch 8, base 16) and
 of the default benchmark shape's first level (batch 16, base 32). Medians of 20 calls after 3
@@ -19,8 +19,8 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo: kseg
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: _timing, _hardware
 
 import numpy as np  # noqa: E402
 from _timing import median_seconds  # noqa: E402

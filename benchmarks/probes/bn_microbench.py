@@ -9,9 +9,9 @@ torch, on for JAX) alternately in one process, A B, B A, A B, ..., so that whate
 machine is doing slows both alike. Prints the median step time of each after warm-up and the
 median of the per-pair ratios fast / keras (below 1: the fast layer is faster).
 
-    python benchmarks/bn_microbench.py                       # TensorFlow, bf16 and fp32
-    python benchmarks/bn_microbench.py --backend jax --steps 10
-    python benchmarks/bn_microbench.py --layers bn           # BN layers only, no convolutions
+    python benchmarks/probes/bn_microbench.py                       # TensorFlow, bf16 and fp32
+    python benchmarks/probes/bn_microbench.py --backend jax --steps 10
+    python benchmarks/probes/bn_microbench.py --layers bn           # BN layers only, no convolutions
 
 ``--layers bn`` drops the convolutions (``k`` BN layers on a ``base``-channel input, then the
 logit), so the ratio is BN's own; ``conv`` (the default) shows what it is worth in a network.
@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse_args(argv=None):

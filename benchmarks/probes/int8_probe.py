@@ -7,7 +7,7 @@ as ``python -m kseg export`` does, quantises each with NNCF's post-training quan
 OpenVINO on the float export (precision auto: bf16 on a CPU with bf16 hardware) against the int8
 model, by the benchmark's timing rule, in this one process (TensorFlow exports in a subprocess).
 
-    python benchmarks/int8_probe.py --base 16 --batch 8
+    python benchmarks/probes/int8_probe.py --base 16 --batch 8
 
 It measures speed only: with random weights and random calibration images it says nothing about
 accuracy, which a real int8 engine would have to show on a labelled test split. Needs
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1]  # benchmarks/: _timing, _hardware
 sys.path.insert(0, str(HERE))
 
 from _timing import median_seconds  # noqa: E402

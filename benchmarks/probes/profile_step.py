@@ -10,9 +10,9 @@ metadata of XLA's dumped, optimised HLO; ``torch.profiler`` for the native netwo
 layer kind (conv, batchnorm, relu, down-/up-sampling, concat, loss, optimizer, ...) and direction
 (forward, backward), so the two columns can be compared line by line.
 
-    python benchmarks/profile_step.py --model unet                 # 128 px, base 32, batch 16, bf16
-    python benchmarks/profile_step.py --model unet --out benchmarks/profile_unet.json
-    python benchmarks/profile_step.py --model unet --keras-backends tensorflow jax --precision auto
+    python benchmarks/probes/profile_step.py --model unet                 # 128 px, base 32, batch 16, bf16
+    python benchmarks/probes/profile_step.py --model unet --out benchmarks/probes/profile_unet.json
+    python benchmarks/probes/profile_step.py --model unet --keras-backends tensorflow jax --precision auto
 
 Keras runs as kseg's CPU default (mixed_bfloat16, XLA off; JAX always compiles); with
 ``--precision auto`` each Keras backend runs at kseg's ``precision=auto`` for it (JAX: float32).
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "benchmarks"
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))  # torch_twin

@@ -8,7 +8,7 @@ concatenation) once per data format from Keras layers, and times ``train_on_batc
 ``predict_on_batch`` under ``KERAS_BACKEND=torch`` beside the native twin
 (``torch_twin.py``, bf16 channels-last, the benchmark's reference) in the same process.
 
-    KERAS_BACKEND=torch python benchmarks/channels_first_probe.py --steps 8 --warmup 3
+    KERAS_BACKEND=torch python benchmarks/probes/channels_first_probe.py --steps 8 --warmup 3
 
 Prints one JSON object: img/s per variant and each as a ratio to the native twin.
 """
@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from keras import layers
 
-sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # benchmarks/: _timing, torch_twin
 from _timing import median_seconds  # noqa: E402
 
 

@@ -1,0 +1,156 @@
+"""Comparing recipes of one model and loss: the ablation table of every recipe it was trained with
+(``recipe_comparison``) and two recipes paired run by run on the same splits, with a paired
+per-image bootstrap where per-image scores exist (``paired_comparison``).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kseg.leaderboard.summary import _spread, latest_ok_rows, with_groups
+
+__all__ = [
+    "recipe_comparison",
+    "paired_comparison",
+]
+
+
+def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | None = None) -> str:
+    """A Markdown table of every recipe one model + loss pair was trained with (the ablation):
+    per group, mean +- std over seeds of validation and test IoU, before and after the run's
+    refinement (chosen on validation), and minutes per run (training, refinement, scoring)."""
+    rows = table[(table["model"] == model) & (table["loss"] == loss)]
+    if preset:
+        rows = rows[rows["preset"] == preset]
+    ok = with_groups(latest_ok_rows(rows))
+    if ok.empty:
+        return "No completed runs yet."
+    ok["val_plain"] = ok["val_iou_plain"].fillna(ok["val_iou"])
+    ok["val_refined"] = ok["val_iou_refined"].fillna(ok["val_plain"])
+    ok["test_plain"] = ok["test_iou_plain"].fillna(ok["test_iou"])
+    ok["minutes"] = ok["run_seconds"].fillna(ok["train_seconds"]) / 60
+    metrics = ("val_plain", "val_refined", "test_plain", "test_iou", "minutes")
+    grouped = ok.groupby("group", sort=False)
+    header = [
+        "recipe",
+        "device",
+        "precision",
+        "n",
+        "val IoU",
+        "val IoU refined",
+        "test IoU",
+        "test IoU refined",
+        "min/run",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    summary = grouped[["recipe", "device", "precision"]].first().join(grouped["seed"].count().rename("n"))
+    for m in metrics:
+        summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
+    for r in summary.sort_values("test_iou", ascending=False).itertuples():
+        cells = (
+            [r.recipe, r.device, r.precision, str(r.n)]
+            + [_spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics[:-1]]
+            + [f"{r.minutes:.1f}"]
+        )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def paired_comparison(
+    table: pd.DataFrame,
+    base_recipe: str,
+    new_recipe: str,
+    metric: str = "test_iou",
+    per_image: pd.DataFrame | None = None,
+) -> str:
+    """A Markdown table of two recipes run on the same splits, paired by (dataset, model, loss,
+    seed, split seed, fold): per pair of model and loss, each recipe's mean +- std of ``metric``
+    over its runs, the mean +- std of the per-run difference (new - base) and how many runs
+    gained, then one line over all pairs. Runs without a partner are left out and counted.
+
+    With ``per_image`` scores (:func:`read_per_image`) and the test IoU, each pair also gets the
+    per-image test: the mean of the differences on the images both recipes scored in the same
+    split, its 95% interval and p-value by a paired bootstrap resampling images within splits
+    (:func:`kseg.stats.paired_bootstrap`), Holm-adjusted over the pairs compared
+    (:func:`kseg.stats.holm`)."""
+    rows = with_groups(latest_ok_rows(table))
+    rows = rows.assign(fold=rows["fold"].fillna(0) if "fold" in rows else 0)
+    key = ["dataset", "model", "loss", "seed", "split_seed", "fold"]
+    base = rows[rows["recipe"] == base_recipe].drop_duplicates(key, keep="last")
+    new = rows[rows["recipe"] == new_recipe].drop_duplicates(key, keep="last")
+    if base.empty or new.empty:
+        missing = base_recipe if base.empty else new_recipe
+        return f"No ok rows of the recipe {missing!r}."
+    joined = base[key + [metric, "config_hash"]].merge(
+        new[key + [metric, "config_hash"]], on=key, suffixes=("_base", "_new")
+    )
+    joined["gain"] = joined[f"{metric}_new"] - joined[f"{metric}_base"]
+    grouped = joined.groupby(["model", "loss"], sort=False)
+    order = grouped[f"{metric}_new"].mean().sort_values(ascending=False).index
+    tests = _per_image_pair_tests(grouped, order, per_image) if per_image is not None and metric == "test_iou" else {}
+    header = ["model", "loss", "n", f"base {metric}", f"new {metric}", "gain", "runs gained"]
+    if tests:
+        header += ["per-image gain [95% CI]", "images", "p (Holm)"]
+    lines = [
+        f"base: `{base_recipe}`; new: `{new_recipe}`",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for model, loss in order:
+        g = grouped.get_group((model, loss))
+        cells = [
+            model,
+            loss,
+            str(len(g)),
+            _spread(g[f"{metric}_base"].mean(), g[f"{metric}_base"].std()),
+            _spread(g[f"{metric}_new"].mean(), g[f"{metric}_new"].std()),
+            f"{g['gain'].mean():+.3f}" + ("" if len(g) < 2 else f" +- {g['gain'].std():.3f}"),
+            f"{int((g['gain'] > 0).sum())} of {len(g)}",
+        ]
+        if tests:
+            test = tests.get((model, loss))
+            cells += (
+                [f"{test['mean']:+.3f} [{test['lo']:+.3f}, {test['hi']:+.3f}]", str(test["images"]), f"{test['p']:.3g}"]
+                if test
+                else ["-", "0", "-"]
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    unpaired = len(base) + len(new) - 2 * len(joined)
+    lines += [
+        "",
+        f"All pairs: gain {joined['gain'].mean():+.4f} on average; {int((joined['gain'] > 0).sum())} of "
+        f"{len(joined)} runs gained" + (f"; {unpaired} run(s) without a partner left out" if unpaired else "") + ".",
+    ]
+    if tests:
+        lines.append(
+            "Per-image: paired bootstrap of the mean difference (new - base) over the test images both runs of a "
+            "pair scored, resampled within splits; p Holm-adjusted over the pairs."
+        )
+    return "\n".join(lines)
+
+
+def _per_image_pair_tests(grouped, order, per_image: pd.DataFrame) -> dict:
+    """The paired per-image test of each (model, loss) of :func:`paired_comparison`."""
+    from kseg import stats
+
+    test_scores = per_image[per_image["set"] == "test"].drop_duplicates(["config_hash", "case_id"], keep="last")
+    by_run = test_scores.set_index(["config_hash", "case_id"])["iou"]
+    found = {}
+    for model, loss in order:
+        differences, strata = [], []
+        for run in grouped.get_group((model, loss)).itertuples():
+            try:
+                base_scores, new_scores = by_run.loc[run.config_hash_base], by_run.loc[run.config_hash_new]
+            except KeyError:  # a run without per-image scores (written before the companion file)
+                continue
+            shared = base_scores.index.intersection(new_scores.index)
+            differences += list(new_scores[shared] - base_scores[shared])
+            strata += [f"{run.split_seed}/{run.fold}"] * len(shared)
+        if differences:
+            mean, (lo, hi), p = stats.paired_bootstrap(differences, strata)
+            found[model, loss] = dict(mean=mean, lo=lo, hi=hi, p=p, images=len(differences))
+    adjusted = stats.holm([test["p"] for test in found.values()]) if found else []
+    for test, p in zip(found.values(), adjusted):
+        test["p"] = float(p)
+    return found

@@ -1,0 +1,173 @@
+"""Reports of the leaderboard: the Markdown ranking (``markdown_report``), the ensemble rows
+(``ensemble_table``), the join with another set's scores (``transfer_report``) and the bar chart
+(``plot``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from kseg.leaderboard.schema import EXTERNAL_COLUMN
+from kseg.leaderboard.summary import SHOWN, _spread, latest_ok_rows, summarise, with_groups
+
+__all__ = [
+    "markdown_report",
+    "ensemble_table",
+    "transfer_report",
+    "plot",
+]
+
+
+def ensemble_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The ensemble rows (``kind`` set, :mod:`kseg.group_ensembles`), one per ensemble, with
+    each external set's ensemble IoU, the mean of its members' and the gain."""
+    if "kind" not in table:
+        return pd.DataFrame()
+    ensembles = table[table["kind"].notna() & (table["status"] == "ok")]
+    rows = with_groups(ensembles.drop_duplicates("config_hash", keep="last"))
+    out = rows[["dataset", "model", "loss", "recipe", "kind", "members"]].copy()
+    for column in [c for c in rows.columns if c.endswith("_members_iou") and rows[c].notna().any()]:
+        name = column[len("ext_") : -len("_members_iou")]
+        out[f"{name} IoU"] = rows[f"ext_{name}_iou"]
+        out[f"{name} members' mean"] = rows[column]
+        out[f"{name} gain"] = rows[f"ext_{name}_iou"] - rows[column]
+    return out.reset_index(drop=True)
+
+
+def _millions(count: float) -> str:
+    return "-" if pd.isna(count) else f"{count / 1e6:.2f}M"
+
+
+def _minutes(seconds: float) -> str:
+    """A run's whole time (training, refinement, scoring): what a grid of it costs."""
+    return "-" if pd.isna(seconds) else f"{seconds / 60:.1f}"
+
+
+def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) -> str:
+    """A Markdown table per group of ok rows: test IoU and Dice mean +- std over seeds, dataset
+    IoU, n, parameters, mean training seconds, minutes per run and mean epochs run, ranked by
+    mean test IoU; with
+    ``per_image`` scores also the pooled per-image IoU, its 95% interval and "tied with best"
+    (:func:`compare_groups`)."""
+    extra = ("test_dataset_iou", "train_seconds", "epochs_run", "params", "run_seconds")
+    summary = summarise(table, extra=tuple(c for c in extra if c in table), per_image=per_image)
+    if summary.empty:
+        return "No completed runs yet."
+    dice = summarise(table, metric="test_dice").set_index("group")
+    # External sets the runs were scored on (--external): their IoU, mean +- std over seeds.
+    externals = [c for c in table if EXTERNAL_COLUMN.match(c) and c.endswith("_iou") and not c.endswith("dataset_iou")]
+    externals = {c: summarise(table, metric=c).set_index("group") for c in externals if table[c].notna().any()}
+    compared = "pooled" in summary
+    header = [*SHOWN, "test IoU", "test Dice", "dataset IoU", "n", "params", "train s", "min/run", "epochs"]
+    header += [c.removeprefix("ext_").removesuffix("_iou") + " IoU" for c in externals]
+    header += ["pooled IoU [95% CI]", "tied with best"] if compared else []
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.itertuples(index=False):
+        cells = [str(getattr(r, c)) for c in SHOWN] + [
+            _spread(r.mean, r.std),
+            _spread(dice.loc[r.group, "mean"], dice.loc[r.group, "std"]),
+            f"{r.test_dataset_iou:.3f}",
+            str(r.n),
+            _millions(getattr(r, "params", float("nan"))),
+            f"{r.train_seconds:.0f}",
+            _minutes(getattr(r, "run_seconds", float("nan"))),
+            f"{r.epochs_run:.0f}",
+        ]
+        for other in externals.values():
+            known = r.group in other.index and not pd.isna(other.loc[r.group, "mean"])
+            cells.append(_spread(other.loc[r.group, "mean"], other.loc[r.group, "std"]) if known else "-")
+        if compared:
+            cells += (
+                [f"{r.pooled:.3f} [{r.ci_lo:.3f}, {r.ci_hi:.3f}]", _tie_label(r)]
+                if not pd.isna(r.pooled)
+                else ["-"] * 2
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _tie_label(r) -> str:
+    """``best``, ``yes`` (tied with it), ``no``, or ``not compared`` (no image in common)."""
+    if r.note == "best":
+        return "best"
+    return "not compared" if pd.isna(r.tied) else "yes" if r.tied else "no"
+
+
+def transfer_report(table: pd.DataFrame, scores_csv: str | Path) -> str:
+    """A Markdown table that joins the leaderboard with the scores of its runs' models on another
+    set (the CSV ``python -m kseg evaluate --model runs/*/model.keras --csv`` writes; runs matched
+    by ``run_id``): per group, mean +- std over seeds of the test IoU where it was trained and of
+    the other set's IoU, ISIC score (IoU < 0.65 counts 0) and failure fraction (IoU < 0.5)."""
+    # A model scored twice counts once, with its latest row.
+    other = pd.read_csv(scores_csv, dtype={"run_id": "string"}).drop_duplicates("run_id", keep="last")
+    joined = with_groups(latest_ok_rows(table)).merge(
+        other[["run_id", "test_iou", "test_isic_score", "test_failure_fraction"]].rename(
+            columns=lambda c: c.replace("test_", "other_")
+        ),
+        on="run_id",
+    )
+    if joined.empty:
+        return f"No run of the leaderboard appears in {scores_csv}."
+    grouped = joined.groupby("group", sort=False)
+    metrics = ("test_iou", "other_iou", "other_isic_score", "other_failure_fraction")
+    summary = grouped[["dataset", "model", "loss", "recipe"]].first().join(grouped["seed"].count().rename("n"))
+    for m in metrics:
+        summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
+    header = [
+        "trained on",
+        "model",
+        "loss",
+        "recipe",
+        "n",
+        "own test IoU",
+        f"{Path(scores_csv).stem} IoU",
+        "ISIC score",
+        "failures (IoU < 0.5)",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.sort_values("other_iou", ascending=False).itertuples():
+        cells = [r.dataset, r.model, r.loss, r.recipe, str(r.n)] + [
+            _spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU over seeds") -> Path:
+    """A horizontal bar chart of the summary with one-standard-deviation error bars, as PNG.
+    Uses matplotlib's Figure API, so a notebook's plotting backend is left alone."""
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    labels = [
+        f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.device}, {r.backend}, {r.precision}, {r.recipe})"
+        for r in summary.itertuples()
+    ]
+    fig = Figure(figsize=(13, 0.4 * len(summary) + 1.2))
+    ax = fig.add_subplot()
+    if "pooled" in summary and summary["pooled"].notna().any():
+        # Pooled per-image means with their 95% intervals; groups tied with the best in orange.
+        value = summary["pooled"].fillna(summary["mean"])
+        error = [
+            (value - summary["ci_lo"].fillna(value)).to_numpy(),
+            (summary["ci_hi"].fillna(value) - value).to_numpy(),
+        ]
+        colours = ["#dd8452" if t is True else "#4c72b0" for t in summary["tied"]]
+        ax.barh(labels[::-1], value[::-1], xerr=[e[::-1] for e in error], capsize=3, color=colours[::-1])
+        best = summary.loc[summary["note"] == "best"].iloc[0]
+        ax.axvspan(best["ci_lo"], best["ci_hi"], color="#dd8452", alpha=0.15, label="best group's 95% interval")
+        ax.legend(
+            loc="lower right", fontsize=7, title="orange: tied with best (paired bootstrap, Holm, 5%)", title_fontsize=7
+        )
+        ax.set_xlabel("test IoU (pooled over every scored image, 95% bootstrap interval)")
+    else:
+        ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
+        ax.set_xlabel("test IoU (mean +- std over seeds)")
+    ax.set_xlim(max(0.0, float(summary["mean"].min()) - 0.15), 1.0)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
