@@ -284,6 +284,10 @@ def run_one(
         external = score_external(result.model, data, folder, suffix, config, chosen, run_dir)
         row.update(external.as_row(leaderboard.external_prefix(folder)))
         per_image.append(_per_image_rows(config, leaderboard.external_prefix(folder).rstrip("_"), external.per_image))
+    if joint:  # what the choice on validation weighed, per source
+        logits = predict_logits(result.model, validation.images, eval_size, config.batch_size, chosen.tta)
+        by_source = score_masks(val_targets, binarise(logits, postprocess_mode=chosen.postprocess)).iou_by_source
+        row.update({f"val_iou_source_{name}": iou for name, iou in by_source.items()})
     for label, (inputs, joint_targets) in joint.items():
         logits = predict_logits(
             result.model, inputs.test.images, joint_targets.test.masks.shape[1:3], config.batch_size, chosen.tta

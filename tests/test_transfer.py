@@ -279,6 +279,8 @@ def test_a_joint_run_trains_on_both_and_scores_the_joint_test_part_apart(tmp_pat
     row = leaderboard.read(tmp_path / "lb.csv").iloc[-1]
     assert row["dataset"] == "synthetic" and row["joint_ratio"] == 0.5 and row["joint_source"].startswith("isic:")
     assert 0 <= row["test_iou_source_isic"] <= 1
+    # Validation, where the kept epoch and the refinement were chosen, weighs both; each is shown.
+    assert 0 <= row["val_iou_source_isic"] <= 1 and 0 <= row["val_iou_source_synthetic"] <= 1
     assert "mix0.5" in leaderboard.recipe(row) and "joint=isic" in leaderboard.recipe(row)
     split = json.loads((tmp_path / "runs" / row["run_id"] / "split.json").read_text())
     assert len(split["test"]) == 6 and len(split["joint"]["isic"]["test"]) == 2  # 80 * 2.5%

@@ -102,8 +102,9 @@ COLUMNS += tuple(field for field in ROW_FIELDS if field not in COLUMNS)
 EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction|members_iou)$")
 
 
-# Test IoU per source of a dataset joined from several (``--add-source``).
-SOURCE_COLUMN = re.compile(r"^test_iou_source_[a-z0-9_]+$")
+# IoU per source: of a dataset joined from several (``--add-source``, test), and of a run's joint
+# sources (``--joint-source``: each test part, and validation per source).
+SOURCE_COLUMN = re.compile(r"^(test|val)_iou_source_[a-z0-9_]+$")
 
 
 def known_column(name: str) -> bool:
