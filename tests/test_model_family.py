@@ -98,6 +98,17 @@ def test_every_pair_builds_saves_and_loads_without_custom_objects(decoder, encod
     np.testing.assert_allclose(_logits(loaded, images), _logits(model, images), atol=1e-5)
 
 
+@pytest.mark.backend_independent  # names are the graph's
+@pytest.mark.parametrize("decoder, encoder", _params(ONE_EACH))
+def test_the_same_model_built_twice_in_one_session_has_the_same_layer_names(decoder, encoder):
+    """No layer name carries Keras's session counters ("re_lu_14" in a second build): weights
+    match by name (--init-from) and encoder tables name layers."""
+    first, second = (_build(decoder, encoder) for _ in range(2))
+    names = [layer.name for layer in _flat_layers(first)]
+    assert names == [layer.name for layer in _flat_layers(second)]
+    assert [op.name for op in first.operations] == [op.name for op in second.operations]
+
+
 @pytest.mark.parametrize("decoder, encoder", _params(TRAINED))
 def test_one_training_step_is_finite_moves_the_weights_and_saves(decoder, encoder, tmp_path):
     keras.utils.set_random_seed(0)
