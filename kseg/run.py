@@ -28,6 +28,15 @@ from kseg.visualize import save_prediction_grid
 
 class DataCache:
     """Loads each (dataset, size) once per process; the loaders' disk cache makes reloads cheap.
+    What ``kseg.run.run_one`` and ``kseg.grid.run_grid`` read their data from; the grid makes one
+    from ``--dataset``, ``--data-dir``, ``--mask-suffix``, ``--external`` and ``--add-source``::
+
+        from kseg.run import DataCache
+        data = DataCache("synthetic", None)                              # the built-in set
+        data = DataCache("ph2", "../shared/data/ph2")                    # PH2 (None: its usual places)
+        data = DataCache("folder", "data/isic", "_segmentation")         # images/ + masks/ folders
+        data = DataCache("ph2", None, externals=[("data/isic", "_segmentation")])  # also scored on ISIC
+        parts, targets = data.parts(config)   # a RunConfig's split at its training and evaluation sizes
 
     Args:
         kind: ``auto``, ``ph2``, ``synthetic`` or ``folder`` (:func:`kseg.data.load_dataset`).
