@@ -268,7 +268,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         try:
             losses.get(name)
         except ValueError as error:
-            parser.error(str(error))
+            parser.error(f"--losses: {error}")
     if args.folds == 1 or args.folds < 0:
         parser.error(f"--folds expects 0 (no cross-validation) or K >= 2. Received: {args.folds}")
     if any(seed < 0 for seed in args.seeds):
@@ -401,7 +401,10 @@ def _pretrain(configs, data, args, options) -> list:
     source = DataCache(
         "folder" if (Path(folder) / "images").is_dir() else "auto", folder, suffix, externals=data.externals
     )
-    ids = source.get(configs[0].image_size).ids
+    try:
+        ids = source.get(configs[0].image_size).ids
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        raise type(error)(f"--pretrain-on {folder}: {error}") from error
     transfer.check_no_overlap(
         ids,
         {

@@ -537,10 +537,11 @@ def get(identifier: Any) -> keras.losses.Loss:
         parts = [part.strip().lower() for part in identifier.split("+")]
         unknown = [part for part in parts if part not in _BY_NAME]
         if unknown:
+            where = f" in {identifier!r}" if len(parts) > 1 else ""
             raise ValueError(
-                f"Unknown kseg loss {identifier!r}. Known names: "
+                f"Unknown kseg loss {', '.join(map(repr, unknown))}{where}. Expected one of: "
                 f"{', '.join(available())} (or any '+'-join of "
-                f"{', '.join(_BY_NAME)})."
+                f"{', '.join(_BY_NAME)}). Received: {identifier!r}"
             )
         if len(parts) == 1:
             return _BY_NAME[parts[0]]()
