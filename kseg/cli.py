@@ -333,6 +333,14 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         except ValueError as error:
             print(f"error: {config.model} at --image-size {config.image_size}: {error}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
+        if config.encoder_weights not in ("", "imagenet"):
+            try:  # a file of another network's weights (or no weights at all): refused here, not as failed rows
+                training.build_architecture(config, "float32")
+            except Exception as error:
+                parser.error(
+                    f"--encoder-weights expects weights of {config.model}'s encoder. Received: "
+                    f"{args.encoder_weights}, which it cannot load ({type(error).__name__}: {error})"
+                )
     options = dict(verbose=not args.quiet, executor=executor, distribute=args.distribute)
     try:
         if args.init_from:

@@ -61,7 +61,7 @@ def test_grid_help_names_the_identity_flags():
 
 # ----- grid refusals name the flag and the bad part -----------------------------------------
 
-SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--models", "unet", "--seeds", "0"]
+SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--seeds", "0"]
 
 
 @pytest.fixture
@@ -108,3 +108,18 @@ def test_init_from_a_file_that_is_not_a_model_says_so(grid, tmp_path, name, what
     code, err = grid("--losses", "bce", "--init-from", str(path))
     assert code == 2 and "--init-from expects a kseg model" in err and str(path) in err and what in err
     assert "File not found" not in err
+
+
+@pytest.mark.parametrize("kind", ["csv", "another network's weights"])
+def test_encoder_weights_that_do_not_load_are_refused_before_any_run(grid, tmp_path, kind):
+    import keras
+
+    if kind == "csv":
+        path = tmp_path / "experiments.csv"
+        path.write_text("run_id,test_iou\na,0.5\n")
+    else:
+        path = tmp_path / "resnet50.weights.h5"
+        keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    code, err = grid("--models", "fpn:mobilenetv2", "--losses", "bce", "--encoder-weights", str(path))
+    assert code == 2 and "--encoder-weights expects" in err and str(path) in err and "fpn:mobilenetv2" in err
+    assert not (tmp_path / "lb.csv").exists() and not (tmp_path / "runs").exists()
