@@ -355,7 +355,13 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     group_ensembles.score_group_ensembles(configs, data, args.results, args.output)
     table = leaderboard.read(args.results)
     summary = leaderboard.summarise(table, per_image=leaderboard.read_per_image(args.results))
-    print(leaderboard.format_summary(summary))
+    # What this grid ran (ties are against each dataset's best in the whole leaderboard), not every group in the file.
+    ran = summary[summary["group"].isin({c.group_hash for c in configs})].reset_index(drop=True)
+    print(leaderboard.format_summary(ran))
+    print(
+        f"[grid] {len(ran)} of the leaderboard's {len(summary)} groups; all of them: "
+        f"python -m kseg leaderboard --results {args.results}"
+    )
     ensembles = leaderboard.ensemble_table(table)
     if not ensembles.empty:
         print("[grid] ensemble rows (the external sets no member saw):\n" + ensembles.to_string(index=False))
