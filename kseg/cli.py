@@ -284,7 +284,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         try:
             losses.get(name)
         except ValueError as error:
-            parser.error(str(error))
+            parser.error(f"--losses: {error}")
     if args.folds == 1 or args.folds < 0:
         parser.error(f"--folds expects 0 (no cross-validation) or K >= 2. Received: {args.folds}")
     if any(seed < 0 for seed in args.seeds):
@@ -357,6 +357,14 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         except ValueError as error:
             print(f"error: {config.model} at --image-size {config.image_size}: {error}", file=sys.stderr)
             return EXIT_BAD_ARGUMENTS
+        if config.encoder_weights not in ("", "imagenet"):
+            try:  # a file of another network's weights (or no weights at all): refused here, not as failed rows
+                training.build_architecture(config, "float32")
+            except Exception as error:
+                parser.error(
+                    f"--encoder-weights expects weights of {config.model}'s encoder. Received: "
+                    f"{args.encoder_weights}, which it cannot load ({type(error).__name__}: {error})"
+                )
     options = dict(verbose=not args.quiet, executor=executor, distribute=args.distribute)
     try:
         if data.joint:
@@ -373,7 +381,13 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     group_ensembles.score_group_ensembles(configs, data, args.results, args.output)
     table = leaderboard.read(args.results)
     summary = leaderboard.summarise(table, per_image=leaderboard.read_per_image(args.results))
-    print(leaderboard.format_summary(summary))
+    # What this grid ran (ties are against each dataset's best in the whole leaderboard), not every group in the file.
+    ran = summary[summary["group"].isin({c.group_hash for c in configs})].reset_index(drop=True)
+    print(leaderboard.format_summary(ran))
+    print(
+        f"[grid] {len(ran)} of the leaderboard's {len(summary)} groups; all of them: "
+        f"python -m kseg leaderboard --results {args.results}"
+    )
     ensembles = leaderboard.ensemble_table(table)
     if not ensembles.empty:
         print("[grid] ensemble rows (the external sets no member saw):\n" + ensembles.to_string(index=False))
@@ -461,7 +475,10 @@ def _pretrain(configs, data, args, options) -> list:
     source = DataCache(
         "folder" if (Path(folder) / "images").is_dir() else "auto", folder, suffix, externals=data.externals
     )
-    ids = source.get(configs[0].image_size).ids
+    try:
+        ids = source.get(configs[0].image_size).ids
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        raise type(error)(f"--pretrain-on {folder}: {error}") from error
     transfer.check_no_overlap(
         ids,
         {

@@ -92,27 +92,48 @@ def score_masks(targets: SegmentationDataset, predicted: np.ndarray) -> Evaluati
 
 def evaluate(
     model: keras.Model,
-    inputs: SegmentationDataset,
-    targets: SegmentationDataset,
+    inputs: SegmentationDataset | np.ndarray,
+    targets: SegmentationDataset | np.ndarray,
     threshold: float = 0.5,
     batch_size: int = 8,
     refinement: refine.Refinement | None = None,
 ) -> Evaluation:
     """Scores ``model`` on ``inputs`` (images at the model's size) against ``targets`` (the same
-    cases, masks at the evaluation size).
+    cases, masks at the evaluation size): ``evaluate(model, images, masks)`` with arrays, or
+    ``evaluate(model, parts.test, targets.test)`` with datasets (which also give the per-image
+    ids and the IoU by diagnosis).
 
     Args:
         model: a kseg model that outputs logits.
-        inputs: test images at the model's input size.
-        targets: the same cases in the same order at the evaluation size.
+        inputs: test images at the model's input size: an ``(N, H, W, C)`` array in [0, 1] or a
+            :class:`~kseg.data.SegmentationDataset`.
+        targets: the same cases in the same order at the evaluation size: an ``(N, H', W', 1)``
+            array of 0/1 masks or a :class:`~kseg.data.SegmentationDataset`.
         threshold: probability threshold of the binarisation (0.5 as in the original notebook).
         batch_size: prediction batch size.
         refinement: test-time augmentation and post-processing (default: none).
     """
-    if list(inputs.ids) != list(targets.ids):
+    images = inputs.images if isinstance(inputs, SegmentationDataset) else np.asarray(inputs)
+    if not isinstance(targets, SegmentationDataset):
+        masks = np.asarray(targets, dtype="float32")
+        if masks.ndim == 3:  # (N, H, W): one channel
+            masks = masks[..., None]
+        if masks.ndim != 4 or len(masks) != len(images):
+            raise ValueError(
+                f"evaluate expects targets as {len(images)} masks (N, H, W, 1), one per input image. "
+                f"Received: targets of shape {masks.shape}"
+            )
+        ids = list(inputs.ids) if isinstance(inputs, SegmentationDataset) else [str(i) for i in range(len(masks))]
+        targets = SegmentationDataset(masks, masks, ids, None, "targets")  # the masks stand in for images
+    if isinstance(inputs, SegmentationDataset) and list(inputs.ids) != list(targets.ids):
         raise ValueError("inputs and targets must hold the same cases in the same order")
+    if len(images) != len(targets.ids):
+        raise ValueError(
+            f"evaluate expects one target per input image. "
+            f"Received: {len(images)} images and {len(targets.ids)} targets"
+        )
     refinement = refinement or refine.Refinement()
-    logits = predict_logits(model, inputs.images, np.asarray(targets.masks).shape[1:3], batch_size, refinement.tta)
+    logits = predict_logits(model, images, np.asarray(targets.masks).shape[1:3], batch_size, refinement.tta)
     return score_masks(targets, binarise(logits, threshold, refinement.postprocess))
 
 

@@ -151,9 +151,13 @@ def as_float32(model: keras.Model) -> keras.Model:
         return model
 
     def float32_layer(layer):
-        return layer.__class__.from_config({**layer.get_config(), "dtype": "float32"})
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.Layer):  # a bare math op (``x + 3.0``) takes no dtype: its inputs'
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=float32_layer)
+    # recursive: a nested model (a keras-hub backbone, ConvNeXt's stages) is copied layer by layer too
+    copy = keras.models.clone_model(model, clone_function=float32_layer, recursive=True)
     copy.set_weights(model.get_weights())
     return refine.attach(copy, refine.attached(model))
 

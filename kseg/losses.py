@@ -25,7 +25,19 @@ from keras import ops
 
 from kseg._errors import invalid_value
 
-__all__ = ["BCE", "Dice", "Focal", "Tversky", "FocalTversky", "LovaszHinge", "Combo", "get", "available"]
+__all__ = [
+    "BCE",
+    "Dice",
+    "Focal",
+    "Tversky",
+    "FocalTversky",
+    "LovaszHinge",
+    "Combo",
+    "REGISTRY",
+    "COMBINATIONS",
+    "get",
+    "available",
+]
 
 # Registered names carry a "Loss" suffix because kseg.metrics also has a class
 # called Dice: the registry is one flat "package>name" dict, and a shared key would
@@ -486,7 +498,9 @@ class Combo(keras.losses.Loss):
         return cls(**config)
 
 
-_BY_NAME = {
+# The single losses by name: a new loss is its class plus one line here; ``get`` and
+# ``available`` (so --losses, and the tests that train a step on each loss) take it from here.
+REGISTRY: dict[str, type[keras.losses.Loss]] = {
     "bce": BCE,
     "dice": Dice,
     "focal": Focal,
@@ -494,22 +508,14 @@ _BY_NAME = {
     "focal_tversky": FocalTversky,
     "lovasz": LovaszHinge,
 }
-_AVAILABLE = (
-    "bce",
-    "dice",
-    "focal",
-    "tversky",
-    "focal_tversky",
-    "lovasz",
-    "bce+dice",
-    "bce+focal",
-    "dice+focal",
-)
+# The combinations ``available`` lists besides them (any "+"-join works).
+COMBINATIONS = ("bce+dice", "bce+focal", "dice+focal")
 
 
 def available() -> tuple[str, ...]:
-    """Names accepted by :func:`get` (any ``+``-join of the single names works)."""
-    return _AVAILABLE
+    """Names accepted by :func:`get`: every single loss of :data:`REGISTRY`, then
+    :data:`COMBINATIONS` (any ``+``-join of the single names works)."""
+    return (*REGISTRY, *COMBINATIONS)
 
 
 def get(identifier: Any) -> keras.losses.Loss:
@@ -535,16 +541,17 @@ def get(identifier: Any) -> keras.losses.Loss:
         return keras.saving.deserialize_keras_object(identifier)
     if isinstance(identifier, str):
         parts = [part.strip().lower() for part in identifier.split("+")]
-        unknown = [part for part in parts if part not in _BY_NAME]
+        unknown = [part for part in parts if part not in REGISTRY]
         if unknown:
+            where = f" in {identifier!r}" if len(parts) > 1 else ""
             raise ValueError(
-                f"Unknown kseg loss {identifier!r}. Known names: "
+                f"Unknown kseg loss {', '.join(map(repr, unknown))}{where}. Expected one of: "
                 f"{', '.join(available())} (or any '+'-join of "
-                f"{', '.join(_BY_NAME)})."
+                f"{', '.join(REGISTRY)}). Received: {identifier!r}"
             )
         if len(parts) == 1:
-            return _BY_NAME[parts[0]]()
-        return Combo([_BY_NAME[part]() for part in parts])
+            return REGISTRY[parts[0]]()
+        return Combo([REGISTRY[part]() for part in parts])
     raise ValueError(
         f"Cannot interpret {identifier!r} as a kseg loss: expected a name, a "
         f"config dict or a keras.losses.Loss. Known names: {', '.join(available())}."

@@ -28,6 +28,17 @@ from kseg.visualize import save_prediction_grid
 
 class DataCache:
     """Loads each (dataset, size) once per process; the loaders' disk cache makes reloads cheap.
+    What ``kseg.run.run_one`` and ``kseg.grid.run_grid`` read their data from; the grid makes one
+    from ``--dataset``, ``--data-dir``, ``--mask-suffix``, ``--external``, ``--add-source`` and
+    ``--joint-source``::
+
+        from kseg.run import DataCache
+        data = DataCache("synthetic", None)                              # the built-in set
+        data = DataCache("ph2", "../shared/data/ph2")                    # PH2 (None: its usual places)
+        data = DataCache("folder", "data/isic", "_segmentation")         # images/ + masks/ folders
+        data = DataCache("ph2", None, externals=[("data/isic", "_segmentation")])  # also scored on ISIC
+        data = DataCache("ph2", None, joint=[("data/isic-train", "_segmentation")])  # also trained on ISIC
+        parts, targets = data.parts(config)   # a RunConfig's split at its training and evaluation sizes
 
     Args:
         kind: ``auto``, ``ph2``, ``synthetic`` or ``folder`` (:func:`kseg.data.load_dataset`).
@@ -43,11 +54,6 @@ class DataCache:
             (``--joint-source``), each split apart by its own fixed seed (:meth:`joint_parts`):
             a ``joint_ratio`` share of every batch comes from their training parts, their
             validation parts join the data's, and their test parts are scored on their own.
-
-    Example:
-
-    >>> data = DataCache("ph2", "../shared/data/ph2", externals=[("../shared/data/isic2018-dev", "_segmentation")])
-    >>> parts, targets = data.parts(resolve_config(RunConfig.from_preset("cpu"), data))
     """
 
     def __init__(

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -72,6 +73,9 @@ def load_source(source: str | Path) -> keras.Model:
     """The source model, uncompiled. Raises ``ValueError`` naming the file if it is not a model
     Keras can load (kseg registers its layers, so no custom objects are needed)."""
     path = source_model_path(source)
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):  # Keras says "File not found" for those
+        what = "not a .keras file" if path.suffix != ".keras" else "not a Keras archive (a .keras file is a zip)"
+        raise ValueError(f"--init-from expects a kseg model (.keras). Received: {path}, which is {what}")
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a file that is not its archive

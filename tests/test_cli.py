@@ -57,3 +57,69 @@ def test_grid_help_names_the_identity_flags():
     help_text = build_parser()._subparsers._group_actions[0].choices["grid"].format_help()
     for flag in ("--split-seed", "--mask-suffix", "--split", "--refine", "--schedule", "--ema", "--jit-compile"):
         assert flag in help_text, flag
+
+
+# ----- grid refusals name the flag and the bad part -----------------------------------------
+
+SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--seeds", "0"]
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch, capsys):
+    """``grid(*args)``: (exit code, stderr) of a smoke grid on synthetic data in ``tmp_path``."""
+    from kseg.cli import run_grid_command
+
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("KSEG_PH2_DIR", raising=False)
+    where = ["--results", str(tmp_path / "lb.csv"), "--output", str(tmp_path / "runs")]
+
+    def run(*args):
+        try:
+            code = run_grid_command([*SMOKE, *where, *args])
+        except SystemExit as exit_info:
+            code = exit_info.code
+        return code, capsys.readouterr().err
+
+    return run
+
+
+def test_losses_names_the_unknown_part(grid, tmp_path):
+    code, err = grid("--losses", "bce+nosuch")
+    assert code == 2 and "--losses" in err and "Unknown kseg loss 'nosuch' in 'bce+nosuch'" in err
+    assert not (tmp_path / "lb.csv").exists()
+
+
+def test_pretrain_on_a_folder_without_masks_names_pretrain_on(grid, tmp_path):
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "unlabelled"
+    (folder / "images").mkdir(parents=True)
+    cv2.imwrite(str(folder / "images" / "a.png"), np.zeros((40, 40, 3), np.uint8))
+    code, err = grid("--losses", "bce", "--pretrain-on", str(folder))
+    assert code == 2 and f"--pretrain-on {folder}" in err and "masks" in err
+    assert not (tmp_path / "lb.csv").exists()
+
+
+@pytest.mark.parametrize("name, what", [("notes.txt", "not a .keras file"), ("fake.keras", "not a Keras archive")])
+def test_init_from_a_file_that_is_not_a_model_says_so(grid, tmp_path, name, what):
+    path = tmp_path / name
+    path.write_text("not a model\n")
+    code, err = grid("--losses", "bce", "--init-from", str(path))
+    assert code == 2 and "--init-from expects a kseg model" in err and str(path) in err and what in err
+    assert "File not found" not in err
+
+
+@pytest.mark.parametrize("kind", ["csv", "another network's weights"])
+def test_encoder_weights_that_do_not_load_are_refused_before_any_run(grid, tmp_path, kind):
+    import keras
+
+    if kind == "csv":
+        path = tmp_path / "experiments.csv"
+        path.write_text("run_id,test_iou\na,0.5\n")
+    else:
+        path = tmp_path / "resnet50.weights.h5"
+        keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
+    code, err = grid("--models", "fpn:mobilenetv2", "--losses", "bce", "--encoder-weights", str(path))
+    assert code == 2 and "--encoder-weights expects" in err and str(path) in err and "fpn:mobilenetv2" in err
+    assert not (tmp_path / "lb.csv").exists() and not (tmp_path / "runs").exists()

@@ -20,12 +20,13 @@ import kseg
 from kseg import export, refine
 from kseg.cli import main
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
+from kseg.models import backbones
 from kseg.models.backbones.hub import is_hub_encoder
 from kseg.predict import predict_mask_batch
 from tests.harness import needs_keras_hub
 
 SIZE = 32
-NETWORKS = ("segnet", "unet", "unet2")
+NETWORKS = kseg.models.SEED_MODELS  # each the decoder on kseg's encoder of that name
 BACKEND = keras.backend.backend()
 TOLERANCE = 1e-4  # float32 logits
 
@@ -154,48 +155,94 @@ def test_onnx_export_predicts_what_keras_predicts(saved, runtime, tmp_path):
     assert 0.05 < np.mean(expected > 0) < 0.95, "the fixture's logits are (nearly) one-signed"
 
 
-# One model per encoder family, under the FPN decoder (the cheapest on them). keras.applications'
-# ResNet50 is left to keras-hub's ResNet, the same operations (convolution, batch norm, residual
-# add, max pool) at a third of tf2onnx's conversion time (37 s here).
-FAMILY_MODELS = (
-    "fpn:mobilenetv2",
-    "fpn:efficientnetv2b0",
-    "fpn:densenet121",
-    "fpn:convnexttiny",
-    "fpn:hub_resnet18",
-)
-if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: ConvNeXt only, which only JAX exports
-    FAMILY_MODELS = ("fpn:convnexttiny",)
+def _registered_models() -> list[str]:
+    """Every encoder under the FPN decoder (kseg's own, but the seed networks' which NETWORKS
+    exports, under U-Net, which pairs with them at any depth) and every decoder on kseg's U-Net
+    encoder (SegNet's on its own): from the registries, so a new encoder or decoder is exported
+    here without a line in this file."""
+    by_encoder = [
+        kseg.models.canonical_name("unet" if encoder.family == "kseg" else "fpn", name)
+        for name, encoder in backbones.REGISTRY.items()
+        if name not in NETWORKS
+    ]
+    by_decoder = [
+        kseg.models.canonical_name(name, "segnet" if name == "segnet" else "unet") for name in kseg.models.available()
+    ]
+    return [name for name in dict.fromkeys(by_encoder + by_decoder) if name not in NETWORKS]
+
+
+# What a backend leaves to the others, and why: the other models of the registries run everywhere.
+SKIPPED = {
+    # ResNet50 is left to keras-hub's ResNet, the same operations (convolution, batch norm,
+    # residual add, max pool) at a third of tf2onnx's conversion time (37 s here).
+    "fpn:resnet50": "the same operations as fpn:hub_resnet18, which is exported",
+    "fpn:convnexttiny": {
+        "tensorflow": "tf2onnx converts neither ConvNeXt's exact GELU (Erfc) nor its grouped convolution",
+        "torch": "torch.onnx cannot trace the shape arithmetic of keras.ops.layer_normalization",
+    }.get(BACKEND),
+}
 if BACKEND == "tensorflow":  # DenseNet (22 s in tf2onnx): its convolution, batch norm, concatenation
     # and average pool are what the MobileNetV2 and ResNet exports convert; torch.onnx exports it.
-    FAMILY_MODELS = tuple(name for name in FAMILY_MODELS if name != "fpn:densenet121")
+    SKIPPED["fpn:densenet121"] = "22 s in tf2onnx for operations the other encoders' exports convert"
+if BACKEND == "jax":  # jax2onnx takes 15-35 s a model here: one model per encoder family it alone exports
+    SKIPPED.update(
+        {
+            name: "jax2onnx takes 15-35 s a model; torch and tensorflow export it"
+            for name in ("fpn:efficientnetv2b0", "fpn:densenet121", "fpn:hub_resnet18", "fpn:mobilenetv2")
+        }
+    )
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=[needs_keras_hub] if is_hub_encoder(kseg.models.resolve(name)[1]) else [])
-        for name in FAMILY_MODELS
-    ],
-)
-def test_onnx_export_of_each_encoder_family_predicts_what_keras_predicts(name, tmp_path):
+def _hub_marks(name: str) -> list:
+    return [needs_keras_hub] if is_hub_encoder(kseg.models.resolve(name)[1]) else []
+
+
+def _export_param(name: str):
+    marks = _hub_marks(name)
+    if SKIPPED.get(name):
+        marks.append(pytest.mark.skip(reason=f"{name} under {BACKEND}: {SKIPPED[name]}"))
+    return pytest.param(name, marks=marks)
+
+
+@pytest.mark.parametrize("name", [_export_param(name) for name in _registered_models()])
+def test_onnx_export_of_every_registered_encoder_and_decoder_predicts_what_keras_predicts(name, tmp_path):
+    """Built under mixed_bfloat16, as a run trains it, so the export goes through ``as_float32``
+    (MobileNetV3's bare ``x + 3.0`` ops once crashed it), and compared with that float32 twin."""
     _skip_unless_exportable("onnx")
     if importlib.util.find_spec("onnxruntime") is None:
         pytest.skip("needs onnxruntime: pip install 'kseg[onnx]'")
-    if name.endswith("convnexttiny") and BACKEND != "jax":
-        pytest.skip(
-            {
-                "tensorflow": "tf2onnx converts neither ConvNeXt's exact GELU (Erfc) nor its grouped convolution",
-                "torch": "torch.onnx cannot trace the shape arithmetic of keras.ops.layer_normalization",
-            }[BACKEND]
-        )
-    model = kseg.models.build(name, (SIZE, SIZE, 3), base_filters=4)
+    keras.utils.set_random_seed(0)
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.build(name, (SIZE, SIZE, 3), base_filters=4, depth=3)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin = export.as_float32(model)
     path = export.export_model(model, tmp_path / "model.onnx", "onnx")
     x = _images(export.JAX_ONNX_BATCH if BACKEND == "jax" else 2, seed=4)
-    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    expected = keras.ops.convert_to_numpy(twin(x, training=False))
     got = _engine("onnx", path).predict(x, batch_size=len(x))
     scale = 1.0 + np.abs(expected).max()  # random ResNet logits reach ~10
     np.testing.assert_allclose(got / scale, expected / scale, atol=TOLERANCE, rtol=0)
+
+
+@pytest.mark.backend_independent  # Keras's graph cloning; the export above runs it per backend
+@pytest.mark.parametrize("name", [pytest.param(name, marks=_hub_marks(name)) for name in _registered_models()])
+def test_every_registered_model_has_a_float32_twin(name):
+    """``as_float32`` copies every node of every registered model: layers get the float32
+    policy, bare math ops (no dtype of their own) are copied as they are."""
+    previous = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.build(name, (SIZE, SIZE, 3), base_filters=4, depth=3)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    twin = export.as_float32(model)
+    assert {layer.dtype_policy.name for layer in twin._flatten_layers(include_self=False)} == {"float32"}
+    assert [layer.name for layer in twin.layers] == [layer.name for layer in model.layers]
+    for got, want in zip(twin.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_saved_model_export_predicts_what_keras_predicts(saved, tmp_path):

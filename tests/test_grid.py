@@ -526,3 +526,20 @@ def test_an_image_size_the_model_cannot_divide_is_refused_before_any_run(tmp_pat
     assert code == 2 and not (tmp_path / "lb.csv").exists()
     err = capsys.readouterr().err
     assert "unet at --image-size 30" in err and "divisible by 2**depth = 4" in err
+
+
+def test_the_end_of_a_grid_shows_only_the_groups_it_ran(tmp_path, capsys):
+    """A leaderboard holding other groups (an earlier grid's): the summary printed at the end
+    ranks this grid's groups, with their pooled intervals, and points at the full leaderboard."""
+    results = tmp_path / "lb.csv"
+    common = [*SMOKE, "--losses", "bce", "--seeds", "0", "--results", str(results), "--output", str(tmp_path / "runs")]
+    assert run_grid_command([*common, "--models", "unet"]) == 0
+    capsys.readouterr()
+    assert run_grid_command([*common, "--models", "segnet"]) == 0
+    out = capsys.readouterr().out
+    ranking = out[out.index("rank") :]
+    rows = [line for line in ranking.splitlines() if line.lstrip()[:1].isdigit()]
+    assert len(rows) == 1 and " segnet " in rows[0] and " unet " not in ranking.split("\n[grid]")[0]
+    assert "pooled" in rows[0]
+    assert f"python -m kseg leaderboard --results {results}" in out
+    assert len(leaderboard.summarise(leaderboard.read(results))) == 2  # the file keeps both groups

@@ -14,7 +14,7 @@ import pytest
 
 from kseg import models
 from kseg.models import backbones
-from kseg.models.backbones import hub
+from kseg.models.backbones import applications, hub
 from kseg.models.base import ModelOptions
 from tests.harness import BACKEND_INDEPENDENT_PASS, KERAS_HUB_MISSING, needs_keras_hub
 
@@ -37,18 +37,22 @@ def _params(cases):
 PAIRS = [(d, e) for d in models.available() for e in ENCODERS if d != "segnet" or e == "segnet"]
 # One model per encoder (under U-Net, which takes every encoder) and per decoder (on kseg's own
 # U-Net encoder, the cheapest): what training and the move between backends exercise.
-ONE_EACH = [("unet", e) for e in ENCODERS] + [("segnet", "segnet")] + [(d, "unet") for d in ("fpn", "deeplabv3plus")]
+# Both from the registries: a new encoder or decoder trains and moves without a line here.
+ONE_EACH = [("unet", e) for e in ENCODERS] + [
+    (d, "segnet" if d == "segnet" else "unet") for d in models.available() if d != "unet"
+]
 # What differs between backends is kseg's own layers (unpooling, FastBN, the decoders) and how each
 # source of encoders nests its graph: every pass trains and moves kseg's encoders and one encoder
 # of each source (keras.applications' MobileNetV2, keras-hub's ResNet-18). The other applications
 # (EfficientNetV2, ResNet50, DenseNet, ConvNeXt: more of the same Keras layers, 12-17 s a step
 # under TensorFlow on a 2-core AVX2 EPYC) train in the backend-independent pass only, PyTorch's,
 # where their eager steps cost 5-7 s.
-PER_BACKEND = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg" or e in ("mobilenetv2", "hub_resnet18")]
+FIRST_OF_EACH_SOURCE = (applications.ENCODERS[0].name, hub.ENCODERS[0].name)  # MobileNetV2, ResNet-18
+PER_BACKEND = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg" or e in FIRST_OF_EACH_SOURCE]
 # JAX builds and first calls a keras.applications encoder op by op, and compiles its training
 # step in ~50 s: a JAX process trains kseg's encoders only, and moves MobileNetV2 to TensorFlow.
 KSEG_ONLY = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg"]
-JAX_LIGHT = KSEG_ONLY + [(d, e) for d, e in ONE_EACH if e == "mobilenetv2"]
+JAX_LIGHT = KSEG_ONLY + [(d, e) for d, e in ONE_EACH if e == applications.ENCODERS[0].name]
 TRAINED = {"jax": KSEG_ONLY, BACKEND_INDEPENDENT_PASS: ONE_EACH}.get(keras.backend.backend(), PER_BACKEND)
 SIZE, DEPTH = 32, 3  # 32 px: the applications' stride 32; depth 3: P2 and a deeper level for FPN/DeepLab
 
@@ -96,6 +100,26 @@ def test_every_pair_builds_saves_and_loads_without_custom_objects(decoder, encod
     assert [layer.name for layer in loaded.layers] == names
     # Called eagerly, not through predict: tracing a 400-layer graph twice would cost the test 10x.
     np.testing.assert_allclose(_logits(loaded, images), _logits(model, images), atol=1e-5)
+
+
+def test_every_backend_trains_a_step_of_every_decoder_and_of_kseg_s_encoders():
+    trained = {"jax": KSEG_ONLY, BACKEND_INDEPENDENT_PASS: ONE_EACH}
+    for backend in ("tensorflow", "jax", "torch"):
+        pairs = trained.get(backend, PER_BACKEND)
+        assert {d for d, _ in pairs} == set(models.available()), backend
+        assert {e for _, e in pairs} >= {e for e in ENCODERS if backbones.get(e).family == "kseg"}, backend
+    assert {e for _, e in ONE_EACH} == set(ENCODERS)
+
+
+@pytest.mark.backend_independent  # names are the graph's
+@pytest.mark.parametrize("decoder, encoder", _params(ONE_EACH))
+def test_the_same_model_built_twice_in_one_session_has_the_same_layer_names(decoder, encoder):
+    """No layer name carries Keras's session counters ("re_lu_14" in a second build): weights
+    match by name (--init-from) and encoder tables name layers."""
+    first, second = (_build(decoder, encoder) for _ in range(2))
+    names = [layer.name for layer in _flat_layers(first)]
+    assert names == [layer.name for layer in _flat_layers(second)]
+    assert [op.name for op in first.operations] == [op.name for op in second.operations]
 
 
 @pytest.mark.parametrize("decoder, encoder", _params(TRAINED))

@@ -94,3 +94,54 @@ def test_the_readme_new_decoder_example_builds_once_registered(monkeypatch):
     model = models.build("bilinear:unet", (32, 32, 3), base_filters=4, depth=3)
     assert model.output.shape == (None, 32, 32, 1) and model.get_layer("bilinear_up") is not None
     assert "bilinear" in models.available()
+
+
+# ----- the API calls of README.md and docs/ work as written ------------------------------------------------
+
+
+def _readme_calls(function: str) -> list[str]:
+    """Every ``function(...)`` call README.md and docs/ write in backquotes, as written."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages).replace("\n  ", " ")
+    calls = re.findall(rf"`((?:[\w.]+\.)?{re.escape(function)}\([^`]*\))`", text)
+    assert calls, f"README.md and docs/ no longer show {function}(...)"
+    return calls
+
+
+def test_the_readme_build_encoder_call_takes_an_encoder_name():
+    import kseg
+
+    for call in _readme_calls("build_encoder"):
+        for name in ("mobilenetv2", "unet"):  # a keras.applications encoder and one of kseg's
+            encoder = eval(call, {"kseg": kseg, "build_encoder": kseg.models.build_encoder, "name": name})
+            assert encoder.name == f"{name}_encoder" and {"P1", "P2", "P3"} <= set(encoder.output)
+
+
+def test_the_readme_evaluate_call_scores_arrays_and_datasets():
+    import keras
+
+    import kseg
+
+    keras.utils.set_random_seed(0)
+    data = kseg.data.synthetic(n=12, image_size=32)
+    model = kseg.models.build("unet", (32, 32, 3), base_filters=4, depth=2)
+    scores = []
+    for images, masks in ((data.images, data.masks), (data, data)):
+        names = {"kseg": kseg, "model": model, "images": images, "masks": masks}
+        for call in _readme_calls("evaluate"):
+            call = call.replace("refinement=...", "refinement=kseg.refine.Refinement()")
+            scores.append(eval(call, names))
+    assert all(isinstance(s, kseg.evaluation.Evaluation) for s in scores)
+    assert len({round(s.iou, 6) for s in scores}) == 1 and len(scores[0].per_image) == 12
+
+
+def test_the_data_cache_docstring_shows_how_to_make_one():
+    from kseg.run import DataCache
+
+    example = DataCache.__doc__.split("::", 1)[1].split("Args:", 1)[0]
+    made = [line.split("=", 1)[1].split("#")[0] for line in example.splitlines() if "DataCache(" in line]
+    assert len(made) >= 3
+    caches = [eval(source, {"DataCache": DataCache}) for source in made]
+    assert {cache.kind for cache in caches} >= {"synthetic", "ph2", "folder"}
+    synthetic = next(cache for cache in caches if cache.kind == "synthetic")
+    assert len(synthetic.get(32, synthetic_n=10).ids) == 10

@@ -112,14 +112,25 @@ def build_encoder(
     bn_momentum: float = 0.9,
     batch_norm: str = "keras",
 ) -> keras.Model:
-    """The encoder of ``build(name, ...)`` alone, as keras-hub's backbones give it: a model from
-    images to ``{"P{k}": feature map at stride 2**k}`` (its ``pyramid_outputs``), whose layers
-    carry the names they have inside ``build(name, ...)`` (so their weights match by name).
+    """An encoder alone, as keras-hub's backbones give it: a model from images to
+    ``{"P{k}": feature map at stride 2**k}`` (its ``pyramid_outputs``), whose layers carry the
+    names they have inside ``build`` (so their weights match by name).
+
+    Args:
+        name: an encoder (``encoders()``: ``build_encoder("mobilenetv2")``), or a model as
+            ``build`` takes it ("DECODER:ENCODER", or a decoder: its default encoder).
+        encoder: the encoder, where ``name`` is a decoder that names none.
+        input_shape, encoder_weights, base_filters, depth, bn_momentum, batch_norm: as ``build``.
 
     >>> sorted(build_encoder("unet", input_shape=(64, 64, 3), base_filters=8).output)
     ['P0', 'P1', 'P2', 'P3', 'P4']
+    >>> build_encoder("mobilenetv2", input_shape=(64, 64, 3)).name
+    'mobilenetv2_encoder'
     """
-    _, encoder_entry = resolve(name, encoder)
+    if ":" not in name and encoder is None and name.lower() in _encoders.REGISTRY:
+        encoder_entry = _encoders.get(name)
+    else:
+        _, encoder_entry = resolve(name, encoder)
     options = _options(encoder_entry, input_shape, base_filters, depth, bn_momentum, batch_norm, encoder_weights)
     inputs = segmentation_input(input_shape)
     features = encoder_entry.build(inputs, options)

@@ -3,6 +3,8 @@ preprocessing, the logit head, and pretrained encoders' BatchNormalization momen
 
 from __future__ import annotations
 
+import re
+
 import keras
 from keras import layers
 
@@ -51,3 +53,26 @@ def set_batch_norm_momentum(model: keras.Model, momentum: float) -> None:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum
+
+
+def _auto_name(class_name: str) -> str:
+    """The name Keras gives an unnamed layer of class ``class_name`` before its counter: its snake
+    case as ``keras.src.utils.naming.to_snake_case`` writes it ("ReLU" -> "re_lu", "Conv2D" -> "conv2d")."""
+    name = re.sub(r"\W+", "", class_name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def rename_auto_named(model: keras.Model, prefix: str) -> None:
+    """Keras names a layer created without a name by a session-wide counter ("normalization_3",
+    "re_lu_14"), so the same encoder built twice in one process would get other names, and weights
+    matched by layer name (``--init-from``) would miss them. Those layers, the bare math ops
+    (``x + 3.0``: MobileNetV3's hard sigmoid) and a nested backbone's input get the encoder's
+    name and their rank in the model instead."""
+    counts: dict[str, int] = {}
+    for operation in model.operations:
+        snake = _auto_name(type(operation).__name__)
+        if re.fullmatch(rf"{re.escape(snake)}(_\d+)?", operation.name):
+            index = counts.get(snake, 0)
+            counts[snake] = index + 1
+            operation.name = f"{prefix}_{snake}" + (f"_{index}" if index else "")

@@ -16,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import re
 
 import keras
 
 from kseg.layers import EncoderPreprocessing
-from kseg.models._common import set_batch_norm_momentum
+from kseg.models._common import rename_auto_named, set_batch_norm_momentum
 from kseg.models.base import Encoder, Features, ModelOptions
 
 
@@ -84,6 +83,20 @@ _APPLICATIONS = [
         "ConvNeXt",
         (("include_preprocessing", False),),
     ),
+    _Application(  # its unnamed ReLU and Activation layers get the encoder's name (rename_auto_named)
+        "mobilenetv3small",
+        "MobileNetV3Small",
+        "tf",
+        {
+            1: "mobilenetv3small_activation",
+            2: "mobilenetv3small_re_lu_2",
+            3: "mobilenetv3small_activation_1",
+            4: "mobilenetv3small_activation_11",
+            5: "mobilenetv3small_activation_17",
+        },
+        "MobileNet",
+        (("include_preprocessing", False),),
+    ),
 ]
 
 
@@ -112,23 +125,10 @@ def _load_application(spec: _Application, x, weights: str | None) -> keras.Model
         ) from error
 
 
-def _rename_auto_named(model: keras.Model, prefix: str) -> None:
-    """Keras names a layer created without a name by a session-wide counter ("normalization_3"),
-    so the same encoder built twice in one process would get other names, and weights matched by
-    layer name (``--init-from``) would miss them. Those layers get the encoder's name instead."""
-    counts: dict[str, int] = {}
-    for layer in model.layers:
-        snake = re.sub(r"(?<!^)(?=[A-Z])", "_", type(layer).__name__).lower()
-        if re.fullmatch(rf"{snake}(_\d+)?", layer.name):
-            index = counts.get(snake, 0)
-            counts[snake] = index + 1
-            layer.name = f"{prefix}_{snake}" + (f"_{index}" if index else "")
-
-
 def _build(image, options: ModelOptions, spec: _Application) -> Features:
     x = EncoderPreprocessing(spec.preprocessing, name="encoder_preprocessing")(image)
     application = _load_application(spec, x, options.encoder_weights)
-    _rename_auto_named(application, spec.name)
+    rename_auto_named(application, spec.name)
     set_batch_norm_momentum(application, options.bn_momentum)
     return Features({f"P{k}": application.get_layer(name).output for k, name in spec.levels.items()})
 

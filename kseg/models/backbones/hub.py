@@ -23,7 +23,7 @@ import os
 import keras
 
 from kseg.layers import EncoderPreprocessing
-from kseg.models._common import set_batch_norm_momentum
+from kseg.models._common import rename_auto_named, set_batch_norm_momentum
 from kseg.models.base import Encoder, Features, ModelOptions
 
 INSTALL_HINT = 'pip install "kseg[hub]" (keras-hub)'
@@ -121,6 +121,7 @@ def _build(image, options: ModelOptions, spec: _HubBackbone) -> Features:
     set_batch_norm_momentum(backbone, options.bn_momentum)
     # The backbone's own class would need keras-hub to load; its graph up to the levels does not.
     pyramid = keras.Model(backbone.inputs, backbone.pyramid_outputs, name=spec.name)
+    rename_auto_named(pyramid, spec.name)
     levels = pyramid(x)
     return Features({key: levels[key] for key in sorted(levels)})
 
