@@ -7,6 +7,7 @@ and metric under the ``kseg`` package, so ``keras.saving.load_model`` reads kseg
 """
 
 import contextlib
+import glob
 import os
 import sys
 
@@ -18,9 +19,9 @@ def _quiet_native_start_up():
     """TensorFlow's C++ start-up lines (oneDNN, CPU features: absl logs written before logging is
     initialised, which TF_CPP_MIN_LOG_LEVEL no longer stops) say nothing about kseg's work. They
     are dropped while Keras first imports its backend, unless the user set TF_CPP_MIN_LOG_LEVEL:
-    then they show as TensorFlow decides."""
+    then they show as TensorFlow decides. Yields whether they are dropped."""
     if "TF_CPP_MIN_LOG_LEVEL" in os.environ or "keras" in sys.modules:
-        yield
+        yield False
         return
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
     sys.stderr.flush()
@@ -29,7 +30,7 @@ def _quiet_native_start_up():
         with open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
-                yield  # the body imports Keras, and with it the backend
+                yield True  # the body imports Keras, and with it the backend
             finally:
                 os.dup2(saved, 2)
     finally:
@@ -50,8 +51,22 @@ def _check_backend() -> None:
         ) from None
 
 
-with _quiet_native_start_up():
+def _start_tensorflow_without_a_gpu() -> None:
+    """TensorFlow probes CUDA at its first operation, and the full wheel (the one keras-hub's
+    tensorflow-text needs, so every kseg extra's) logs ``failed call to cuInit`` on a machine
+    without an NVIDIA GPU. Run here, while start-up lines are dropped, the probe says nothing.
+    With a GPU present the runtime starts when the user's code first needs it, so options that
+    must come before it (memory growth, visible devices) still apply."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow" and not glob.glob("/dev/nvidia*"):
+        keras.ops.convert_to_numpy(keras.ops.zeros(()))
+
+
+with _quiet_native_start_up() as quiet:
     _check_backend()
+    if quiet:
+        _start_tensorflow_without_a_gpu()
 
 from kseg import (  # noqa: E402
     cli,

@@ -1,5 +1,6 @@
 """``import kseg`` alone makes every public module reachable, in a fresh interpreter."""
 
+import glob
 import json
 import os
 import subprocess
@@ -83,6 +84,21 @@ def test_import_without_the_backend_installed_names_the_extras(backend):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: kseg expects the Keras backend") and f"KERAS_BACKEND={backend}" in last
     assert "'kseg[tensorflow]', 'kseg[jax]' or 'kseg[torch]'" in last
+
+
+@pytest.mark.skipif(bool(glob.glob("/dev/nvidia*")), reason="with a GPU, TensorFlow's runtime starts at first use")
+def test_a_cpu_start_up_under_tensorflow_prints_no_cuda_line():
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import kseg, keras; print(keras.ops.convert_to_numpy(keras.ops.add(1.0, 2.0)))"],
+        cwd=REPO,
+        env={**env, "KERAS_BACKEND": "tensorflow"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "3.0", done.stderr[-2000:]
+    assert "cuInit" not in done.stderr and "CUDA" not in done.stderr, done.stderr[-2000:]
 
 
 def test_the_version_is_declared_once_and_the_package_is_typed():
