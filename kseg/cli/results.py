@@ -1,0 +1,83 @@
+"""``python -m kseg leaderboard``: the leaderboard, its views and comparisons."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kseg.cli._flags import EXIT_BAD_ARGUMENTS, EXIT_OK
+
+
+def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Prints the leaderboard's summary (mean +- std over seeds per group), as text or Markdown."""
+    from kseg import leaderboard
+
+    if args.merge:
+        print(
+            f"[leaderboard] {leaderboard.merge(args.merge, args.results)} rows from {args.merge} "
+            f"appended to {args.results}"
+        )
+    if not Path(args.results).exists():
+        print(f"error: no leaderboard at {args.results}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    table = leaderboard.read(args.results)
+    for column in ("dataset", "preset", "kseg_version"):
+        if getattr(args, column):
+            table = table[table[column] == getattr(args, column)]
+    if args.seed is not None:
+        table = table[table["seed"] == args.seed]
+    if args.recipe:
+        table = table[leaderboard.with_groups(table)["recipe"] == args.recipe]
+    if args.recipes:
+        model, _, loss = args.recipes.partition("+")
+        print(leaderboard.recipe_comparison(table, model, loss))
+    elif args.paired:
+        per_image = leaderboard.read_per_image(args.results)
+        print(leaderboard.paired_comparison(table, *args.paired, metric=args.metric, per_image=per_image))
+    elif args.transfer:
+        print(leaderboard.transfer_report(table, args.transfer))
+    else:
+        per_image = leaderboard.read_per_image(args.results)
+        print(
+            leaderboard.markdown_report(table, per_image)
+            if args.markdown
+            else leaderboard.format_summary(leaderboard.summarise(table, per_image=per_image))
+        )
+    return EXIT_OK
+
+
+def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``leaderboard``'s flags: which rows, and which view of them."""
+    p.add_argument("--results", default="experiments.csv", help="leaderboard CSV")
+    p.add_argument("--markdown", action="store_true", help="a Markdown table (as in docs/results.md)")
+    p.add_argument("--dataset", help="only rows of this dataset")
+    p.add_argument("--preset", help="only rows of this preset")
+    p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
+    p.add_argument("--seed", type=int, help="only rows of this seed (an ablation run on one seed)")
+    p.add_argument("--recipe", help="only rows of this recipe, as the table's recipe column writes it")
+    p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
+    p.add_argument(
+        "--transfer",
+        metavar="CSV",
+        help="join scores of the runs' models on another set "
+        "(`python -m kseg evaluate --model runs/*/model.keras --csv CSV`) and summarise them per group (Markdown)",
+    )
+    p.add_argument(
+        "--paired",
+        nargs=2,
+        metavar=("BASE", "NEW"),
+        help="compare two recipes (as the recipe column writes them) run on the same splits, paired by model, "
+        "loss and seed (Markdown): the gain per pair and how many runs gained",
+    )
+    p.add_argument("--metric", default="test_iou", help="with --paired: the column compared, e.g. ext_isic2018_dev_iou")
+    p.add_argument(
+        "--recipes",
+        metavar="MODEL+LOSS",
+        help="compare every recipe of one pair (Markdown): val and test IoU "
+        "before and after refinement, minutes per run, e.g. segnet+bce",
+    )
+    return p
+
+
+__all__ = ["leaderboard_command", "add_leaderboard_arguments"]
