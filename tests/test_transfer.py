@@ -5,6 +5,7 @@ counts what it loaded, refuses a useless source before any run, enters the run's
 from __future__ import annotations
 
 import json
+import zipfile
 
 import keras
 import numpy as np
@@ -89,8 +90,12 @@ def test_a_useless_source_fails_naming_the_file_and_the_layers(tmp_path):
         transfer.load_matching_weights(model, tmp_path / "other.keras")
 
     (tmp_path / "broken.keras").write_text("not a zip")
-    with pytest.raises(ValueError, match=r"broken\.keras, which Keras cannot load"):
+    with pytest.raises(ValueError, match=r"broken\.keras, which is not a Keras archive"):
         transfer.load_matching_weights(model, tmp_path / "broken.keras")
+    with zipfile.ZipFile(tmp_path / "empty.keras", "w") as archive:  # a zip, but no model inside
+        archive.writestr("notes.txt", "nothing")
+    with pytest.raises(ValueError, match=r"empty\.keras, which Keras cannot load"):
+        transfer.load_matching_weights(model, tmp_path / "empty.keras")
     with pytest.raises(FileNotFoundError, match=r"Received: .*missing"):
         transfer.source_identity(tmp_path / "missing")
 
