@@ -442,6 +442,37 @@ def test_paired_comparison_pairs_by_seed_and_counts_the_runs_that_gained(tmp_pat
     assert "3 of 4 runs gained" in capsys.readouterr().out
 
 
+def test_recipe_comparison_names_each_start_and_scores_each_source_apart():
+    def run(i, source, val_ph2, **extra):
+        return _row(
+            i,
+            seed=i % 2,
+            config_hash=f"{source}{i}",
+            group_hash=source,
+            init_source=f"isic:{source}",
+            val_iou=0.8,
+            val_iou_source_ph2=val_ph2,
+            ext_isic2018_dev_iou=0.7 + i / 100,
+            ext_isic2018_dev_dataset_iou=0.5,
+            **extra,
+        )
+
+    # Two pretrainings (8 and 16 epochs) give the fine-tunes one recipe label; the start tells them apart.
+    table = pd.DataFrame([run(0, "pre8", 0.86), run(1, "pre8", None), run(2, "pre16", 0.88), run(3, "pre16", 0.90)])
+    lines = leaderboard.recipe_comparison(table, "unet", "bce").splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:2] == ["recipe", "starts from"] and "val IoU ph2" in header and "isic2018_dev IoU" in header
+    assert "isic2018_dev_dataset IoU" not in header
+    rows = {
+        cells[1]: dict(zip(header, cells))
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    }
+    assert rows["isic:pre16"]["val IoU ph2"] == "0.890 +- 0.014"  # mean and std of 0.88, 0.90
+    assert rows["isic:pre8"]["val IoU ph2"] == "0.860"  # the one run that scored it
+    assert rows["isic:pre8"]["isic2018_dev IoU"] == "0.705 +- 0.007"
+    assert "starts from" not in leaderboard.recipe_comparison(table.drop(columns="init_source"), "unet", "bce")
+
+
 def test_paired_comparison_tests_per_image_differences_with_holm(tmp_path):
     """Two pairs over two folds of 20 images each: unet's new recipe is +0.02 on every image
     (found: p = 0), segnet's is the same scores shuffled between images of a fold (mean 0)."""

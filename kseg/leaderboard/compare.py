@@ -15,10 +15,23 @@ __all__ = [
 ]
 
 
+def _scored_parts(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    """(column, header) of each per-source validation and test IoU and each external set's IoU
+    that some of ``rows`` have: a joint recipe is chosen on its sources' validation parts."""
+    parts = []
+    for prefix, header in (("val_iou_source_", "val IoU {}"), ("test_iou_source_", "test IoU {}")):
+        parts += [(c, header.format(c[len(prefix) :])) for c in rows if c.startswith(prefix)]
+    externals = [c for c in rows if c.startswith("ext_") and c.endswith("_iou")]
+    parts += [(c, f"{c[4:-4]} IoU") for c in externals if not c.endswith(("_dataset_iou", "_members_iou"))]
+    return [(column, header) for column, header in parts if rows[column].notna().any()]
+
+
 def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | None = None) -> str:
     """A Markdown table of every recipe one model + loss pair was trained with (the ablation):
     per group, mean +- std over seeds of validation and test IoU, before and after the run's
-    refinement (chosen on validation), and minutes per run (training, refinement, scoring)."""
+    refinement (chosen on validation), and minutes per run (training, refinement, scoring).
+    Where runs start from another run (``init_source``), a column names it (two pretrainings
+    give one recipe label); where rows score sources or external sets apart, a column each."""
     rows = table[(table["model"] == model) & (table["loss"] == loss)]
     if preset:
         rows = rows[rows["preset"] == preset]
@@ -29,10 +42,15 @@ def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | 
     ok["val_refined"] = ok["val_iou_refined"].fillna(ok["val_plain"])
     ok["test_plain"] = ok["test_iou_plain"].fillna(ok["test_iou"])
     ok["minutes"] = ok["run_seconds"].fillna(ok["train_seconds"]) / 60
-    metrics = ("val_plain", "val_refined", "test_plain", "test_iou", "minutes")
+    parts = _scored_parts(ok)
+    starts = "init_source" in ok and ok["init_source"].notna().any()
+    if starts:
+        ok["starts_from"] = ok["init_source"].fillna("-")
+    metrics = ("val_plain", "val_refined", "test_plain", "test_iou", *(c for c, _ in parts), "minutes")
     grouped = ok.groupby("group", sort=False)
     header = [
         "recipe",
+        *(["starts from"] if starts else []),
         "device",
         "precision",
         "n",
@@ -40,16 +58,19 @@ def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | 
         "val IoU refined",
         "test IoU",
         "test IoU refined",
+        *(h for _, h in parts),
         "min/run",
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    summary = grouped[["recipe", "device", "precision"]].first().join(grouped["seed"].count().rename("n"))
+    labels = ["recipe", *(["starts_from"] if starts else []), "device", "precision"]
+    summary = grouped[labels].first().fillna("-").join(grouped["seed"].count().rename("n"))
     for m in metrics:
         summary[m], summary[m + "_std"] = grouped[m].mean(), grouped[m].std()
     for r in summary.sort_values("test_iou", ascending=False).itertuples():
         cells = (
-            [r.recipe, r.device, r.precision, str(r.n)]
-            + [_spread(getattr(r, m), getattr(r, m + "_std")) for m in metrics[:-1]]
+            [getattr(r, label) for label in labels]
+            + [str(r.n)]
+            + [_spread(getattr(r, m), getattr(r, m + "_std")) if pd.notna(getattr(r, m)) else "-" for m in metrics[:-1]]
             + [f"{r.minutes:.1f}"]
         )
         lines.append("| " + " | ".join(cells) + " |")
