@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kseg import cli
+from kseg.pretrained import __main__ as pretrained_command
 
 pytestmark = pytest.mark.backend_independent
 
@@ -92,6 +93,9 @@ def test_the_readme_results_table_is_the_leaderboard(monkeypatch):
 # ----- every command of a bash block parses (nothing runs: most need PH2 or a trained model) -----
 
 
+KSEG_COMMANDS = (["python", "-m", "kseg"], ["python", "-m", "kseg.pretrained"])
+
+
 def _bash_commands():
     """(page, argv) for each ``python -m kseg ...`` / ``python run_all.py ...`` of a ```bash block."""
     for page in PAGES:
@@ -114,7 +118,7 @@ def _bash_commands():
                         continue
                     while command and re.fullmatch(r"\w+=.*", command[0]):  # KSEG_PH2_DIR=... python ...
                         command.pop(0)
-                    if command[:3] == ["python", "-m", "kseg"] or command[:2] == ["python", "run_all.py"]:
+                    if command[:3] in KSEG_COMMANDS or command[:2] == ["python", "run_all.py"]:
                         yield page, command
                     command = []
 
@@ -126,6 +130,8 @@ COMMANDS = list(_bash_commands())
 def test_each_command_in_the_pages_parses(page, command):
     if command[1] == "run_all.py":
         parser, argv = cli.build_grid_parser(), command[2:]
+    elif command[2] == "kseg.pretrained":
+        parser, argv = pretrained_command.build_parser(), command[3:]
     else:
         parser, argv = cli.build_parser(), command[3:]
     errors = io.StringIO()

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from kseg import leaderboard, pretrained
+from kseg.pretrained import __main__ as pretrained_command
 from kseg.cli import main, run_grid_command
 from kseg.data import synthetic
 
@@ -57,7 +58,7 @@ def test_install_makes_a_run_the_ready_model(tmp_path, monkeypatch):
     monkeypatch.setattr(pretrained, "READY_MODEL", tmp_path / "ready.keras")
     monkeypatch.setattr(pretrained, "PROVENANCE", tmp_path / "ready.json")
     monkeypatch.setattr(pretrained, "PROVENANCE_FIELDS", ("run_id", "config_hash", "test_iou"))
-    assert pretrained.install(run_dir, results) == tmp_path / "ready.keras"
+    assert pretrained_command.main([str(run_dir), "--results", str(results)]) == 0  # the documented command
     facts = json.loads((tmp_path / "ready.json").read_text())
     assert facts["run_id"] == run_dir.name and "recipe" in facts
     # Without optimizer state: smaller than the run's own file.

@@ -1,12 +1,13 @@
 """kseg's ready model: the model ``python -m kseg predict`` runs when no ``--model`` is given.
 
 It is one run of the ``dermoscopy`` preset (a U-Net pretrained on ISIC 2018's training images,
-then trained on PH2 with half of every batch from ISIC; docs/dermoscopy.md), chosen among the
-preset's committed runs on validation IoU, saved without its optimizer state. Its row in
+then trained on PH2 with a quarter of every batch replayed from ISIC; docs/dermoscopy.md), the
+preset's run with the best validation IoU (both sources' validation parts), saved without its
+optimizer state. Its row in
 ``experiments.csv`` is the one whose ``config_hash`` :func:`provenance` names. It was made by::
 
     KSEG_PH2_DIR=../shared/data/ph2 KSEG_ISIC2018_TRAIN_DIR=../shared/data/isic2018-train \\
-        python run_all.py --preset dermoscopy --models unet --losses bce --seeds 0 1 2 \\
+        python run_all.py --preset dermoscopy --seeds 0 1 2 --losses bce dice \\
         --external ../shared/data/isic2018-dev:_segmentation
     python -m kseg.pretrained runs/RUN_ID
 """
