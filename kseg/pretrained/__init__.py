@@ -1,10 +1,10 @@
 """kseg's ready model: the model ``python -m kseg predict`` runs when no ``--model`` is given.
 
-It is one run of the ``dermoscopy`` preset (a U-Net pretrained on ISIC 2018's training images,
-then trained on PH2 with a quarter of every batch replayed from ISIC; docs/dermoscopy.md), the
-preset's run with the best validation IoU (both sources' validation parts), saved without its
-optimizer state. Its row in
-``experiments.csv`` is the one whose ``config_hash`` :func:`provenance` names. It was made by::
+It is one run of the ``dermoscopy`` preset (a network pretrained on ISIC 2018's training
+images, then trained on PH2 with a quarter of every batch replayed from ISIC; docs/dermoscopy.md),
+the preset's run with the best validation IoU (both sources' validation parts), saved without
+its optimizer state. Its row in ``experiments.csv`` is the one whose ``config_hash``
+:func:`provenance` names. It was made by::
 
     KSEG_PH2_DIR=../shared/data/ph2 KSEG_ISIC2018_TRAIN_DIR=../shared/data/isic2018-train \\
         python run_all.py --preset dermoscopy --seeds 0 1 2 --losses bce dice \\
