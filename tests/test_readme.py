@@ -2,6 +2,7 @@
 Python examples of the README and docs/python.md run."""
 
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -145,3 +146,36 @@ def test_the_data_cache_docstring_shows_how_to_make_one():
     assert {cache.kind for cache in caches} >= {"synthetic", "ph2", "folder"}
     synthetic = next(cache for cache in caches if cache.kind == "synthetic")
     assert len(synthetic.get(32, synthetic_n=10).ids) == 10
+
+
+# ----- README "Use a trained model": its predict, evaluate and leaderboard lines run as written ---------------
+
+
+def _readme_model_commands() -> list[list[str]]:
+    section = (REPO / "README.md").read_text().split("## Use a trained model", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [shlex.split(line.split("#")[0])[3:] for line in block.splitlines() if line.startswith("python -m kseg")]
+
+
+def test_the_readme_model_commands_run_on_a_trained_run(tmp_path, monkeypatch, capsys):
+    from kseg.cli import main, run_grid_command
+    from tests.data_utils import write_synthetic_folder
+
+    monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    common = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--models", "unet", "--losses", "bce"]
+    assert run_grid_command([*common, "--results", "experiments.csv", "--output", "runs"]) == 0
+    (run,) = Path("runs").iterdir()
+    write_synthetic_folder(tmp_path / "DIR", n=4, mask_suffix="_segmentation")
+    Path("my_images").symlink_to(tmp_path / "DIR" / "images")
+    commands = _readme_model_commands()
+    ran = []
+    for argv in commands:
+        if argv[0] == "export":  # tests/test_export.py exports every registered model in each format
+            continue
+        argv = [word.replace("runs/RUN", str(run)) for word in argv]
+        assert main(argv) == 0, f"README.md: `python -m kseg {' '.join(argv)}`"
+        ran.append(argv[0])
+    assert ran == ["predict", "evaluate", "leaderboard"]
+    assert len(list((tmp_path / "masks" / "masks").glob("*.png"))) == 4
+    assert "IoU" in capsys.readouterr().out
