@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from kseg import leaderboard, pretrained
-from kseg.pretrained import __main__ as pretrained_command
 from kseg.cli import main, run_grid_command
 from kseg.data import synthetic
+from kseg.pretrained import __main__ as pretrained_command
 
 COMMITTED_RESULTS = Path(__file__).parents[1] / "experiments.csv"
 
@@ -65,3 +65,39 @@ def test_install_makes_a_run_the_ready_model(tmp_path, monkeypatch):
     assert (tmp_path / "ready.keras").stat().st_size < (run_dir / "model.keras").stat().st_size
     with pytest.raises(ValueError, match="expects a run with an ok row"):
         pretrained.install(run_dir, tmp_path / "other.csv")
+
+
+@pytest.mark.backend_independent
+def test_the_ready_model_is_the_best_validated_fine_tune_with_a_model(tmp_path):
+    results, runs = tmp_path / "lb.csv", tmp_path / "runs"
+
+    def run(run_id, val_refined, preset="dermoscopy", joint="isic2018_train:ab12", saved=True):
+        leaderboard.append_row(
+            results,
+            dict(
+                run_id=run_id,
+                config_hash=run_id,
+                model="unet",
+                loss="bce",
+                seed=0,
+                dataset="ph2",
+                preset=preset,
+                status="ok",
+                val_iou=0.5,
+                val_iou_refined=val_refined,
+                joint_source=joint,
+                test_iou=0.5,
+            ),
+        )
+        if saved:
+            (runs / run_id).mkdir(parents=True)
+            (runs / run_id / "model.keras").write_bytes(b"")
+
+    with pytest.raises(FileNotFoundError, match="a trained run of the dermoscopy preset"):
+        pretrained.best_run(results, runs)
+    run("pretraining", 0.99, joint=None)  # the preset's pretraining run: not a candidate
+    run("other-preset", 0.95, preset="cpu")
+    run("unsaved", 0.90, saved=False)  # its folder is gone: it cannot be installed
+    run("good", 0.80)
+    run("best", 0.85)
+    assert pretrained.best_run(results, runs) == runs / "best"

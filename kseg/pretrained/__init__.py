@@ -9,7 +9,7 @@ its optimizer state. Its row in ``experiments.csv`` is the one whose ``config_ha
     KSEG_PH2_DIR=../shared/data/ph2 KSEG_ISIC2018_TRAIN_DIR=../shared/data/isic2018-train \\
         python run_all.py --preset dermoscopy --seeds 0 1 2 --losses bce dice \\
         --external ../shared/data/isic2018-dev:_segmentation
-    python -m kseg.pretrained runs/RUN_ID
+    python -m kseg.pretrained    # the best run (best_run); or name one: python -m kseg.pretrained runs/RUN_ID
 """
 
 from __future__ import annotations
@@ -53,6 +53,24 @@ def provenance() -> dict:
     return json.loads(PROVENANCE.read_text())
 
 
+def best_run(results: str | Path = "experiments.csv", output: str | Path = "runs", preset: str = "dermoscopy") -> Path:
+    """The run folder in ``output`` of the ``preset``'s run with the best validation IoU after its
+    refinement (what the ready model would score on validation), among its runs that trained on
+    a joint source (the preset's fine-tunes, not its pretraining runs) and whose folder holds a
+    model. Raises ``FileNotFoundError`` when there is none."""
+    from kseg import leaderboard, transfer
+
+    rows = leaderboard.latest_ok_rows(leaderboard.read(results))
+    rows = rows[(rows["preset"] == preset) & rows["joint_source"].notna()]
+    rows = rows[[(Path(output) / run_id / transfer.MODEL_FILE).is_file() for run_id in rows["run_id"]]]
+    if rows.empty:
+        raise FileNotFoundError(
+            f"the ready model expects a trained run of the {preset} preset in {output} with an ok row in {results}"
+        )
+    best = rows.loc[rows["val_iou_refined"].fillna(rows["val_iou"]).idxmax()]
+    return Path(output) / best["run_id"]
+
+
 def install(run_dir: str | Path, results: str | Path = "experiments.csv") -> Path:
     """Makes the run in ``run_dir`` kseg's ready model: its ``model.keras`` (with the refinement
     it chose) saved without optimizer state, and its leaderboard row's recipe and scores in
@@ -77,4 +95,4 @@ def install(run_dir: str | Path, results: str | Path = "experiments.csv") -> Pat
     return READY_MODEL
 
 
-__all__ = ["READY_MODEL", "PROVENANCE", "ready_model", "provenance", "install"]
+__all__ = ["READY_MODEL", "PROVENANCE", "ready_model", "provenance", "best_run", "install"]

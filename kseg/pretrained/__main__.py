@@ -1,23 +1,32 @@
-"""``python -m kseg.pretrained RUN_DIR``: make a run kseg's ready model (:func:`kseg.pretrained.install`)."""
+"""``python -m kseg.pretrained [RUN_DIR]``: make a run kseg's ready model (:func:`kseg.pretrained.install`),
+by default the dermoscopy preset's run with the best validation IoU (:func:`kseg.pretrained.best_run`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from kseg.pretrained import install
+from kseg.pretrained import best_run, install
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kseg.pretrained", description=install.__doc__.split("\n\n")[0])
-    parser.add_argument("run_dir", help="a run folder of the dermoscopy preset, e.g. runs/unet-bce-seed0-0123456789ab")
+    parser.add_argument(
+        "run_dir",
+        nargs="?",
+        help="a run folder, e.g. runs/unet-bce-seed0-0123456789ab; default: the --preset's run in --output with "
+        "the best validation IoU",
+    )
     parser.add_argument("--results", default="experiments.csv", help="the leaderboard that holds the run's row")
+    parser.add_argument("--output", default="runs", help="the run folders to choose among")
+    parser.add_argument("--preset", default="dermoscopy", help="the preset whose runs are chosen among")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    print(f"[pretrained] {install(args.run_dir, args.results)}")
+    run_dir = args.run_dir or best_run(args.results, args.output, args.preset)
+    print(f"[pretrained] {run_dir} -> {install(run_dir, args.results)}")
     return 0
 
 
