@@ -74,6 +74,8 @@ README_COLUMNS = {
     "`cpu`": f'python -m kseg leaderboard --markdown --dataset ph2 --preset cpu --recipe "{RECIPE.format(epochs=32)}"',
     "`cpu`, fine-tuned from ISIC": "python -m kseg leaderboard --markdown --dataset ph2 --preset cpu "
     f'--recipe "{RECIPE.format(epochs=16)} init=isic2018_train"',
+    "`dermoscopy`": "python -m kseg leaderboard --markdown --dataset ph2 --preset dermoscopy "
+    f'--recipe "{RECIPE.format(epochs=16)} init=isic2018_train mix0.25 joint=isic2018_train"',
 }
 
 
