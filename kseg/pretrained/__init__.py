@@ -1,14 +1,14 @@
 """kseg's ready model: the model ``python -m kseg predict`` runs when no ``--model`` is given.
 
-It is one run of the ``dermoscopy`` preset (a network pretrained on ISIC 2018's training
-images, then trained on PH2 with a quarter of every batch replayed from ISIC; docs/dermoscopy.md),
-the preset's run with the best validation IoU (both sources' validation parts), saved without
-its optimizer state. Its row in ``experiments.csv`` is the one whose ``config_hash``
+It is one run of the ``dermoscopy`` preset or of its ablation (a network pretrained on ISIC
+2018's training images, then trained on PH2 with a share of every batch from ISIC;
+docs/dermoscopy.md): the run with the best validation IoU (both sources' validation parts),
+saved without its optimizer state. Its row in ``experiments.csv`` is the one whose ``config_hash``
 :func:`provenance` names. It was made by::
 
     KSEG_PH2_DIR=../shared/data/ph2 KSEG_ISIC2018_TRAIN_DIR=../shared/data/isic2018-train \\
-        python run_all.py --preset dermoscopy --seeds 0 1 2 --losses bce dice \\
-        --external ../shared/data/isic2018-dev:_segmentation
+        python run_all.py --preset dermoscopy --seeds 0 1 2 --models unet --losses bce \\
+        --pretrain-epochs 32 --joint-ratio 0.5 --external ../shared/data/isic2018-dev:_segmentation
     python -m kseg.pretrained    # the best run (best_run); or name one: python -m kseg.pretrained runs/RUN_ID
 """
 
@@ -30,7 +30,10 @@ PROVENANCE_FIELDS = (
     "seed",
     "preset",
     "image_size",
+    "init_source",
+    "joint_ratio",
     "val_iou",
+    "val_iou_refined",
     "test_iou",
     "test_iou_source_isic2018_train",
     "ext_isic2018_dev_iou",
