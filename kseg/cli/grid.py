@@ -290,9 +290,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     table = leaderboard.read(args.results)
     summary = leaderboard.summarise(table, per_image=leaderboard.read_per_image(args.results))
     # What this grid ran (ties are against each dataset's best in the whole leaderboard), not every group in the file.
-    # An all-failed grid has no scored row, so no group column.
-    ran = summary if summary.empty else summary[summary["group"].isin({c.group_hash for c in configs})]
-    ran = ran.reset_index(drop=True)
+    ran = summary[summary["group"].isin({c.group_hash for c in configs})].reset_index(drop=True)
     print(leaderboard.format_summary(ran))
     print(
         f"[grid] {len(ran)} of the leaderboard's {len(summary)} groups; all of them: "

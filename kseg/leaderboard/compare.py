@@ -43,7 +43,7 @@ def recipe_comparison(table: pd.DataFrame, model: str, loss: str, preset: str | 
     ok["test_plain"] = ok["test_iou_plain"].fillna(ok["test_iou"])
     ok["minutes"] = ok["run_seconds"].fillna(ok["train_seconds"]) / 60
     parts = _scored_parts(ok)
-    starts = "init_source" in ok and ok["init_source"].notna().any()
+    starts = ok["init_source"].notna().any()  # with_groups gives every row every schema column
     if starts:
         ok["starts_from"] = ok["init_source"].fillna("-")
     metrics = ("val_plain", "val_refined", "test_plain", "test_iou", *(c for c, _ in parts), "minutes")

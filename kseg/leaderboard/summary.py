@@ -161,8 +161,8 @@ def summarise(
     Only ok rows count; where a config ran twice (``--force``) its latest row counts.
     """
     ok = with_groups(latest_ok_rows(table))
-    columns = [*SHOWN, "mean", "std", "n", *extra]
-    if ok.empty:
+    columns = ["group", *SHOWN, "mean", "std", "n", *extra]
+    if ok.empty:  # the same columns as a filled summary, so callers can select on them
         return pd.DataFrame(columns=columns)
     grouped = ok.groupby("group", sort=False)
     summary = grouped[metric].agg(["mean", "std", "count"]).rename(columns={"count": "n"})
