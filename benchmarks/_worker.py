@@ -34,35 +34,11 @@ from _timing import median_seconds  # noqa: E402
 
 
 def forward_gflops(model) -> float:
-    """Multiply-adds x2 of every Conv2D / Conv2DTranspose in one forward pass of ONE image, read
-    from the layers' static shapes: the convention of torch_twin.forward_flops and torch's
-    FlopCounterMode (bias, BN, ReLU, pooling and the loss are not counted)."""
-    from keras import layers
+    """FLOPs (2 x multiply-adds) of one image's forward pass: ``kseg.models.cost.forward_gflops``,
+    the convention of torch_twin.forward_flops and torch's FlopCounterMode."""
+    from kseg.models.cost import forward_gflops as count
 
-    macs = 0
-    for layer in _all_layers(model):
-        if isinstance(layer, layers.Conv2DTranspose):
-            # torch counts input elements x out_channels x kernel area for transposed convs.
-            in_shape = layer.input.shape
-            kh, kw = layer.kernel_size
-            macs += int(np.prod(in_shape[1:])) * layer.filters * kh * kw
-        elif isinstance(layer, layers.Conv2D):
-            out_shape = layer.output.shape
-            in_channels = layer.input.shape[-1]
-            kh, kw = layer.kernel_size
-            groups = getattr(layer, "groups", 1) or 1
-            macs += int(np.prod(out_shape[1:])) * in_channels * kh * kw // groups
-    return 2 * macs / 1e9
-
-
-def _all_layers(model) -> list:
-    """Layers of ``model`` with nested models flattened (kseg builders are flat, but be safe)."""
-    import keras
-
-    found = []
-    for layer in model.layers:
-        found.extend(_all_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return found
+    return count(model)
 
 
 def _reset_peak_rss() -> None:

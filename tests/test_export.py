@@ -20,7 +20,7 @@ import kseg
 from kseg import export, refine
 from kseg.cli import main
 from kseg.layers import MaxPoolingWithArgmax2D, MaxUnpooling2D
-from kseg.models import backbones
+from kseg.models import backbones, decoders
 from kseg.models.backbones.hub import is_hub_encoder
 from kseg.predict import predict_mask_batch
 from tests.harness import needs_keras_hub
@@ -165,9 +165,7 @@ def _registered_models() -> list[str]:
         for name, encoder in backbones.REGISTRY.items()
         if name not in NETWORKS
     ]
-    by_decoder = [
-        kseg.models.canonical_name(name, "segnet" if name == "segnet" else "unet") for name in kseg.models.available()
-    ]
+    by_decoder = [kseg.models.canonical_name(name, decoders.get(name).test_encoder) for name in kseg.models.available()]
     return [name for name in dict.fromkeys(by_encoder + by_decoder) if name not in NETWORKS]
 
 

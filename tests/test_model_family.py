@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kseg import models
-from kseg.models import backbones
+from kseg.models import backbones, decoders
 from kseg.models.backbones import applications, hub
 from kseg.models.base import ModelOptions
 from tests.harness import BACKEND_INDEPENDENT_PASS, KERAS_HUB_MISSING, needs_keras_hub
@@ -34,12 +34,12 @@ def _params(cases):
     ]
 
 
-PAIRS = [(d, e) for d in models.available() for e in ENCODERS if d != "segnet" or e == "segnet"]
+PAIRS = [(d, e) for d in models.available() for e in ENCODERS if decoders.get(d).pairs_with(e)]
 # One model per encoder (under U-Net, which takes every encoder) and per decoder (on kseg's own
 # U-Net encoder, the cheapest): what training and the move between backends exercise.
 # Both from the registries: a new encoder or decoder trains and moves without a line here.
 ONE_EACH = [("unet", e) for e in ENCODERS] + [
-    (d, "segnet" if d == "segnet" else "unet") for d in models.available() if d != "unet"
+    (d, decoders.get(d).test_encoder) for d in models.available() if d != "unet"
 ]
 # What differs between backends is kseg's own layers (unpooling, FastBN, the decoders) and how each
 # source of encoders nests its graph: every pass trains and moves kseg's encoders and one encoder

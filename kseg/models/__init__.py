@@ -41,7 +41,13 @@ def resolve(name: str, encoder: str | None = None) -> tuple[Decoder, Encoder]:
     if named_encoder and encoder and named_encoder != encoder.lower():
         raise ValueError(f"Expected one encoder. Received: name={name!r} and encoder={encoder!r}")
     decoder = _decoders.get(decoder_name)
-    return decoder, _encoders.get(named_encoder or encoder or decoder.default_encoder)
+    encoder_entry = _encoders.get(named_encoder or encoder or decoder.default_encoder)
+    if not decoder.pairs_with(encoder_entry.name):
+        raise ValueError(
+            f"The {decoder.name} decoder pairs only with the {' or '.join(map(repr, decoder.encoders))} encoder. "
+            f"Received: {decoder.name}:{encoder_entry.name}"
+        )
+    return decoder, encoder_entry
 
 
 def canonical_name(name: str, encoder: str | None = None) -> str:

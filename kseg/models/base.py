@@ -87,12 +87,23 @@ class Decoder:
             follows).
         default_encoder: the encoder ``build(name)`` pairs it with when none is named.
         summary: one line for the decoder table of docs/models.md.
+        encoders: the only encoders it pairs with (SegNet's needs pooling positions; a light
+            network's decoder, its own encoder's widths); empty: any encoder.
     """
 
     name: str
     build: Callable[[Features, ModelOptions], keras.KerasTensor]
     default_encoder: str
     summary: str
+    encoders: tuple[str, ...] = ()
+
+    def pairs_with(self, encoder: str) -> bool:
+        return not self.encoders or encoder in self.encoders
+
+    @property
+    def test_encoder(self) -> str:
+        """The cheapest encoder it pairs with: kseg's U-Net encoder, or its own."""
+        return self.encoders[0] if self.encoders else "unet"
 
 
 __all__ = ["ModelOptions", "Features", "Encoder", "Decoder"]

@@ -4,7 +4,7 @@ positions instead of learning the up-sampling.
     level k (deepest first): unpool with level k's positions, block(f_k), block(f_{k-1}),
                              with f_k = base_filters * 2**k and f_{-1} = base_filters // 2
 
-It needs the positions, so it pairs only with the "segnet" encoder.
+It needs the positions, so it pairs only with the "segnet" encoder (``Decoder.encoders``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,6 @@ from kseg.models.base import Decoder, Features, ModelOptions
 
 
 def _decoder(features: Features, options: ModelOptions):
-    if features.pooling_positions is None:
-        raise ValueError(
-            "The segnet decoder unpools by its encoder's max-pooling positions, so it pairs only with the 'segnet' "
-            "encoder. Received: an encoder without pooling positions (use 'segnet' or 'segnet:segnet', or another "
-            "decoder such as 'unet:ENCODER')"
-        )
     block = functools.partial(conv_block, bn_momentum=options.bn_momentum, batch_norm=options.batch_norm)
     depth = len(features.pooling_positions)
     widths = [options.base_filters * 2**k for k in range(depth)]
@@ -34,6 +28,8 @@ def _decoder(features: Features, options: ModelOptions):
     return x
 
 
-DECODERS = [Decoder("segnet", _decoder, "segnet", "max-unpooling by the encoder's pooling positions")]
+DECODERS = [
+    Decoder("segnet", _decoder, "segnet", "max-unpooling by the encoder's pooling positions", encoders=("segnet",))
+]
 
 __all__ = ["DECODERS"]
