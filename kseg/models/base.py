@@ -44,10 +44,13 @@ class Features:
             (ConvNeXt has no P1), the deepest last.
         pooling_positions: SegNet's max-pooling positions, shallowest level first; None for
             every other encoder.
+        extra: maps a network's own decoder needs beside the pyramid, by name (a light
+            network's stage output that shares a stride with a deeper one); empty for most.
     """
 
     pyramid_outputs: dict[str, Any]
     pooling_positions: list | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def level(self, k: int):
         return self.pyramid_outputs.get(f"P{k}")
