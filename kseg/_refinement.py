@@ -1,6 +1,6 @@
-"""What a model carries about how its logits become masks: the :class:`Refinement` value (a TTA
-mode and a post-processing mode) and its in-memory attachment to a model (``attach`` /
-``attached``).
+"""What a model carries about how its logits become masks and probabilities: the
+:class:`Refinement` value (a TTA mode, a post-processing mode and a temperature) and its
+in-memory attachment to a model (``attach`` / ``attached``).
 
 Both :mod:`kseg.refine` (which chooses and applies refinements) and
 :class:`kseg.models.SegmentationModel` (which stores one in its config) need this piece, and
@@ -11,6 +11,7 @@ other. Its public names are re-exported by :mod:`kseg.refine`; import them from 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import keras
@@ -36,11 +37,13 @@ def check_mode(mode: str, modes: tuple[str, ...], what: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Refinement:
-    """A TTA mode and a post-processing mode, applied to a model's predictions.
+    """A TTA mode, a post-processing mode and a temperature, applied to a model's predictions.
 
     Args:
         tta: one of ``TTA_MODES``.
         postprocess: one of ``POSTPROCESS_MODES``.
+        temperature: the probabilities are ``sigmoid(logits / temperature)``
+            (:func:`kseg.calibration.fit_temperature`); it never changes a mask.
 
     Example:
 
@@ -53,26 +56,40 @@ class Refinement:
 
     tta: str = "none"
     postprocess: str = "none"
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         check_mode(self.tta, TTA_MODES, "TTA")
         check_mode(self.postprocess, POSTPROCESS_MODES, "post-processing")
+        if not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0
+        ):
+            raise ValueError(f"A refinement's temperature must be a positive number. Received: {self.temperature!r}")
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict, the inverse of ``from_dict``."""
-        return {"tta": self.tta, "postprocess": self.postprocess}
+        return {"tta": self.tta, "postprocess": self.postprocess, "temperature": float(self.temperature)}
+
+    @property
+    def masks_only(self) -> "Refinement":
+        """The same masks without the temperature: what the validation search compares."""
+        return dataclasses.replace(self, temperature=1.0)
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> "Refinement":
         """Builds a refinement from ``to_dict()``'s output; missing keys take their defaults."""
         unknown = set(config) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"A refinement expects the keys 'tta' and 'postprocess'. Received: {sorted(unknown)}")
+            raise ValueError(
+                f"A refinement expects the keys 'tta', 'postprocess' and 'temperature'. Received: {sorted(unknown)}"
+            )
         return cls(**config)
 
     def describe(self) -> str:
-        """A short label such as ``"tta=d4,post=largest+fill"`` (the keys of the score table)."""
-        return f"tta={self.tta},post={self.postprocess}"
+        """A short label such as ``"tta=d4,post=largest+fill"`` (the keys of the score table), with
+        ``",T=1.52"`` after it when the temperature is not 1."""
+        label = f"tta={self.tta},post={self.postprocess}"
+        return label if self.temperature == 1.0 else f"{label},T={self.temperature:.3g}"
 
 
 # --- Attachment to a model ------------------------------------------------------------------

@@ -14,7 +14,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import cv2
 import keras
@@ -79,7 +79,7 @@ def predict_mask_batch(
     logits = refine.tta_predict_logits(model, batch, refinement.tta, batch_size=batch_size)
     results = []
     for image, image_logits in zip(uint8_images, logits):
-        full = resize_logits(image_logits, image.shape[:2])
+        full = resize_logits(image_logits, image.shape[:2]) / np.float32(refinement.temperature)  # calibrated
         mask = binarise(full[None], threshold, refinement.postprocess)[0]
         results.append((mask[..., 0].astype(np.uint8), full[..., 0]))
     return results
@@ -99,7 +99,8 @@ def predict_masks(
 
     Returns:
         ``mask``: ``(H, W)`` uint8 of 0/1; ``logits``: ``(H, W)`` float32, bilinearly resized
-        from the model's output (averaged over the TTA views).
+        from the model's output (averaged over the TTA views) and divided by the refinement's
+        temperature, so ``sigmoid(logits)`` is the calibrated lesion probability.
     """
     return predict_mask_batch(model, [image], threshold, refinement)[0]
 
@@ -230,11 +231,13 @@ def evaluate_folder(
     threshold: float = 0.5,
     batch_size: int = 8,
     refinement: refine.Refinement | None = None,
+    **scoring: Any,
 ) -> Evaluation:
     """Scores ``model`` on a labelled set exactly as the leaderboard does: inputs at the model's
     size, masks at ``eval_size``, logits resized to ``eval_size``. The set is an ``images_dir`` +
     ``masks_dir`` pair, or with ``masks_dir=None`` whatever :func:`kseg.data.load_dataset` finds
-    at ``images_dir`` (a PH2 folder in either layout, or a folder with ``images/`` and ``masks/``)."""
+    at ``images_dir`` (a PH2 folder in either layout, or a folder with ``images/`` and ``masks/``).
+    ``scoring``: :func:`kseg.evaluation.evaluate`'s ``tolerance``, ``spacing`` and ``ece_bins``."""
 
     def load(size):
         if masks_dir is None:
@@ -242,21 +245,35 @@ def evaluate_folder(
         return load_folder(images_dir, masks_dir, mask_suffix, image_size=size)
 
     inputs, targets = load(model_input_size(model)), load(eval_size)
-    return evaluate(model, inputs, targets, threshold=threshold, batch_size=batch_size, refinement=refinement)
+    return evaluate(
+        model, inputs, targets, threshold=threshold, batch_size=batch_size, refinement=refinement, **scoring
+    )
 
 
-def format_evaluation(scores: Evaluation, per_image: bool = False) -> str:
-    """The summary (and optionally one line per image) as a plain-text table."""
+def format_evaluation(scores: Evaluation, per_image: bool = False, unit: str = "px") -> str:
+    """The summary (and optionally one line per image) as a plain-text table: each mean with its
+    bootstrap 95% interval over the images (``unit``: the distances' unit)."""
+
+    def line(label: str, value: float, score: str, note: str = "") -> str:
+        low, high = scores.interval(score)
+        interval = "" if np.isnan(low) else f"  [{low:.4f}, {high:.4f}]"
+        return f"{label:<22} {value:.4f}{interval}{note}"
+
     lines = [
         f"{'cases':<22} {len(scores.per_image)}",
-        f"{'mean IoU':<22} {scores.iou:.4f}",
-        f"{'mean IoU 95% interval':<22} {'{:.4f} - {:.4f}'.format(*scores.iou_interval())} (bootstrap)",
-        f"{'mean Dice':<22} {scores.dice:.4f}",
+        line("mean IoU", scores.iou, "iou"),
+        line("mean Dice", scores.dice, "dice"),
         f"{'dataset IoU':<22} {scores.dataset_iou:.4f}",
         f"{'ISIC score':<22} {scores.isic_score:.4f} (per-image IoU < 0.65 counts 0)",
         f"{'failures (IoU < 0.5)':<22} {scores.failure_fraction:.4f}",
+        line(f"mean HD95 ({unit})", scores.hd95, "hd95"),
+        line(f"mean HD ({unit})", scores.hd, "hd"),
+        line(f"mean ASSD ({unit})", scores.assd, "assd"),
+        line("mean NSD", scores.nsd, "nsd"),
+        line("ECE (pixels)", scores.ece, "ece"),
     ]
     lines += [f"{'IoU ' + name:<22} {value:.4f}" for name, value in scores.iou_by_diagnosis.items()]
+    lines.append("[ ]: bootstrap 95% interval over the images; an empty mask against a lesion scores the diagonal")
     if per_image:
         lines += ["", scores.per_image.to_string(index=False, float_format=lambda v: f"{v:.4f}")]
     return "\n".join(lines)
@@ -264,9 +281,11 @@ def format_evaluation(scores: Evaluation, per_image: bool = False) -> str:
 
 def summary_row(scores: Evaluation, **context: object) -> dict[str, object]:
     """One CSV row: ``context`` (model, folder, sizes) then the leaderboard's test_* metrics and
-    the bootstrap 95% interval of the mean IoU."""
-    low, high = scores.iou_interval()
-    return {**context, "n": len(scores.per_image), **scores.as_row(), "test_iou_ci_low": low, "test_iou_ci_high": high}
+    the bootstrap 95% interval of each score that has one."""
+    row = {**context, "n": len(scores.per_image), **scores.as_row()}
+    for score in ("iou", "dice", "hd95", "hd", "assd", "nsd", "ece"):
+        row[f"test_{score}_ci_low"], row[f"test_{score}_ci_high"] = scores.interval(score)
+    return row
 
 
 __all__ = [

@@ -20,8 +20,7 @@ from kseg import leaderboard, refine, transfer
 from kseg.config import KSEG_VERSION, ROW_FIELDS, RunConfig, resolve_jit_compile, resolve_precision
 from kseg.data import SegmentationDataset, Split, concatenate, fold_indices, load_dataset, split_indices
 from kseg.device import device_description
-from kseg.evaluation import predict_logits, score_masks
-from kseg.refine import binarise
+from kseg.evaluation import predict_logits, score_refined
 from kseg.training import DivergedError, fit
 from kseg.visualize import save_prediction_grid
 
@@ -273,16 +272,17 @@ def run_one(
     refine.save_with_refinement(result.model, run_dir / "model.keras", chosen)
 
     plain_logits = predict_logits(result.model, parts.test.images, eval_size, config.batch_size)
-    plain = score_masks(targets.test, binarise(plain_logits))
+    plain = score_refined(targets.test, plain_logits, refine.Refinement())
     logits = (
         plain_logits
         if chosen.tta == "none"
         else predict_logits(result.model, parts.test.images, eval_size, config.batch_size, chosen.tta)
     )
-    predicted = binarise(logits, postprocess_mode=chosen.postprocess)
-    scores = plain if chosen == refine.Refinement() else score_masks(targets.test, predicted)
+    scores = score_refined(targets.test, logits, chosen)
     scores.per_image.assign(iou_plain=plain.per_image["iou"]).to_csv(run_dir / "test_scores.csv", index=False)
-    _save_predictions(targets.test, predicted, run_dir / "predictions.png")
+    _save_predictions(
+        targets.test, refine.binarise(logits, postprocess_mode=chosen.postprocess), run_dir / "predictions.png"
+    )
 
     row.update(scores.as_row())
     per_image = [_per_image_rows(config, "test", scores.per_image, plain.per_image)]
@@ -292,19 +292,21 @@ def run_one(
         per_image.append(_per_image_rows(config, leaderboard.external_prefix(folder).rstrip("_"), external.per_image))
     if joint:  # what the choice on validation weighed, per source
         logits = predict_logits(result.model, validation.images, eval_size, config.batch_size, chosen.tta)
-        by_source = score_masks(val_targets, binarise(logits, postprocess_mode=chosen.postprocess)).iou_by_source
+        by_source = score_refined(val_targets, logits, chosen).iou_by_source
         row.update({f"val_iou_source_{name}": iou for name, iou in by_source.items()})
     for label, (inputs, joint_targets) in joint.items():
         logits = predict_logits(
             result.model, inputs.test.images, joint_targets.test.masks.shape[1:3], config.batch_size, chosen.tta
         )
-        source = score_masks(joint_targets.test, binarise(logits, postprocess_mode=chosen.postprocess))
+        source = score_refined(joint_targets.test, logits, chosen)
         row[f"test_iou_source_{label}"] = source.iou
         per_image.append(_per_image_rows(config, f"source_{label}", source.per_image))
     row.update(
         test_iou_plain=plain.iou,
+        test_ece_plain=plain.ece,
+        temperature=chosen.temperature,
         val_iou_plain=result.val_iou,
-        val_iou_refined=candidates.get(chosen.describe(), result.val_iou),
+        val_iou_refined=candidates.get(chosen.masks_only.describe(), result.val_iou),
         tta=chosen.tta,
         postprocess=chosen.postprocess,
         epochs_run=result.epochs_run,
@@ -328,21 +330,22 @@ PER_IMAGE_KEY = "per_image"
 
 
 def _per_image_rows(config: RunConfig, part: str, refined, plain=None) -> list[dict]:
-    """The per-image scores of one scored set as rows of the companion file."""
+    """The per-image scores of one scored set as rows of the companion file: every score of the
+    refined masks (``leaderboard.PER_IMAGE_SCORES``), and IoU and Dice of the plain ones."""
     plain = refined if plain is None else plain
+    scores = refined[list(leaderboard.PER_IMAGE_SCORES)].astype("float64").round(5)
     return [
         dict(
             run_id=config.run_id,
             config_hash=config.config_hash,
             set=part,
             case_id=case,
-            iou=round(float(iou), 5),
-            dice=round(float(dice), 5),
+            **values,
             iou_plain=round(float(iou_plain), 5),
             dice_plain=round(float(dice_plain), 5),
         )
-        for case, iou, dice, iou_plain, dice_plain in zip(
-            refined["id"], refined["iou"], refined["dice"], plain["iou"], plain["dice"]
+        for case, values, iou_plain, dice_plain in zip(
+            refined["id"], scores.to_dict("records"), plain["iou"], plain["dice"]
         )
     ]
 
@@ -361,7 +364,7 @@ def score_external(
     inputs = data.external(folder, mask_suffix, config.image_size)
     targets = data.external(folder, mask_suffix, config.eval_size)
     logits = predict_logits(model, inputs.images, targets.masks.shape[1:3], config.batch_size, refinement.tta)
-    scores = score_masks(targets, binarise(logits, postprocess_mode=refinement.postprocess))
+    scores = score_refined(targets, logits, refinement)
     prefix = leaderboard.external_prefix(folder)
     scores.per_image.to_csv(run_dir / f"{prefix}scores.csv", index=False)
     return scores

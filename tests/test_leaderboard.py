@@ -522,3 +522,82 @@ def test_paired_comparison_tests_per_image_differences_with_holm(tmp_path):
     assert "2 of 2" in lines["unet"]  # the per-run columns are still there
     without = leaderboard.paired_comparison(table, base, new)
     assert "per-image gain" not in without and "per-image gain" in report
+
+
+def test_per_image_rows_with_the_border_scores_widen_an_older_companion_file(tmp_path):
+    """A companion file written before the border and calibration scores keeps its rows (their
+    new cells empty) when a run with them appends."""
+    results = tmp_path / "lb.csv"
+    old_header = ["run_id", "config_hash", "set", "case_id", "iou", "dice", "iou_plain", "dice_plain"]
+    leaderboard.per_image_path(results).write_text(",".join(old_header) + "\nr0,h0,test,c1,0.5,0.6,0.5,0.6\n")
+    scores = dict(iou=0.7, dice=0.8, iou_plain=0.7, dice_plain=0.8, hd95=3.0, hd=4.0, assd=1.0, nsd=0.9, ece=0.02)
+    leaderboard.append_per_image(results, [dict(run_id="r1", config_hash="h1", set="test", case_id="c1", **scores)])
+    table = leaderboard.read_per_image(results)
+    assert list(table.columns) == list(leaderboard.PER_IMAGE_COLUMNS) and len(table) == 2
+    assert pd.isna(table.loc[0, "hd95"]) and table.loc[1, "hd95"] == 3.0 and table.loc[1, "ece"] == 0.02
+
+
+@pytest.mark.parametrize(
+    "column, lower",
+    [
+        ("test_hd95", True),
+        ("ext_isic_ece", True),
+        ("test_ece_plain", True),
+        ("test_failure_fraction", True),
+        ("test_nsd", False),
+        ("test_iou", False),
+    ],
+)
+def test_distances_and_errors_are_lower_is_better(column, lower):
+    assert leaderboard.lower_is_better(column) is lower
+
+
+def test_the_summary_ranks_a_distance_lowest_first_and_pools_its_per_image_scores(tmp_path):
+    rows, per_image = [], []
+    for model, hd95 in (("unet", 9.0), ("segnet", 4.0)):
+        for seed in (0, 1):
+            config_hash = f"{model}{seed}"
+            rows.append(
+                _row(
+                    seed,
+                    model=model,
+                    config_hash=config_hash,
+                    test_hd95=hd95 + seed,
+                    split_seed=seed,
+                    split_sizes="10/5/5",
+                )
+            )
+            per_image += [
+                dict(
+                    run_id=config_hash,
+                    config_hash=config_hash,
+                    set="test",
+                    case_id=f"c{k}",
+                    iou=0.8,
+                    dice=0.9,
+                    iou_plain=0.8,
+                    dice_plain=0.9,
+                    hd95=hd95 + seed + k,
+                    hd=0,
+                    assd=0,
+                    nsd=1,
+                    ece=0,
+                )
+                for k in range(5)
+            ]
+    summary = leaderboard.summarise(pd.DataFrame(rows), metric="test_hd95", per_image=pd.DataFrame(per_image))
+    assert list(summary["model"]) == ["segnet", "unet"] and list(summary["mean"]) == [4.5, 9.5]
+    assert summary.loc[0, "note"] == "best" and summary.loc[0, "pooled"] == pytest.approx(6.5)
+    assert "test_hd95" in leaderboard.format_summary(summary, metric="test_hd95")
+
+
+def test_a_paired_distance_counts_a_fall_as_a_gain():
+    rows = [
+        _row(seed, model="unet", config_hash=f"{recipe}{seed}", test_hd95=value, **extra)
+        for seed in (0, 1)
+        for recipe, value, extra in (("base", 10.0 + seed, {}), ("new", 7.0 + seed, {"init_source": "isic:abc"}))
+    ]
+    report = leaderboard.paired_comparison(
+        pd.DataFrame(rows), "32px w4 2ep plateau", "32px w4 2ep plateau init=isic", metric="test_hd95"
+    )
+    assert "| -3.000 +- 0.000 | 2 of 2 |" in report and "2 of 2 runs gained" in report

@@ -275,6 +275,35 @@ def test_evaluate_command_matches_evaluate_and_a_numpy_iou(model, model_path, la
     assert summary["test_iou"] == pytest.approx(np.mean(ious), abs=1e-6)
     assert summary["test_dataset_iou"] == pytest.approx(inter_total / union_total, abs=1e-6)
 
+    # The border and calibration scores: the same masks through kseg.boundary, the same
+    # probabilities through kseg.calibration, each with its interval in the row.
+    masks = np.stack([logit >= 0 for logit in resized])
+    borders = kseg.boundary.per_image_boundary_scores(targets.masks, masks)
+    np.testing.assert_allclose(per_image[["hd", "hd95", "assd", "nsd"]], borders, atol=1e-4)
+    ece = kseg.calibration.ece(kseg.calibration.probabilities(resized), targets.masks[..., 0])
+    assert summary["test_ece"] == pytest.approx(ece, abs=1e-6) and summary["test_hd95"] == pytest.approx(
+        borders["hd95"].mean(), abs=1e-4
+    )
+    for score in ("iou", "hd95", "nsd", "ece"):
+        assert summary[f"test_{score}_ci_low"] <= summary[f"test_{score}"] <= summary[f"test_{score}_ci_high"]
+    for label in ("mean HD95 (px)", "mean ASSD (px)", "mean NSD", "ECE (pixels)"):
+        assert label in printed
+
+
+def test_evaluate_writes_a_reliability_diagram_and_scores_in_mm(model_path, labelled_folder, tmp_path, capsys):
+    args = ["evaluate", "--model", str(model_path), "--images", str(labelled_folder / "images"), "--masks"]
+    args += [str(labelled_folder / "masks"), "--mask-suffix", "_seg", "--eval-size", "48", "--plots", str(tmp_path)]
+    assert main(args) == 0
+    in_pixels = capsys.readouterr().out
+    assert (tmp_path / f"reliability_{model_path.parent.name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert main([*args, "--pixel-spacing", "0.5"]) == 0
+    in_mm = capsys.readouterr().out
+
+    def value(printed, label):
+        return float(next(line for line in printed.splitlines() if line.startswith(label)).split()[-3])
+
+    assert value(in_mm, "mean HD (mm)") == pytest.approx(value(in_pixels, "mean HD (px)") / 2, abs=1e-3)
+
 
 def test_predict_gives_the_mask_that_evaluate_scores(model):
     """One resizer: an image already at the evaluation size gets from predict exactly the logits

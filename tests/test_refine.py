@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from kseg import refine
+from kseg import calibration, refine
 from kseg.refine import Refinement
 
 EIGHT_CONNECTED = np.ones((3, 3), bool)
@@ -238,12 +238,12 @@ def test_choose_refinement_keeps_the_component_filter_when_it_helps():
     best, scores = refine.choose_refinement(model, images, masks[..., None])
     assert set(scores) == {Refinement(t, p).describe() for t in refine.TTA_MODES for p in refine.POSTPROCESS_MODES}
     # "largest+fill" and the TTA modes score the same: the cheapest of the ties wins.
-    assert best == Refinement("none", "largest")
+    assert best.masks_only == Refinement("none", "largest")
     assert scores["tta=none,post=largest"] == pytest.approx(1.0)
     assert scores["tta=none,post=none"] < 0.95
     # ... unless the gain is below min_gain.
     best, _ = refine.choose_refinement(model, images, masks, tta_modes=("none",), min_gain=0.5)
-    assert best == Refinement()
+    assert best.masks_only == Refinement()
 
 
 @pytest.mark.parametrize("second_lesion", [False, True])
@@ -252,7 +252,7 @@ def test_choose_refinement_keeps_none_when_nothing_helps(second_lesion):
     masks = lesion_masks(second_lesion=second_lesion)
     images = images_from_logits(np.where(masks > 0, 4.0, -4.0))
     best, scores = refine.choose_refinement(channel_zero_model(), images, masks)
-    assert best == Refinement()
+    assert best.masks_only == Refinement()
     assert len(scores) == 12 and scores["tta=none,post=none"] == pytest.approx(1.0)
     if second_lesion:
         assert scores["tta=none,post=largest"] < 1.0
@@ -272,7 +272,32 @@ def test_choose_refinement_scores_what_apply_refinement_predicts():
         logits, binary = refine.apply_refinement(model, images, Refinement(tta, post), output_size=(12, 12))
         assert logits.shape == binary.shape == (3, 12, 12, 1)
         assert score == pytest.approx(refine.mean_iou(masks, binary), abs=1e-6)
-    assert scores[best.describe()] == max(scores.values())
+    assert scores[best.masks_only.describe()] == max(scores.values())
+
+
+def test_choose_refinement_fits_the_temperature_of_the_chosen_masks_and_saves_it(tmp_path):
+    """Logits of +-6 that are wrong on a tenth of the pixels are over-confident: the fitted
+    temperature is calibration.fit_temperature's on those logits (> 1), the masks' choice is
+    unchanged, and the temperature travels in the .keras file."""
+    masks = lesion_masks()
+    rng = np.random.default_rng(0)
+    wrong = rng.random(masks.shape) < 0.1
+    logits = np.where((masks > 0) ^ wrong, 6.0, -6.0)
+    model = channel_zero_model()
+    best, scores = refine.choose_refinement(model, images_from_logits(logits), masks, tta_modes=("none",))
+    expected = calibration.fit_temperature(logits, masks)
+    assert best.temperature == pytest.approx(expected) and best.temperature > 1
+    assert best.masks_only.describe() in scores and best.describe().endswith(f",T={best.temperature:.3g}")
+    uncalibrated, _ = refine.choose_refinement(model, images_from_logits(logits), masks, calibrate=False)
+    assert uncalibrated == best.masks_only
+    refine.save_with_refinement(model, tmp_path / "m.keras", best)
+    assert refine.load_refinement(tmp_path / "m.keras") == best
+
+
+def test_a_refinement_refuses_a_temperature_that_is_not_positive():
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature must be a positive number"):
+            Refinement(temperature=bad)
 
 
 # --- Persistence -------------------------------------------------------------------------------

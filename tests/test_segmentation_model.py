@@ -33,7 +33,9 @@ def test_build_gives_a_segmentation_model_named_by_its_architecture():
 def test_the_fields_travel_in_the_config_and_the_file(tmp_path):
     model = as_segmentation_model(_model(), refinement=refine.Refinement("d4", "fill"), threshold=0.4)
     config = model.get_config()
-    assert config["refinement"] == {"tta": "d4", "postprocess": "fill"} and config["threshold"] == 0.4
+    assert (
+        config["refinement"] == {"tta": "d4", "postprocess": "fill", "temperature": 1.0} and config["threshold"] == 0.4
+    )
     model.save(tmp_path / "m.keras")
     with zipfile.ZipFile(tmp_path / "m.keras") as archive:
         assert refine.REFINEMENT_MEMBER not in archive.namelist()

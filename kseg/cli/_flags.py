@@ -19,6 +19,12 @@ def positive_int_flag(text: str) -> int:
     return flag_type(positive_int)(text)
 
 
+def positive_float_flag(text: str) -> float:
+    from kseg.config import positive_float
+
+    return flag_type(positive_float)(text)
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0.0 < value < 1.0:
@@ -105,6 +111,7 @@ __all__ = [
     "EXIT_BAD_ARGUMENTS",
     "split_names",
     "positive_int_flag",
+    "positive_float_flag",
     "probability",
     "labelled_folder",
     "model_flag",

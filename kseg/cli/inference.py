@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from kseg.cli._flags import EXIT_BAD_ARGUMENTS, EXIT_OK, EXIT_SOME_FAILED, labelled_folder, positive_int_flag
+from kseg.cli._flags import (
+    EXIT_BAD_ARGUMENTS,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    labelled_folder,
+    positive_float_flag,
+    positive_int_flag,
+)
 
 
 def _refinement(args: argparse.Namespace, model_path: str):
@@ -19,6 +26,7 @@ def _refinement(args: argparse.Namespace, model_path: str):
     return refine.Refinement(
         tta=saved.tta if args.tta == "saved" else args.tta,
         postprocess=saved.postprocess if args.postprocess == "saved" else args.postprocess,
+        temperature=saved.temperature,
     )
 
 
@@ -73,6 +81,9 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
                 args.threshold,
                 args.batch_size,
                 refinement=refinement,
+                tolerance=args.nsd_tolerance,
+                spacing=args.pixel_spacing,
+                ece_bins=args.ece_bins,
             )
         except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
             print(f"error: {error}", file=sys.stderr)
@@ -80,8 +91,16 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             continue
         if len(args.model) > 1:
             print(f"== {model_path}")
-        print(predict.format_evaluation(scores, per_image=args.per_image))
+        print(predict.format_evaluation(scores, per_image=args.per_image, unit="mm" if args.pixel_spacing else "px"))
         print(f"{'refinement':<22} {refinement.describe()}")
+        if args.plots:
+            from kseg import calibration
+
+            name = f"reliability_{Path(model_path).parent.name or Path(model_path).stem}.png"
+            path = calibration.plot_reliability(
+                *scores.pooled_reliability(), Path(args.plots) / name, f"{model_path}\n"
+            )
+            print(f"[evaluate] reliability diagram: {path}")
         if not args.csv:
             continue
         csv_path = Path(args.csv)
@@ -221,6 +240,22 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument(
         "--eval-size", type=positive_int_flag, default=256, help="masks and logits are compared at this size"
     )
+    p.add_argument(
+        "--nsd-tolerance",
+        type=positive_float_flag,
+        default=2.0,
+        help="NSD's tolerance: a border pixel within it of the other border counts (pixels at --eval-size; mm "
+        "with --pixel-spacing)",
+    )
+    p.add_argument(
+        "--pixel-spacing",
+        type=positive_float_flag,
+        default=None,
+        metavar="MM",
+        help="millimetres per pixel at --eval-size: HD, HD95 and ASSD in mm instead of pixels",
+    )
+    p.add_argument("--ece-bins", type=positive_int_flag, default=15, help="equal-width bins of the ECE")
+    p.add_argument("--plots", metavar="DIR", help="write each model's reliability diagram here (PNG)")
     p.add_argument("--per-image", action="store_true", help="also print (and save beside --csv) one row per image")
     p.add_argument("--csv", help="append the summary rows here (and write STEM_RUN_per_image.csv with --per-image)")
     return p

@@ -22,6 +22,13 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         print(f"error: no leaderboard at {args.results}", file=sys.stderr)
         return EXIT_BAD_ARGUMENTS
     table = leaderboard.read(args.results)
+    if args.metric not in table:
+        scores = sorted(c for c in table.columns if c.startswith(("test_", "ext_", "val_")))
+        print(
+            f"error: --metric {args.metric} is not a column of {args.results}. Expected one of: {', '.join(scores)}",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_ARGUMENTS
     for column in ("dataset", "preset", "kseg_version"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)]
@@ -42,7 +49,9 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         print(
             leaderboard.markdown_report(table, per_image)
             if args.markdown
-            else leaderboard.format_summary(leaderboard.summarise(table, per_image=per_image))
+            else leaderboard.format_summary(
+                leaderboard.summarise(table, metric=args.metric, per_image=per_image), metric=args.metric
+            )
         )
     return EXIT_OK
 
@@ -70,7 +79,12 @@ def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
         help="compare two recipes (as the recipe column writes them) run on the same splits, paired by model, "
         "loss and seed (Markdown): the gain per pair and how many runs gained",
     )
-    p.add_argument("--metric", default="test_iou", help="with --paired: the column compared, e.g. ext_isic2018_dev_iou")
+    p.add_argument(
+        "--metric",
+        default="test_iou",
+        help="the column ranked (the plain summary) or compared (--paired), e.g. test_hd95, test_nsd, test_ece or "
+        "ext_isic2018_dev_iou; distances and errors rank lowest first",
+    )
     p.add_argument(
         "--recipes",
         metavar="MODEL+LOSS",

@@ -27,6 +27,7 @@ from kseg.leaderboard.schema import (
     COLUMNS,
     EXTERNAL_COLUMN,
     PER_IMAGE_COLUMNS,
+    PER_IMAGE_SCORES,
     REQUIRED,
     SOURCE_COLUMN,
     STATUSES,
@@ -34,6 +35,8 @@ from kseg.leaderboard.schema import (
     external_prefix,
     folder_label,
     known_column,
+    lower_is_better,
+    per_image_score,
 )
 from kseg.leaderboard.store import (
     append_per_image,
@@ -61,6 +64,8 @@ __all__ = [
     "EXTERNAL_COLUMN",
     "SOURCE_COLUMN",
     "known_column",
+    "lower_is_better",
+    "per_image_score",
     "folder_label",
     "external_prefix",
     "REQUIRED",
@@ -68,6 +73,7 @@ __all__ = [
     "STATUSES",
     "append_row",
     "PER_IMAGE_COLUMNS",
+    "PER_IMAGE_SCORES",
     "per_image_path",
     "append_per_image",
     "read_per_image",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kseg.leaderboard.schema import lower_is_better, per_image_score
 from kseg.leaderboard.summary import _spread, latest_ok_rows, with_groups
 
 __all__ = [
@@ -87,13 +88,14 @@ def paired_comparison(
     """A Markdown table of two recipes run on the same splits, paired by (dataset, model, loss,
     seed, split seed, fold): per pair of model and loss, each recipe's mean +- std of ``metric``
     over its runs, the mean +- std of the per-run difference (new - base) and how many runs
-    gained, then one line over all pairs. Runs without a partner are left out and counted.
+    gained (a gain is a fall where lower is better: :func:`lower_is_better`), then one line over
+    all pairs. Runs without a partner are left out and counted.
 
-    With ``per_image`` scores (:func:`read_per_image`) and the test IoU, each pair also gets the
-    per-image test: the mean of the differences on the images both recipes scored in the same
-    split, its 95% interval and p-value by a paired bootstrap resampling images within splits
-    (:func:`kseg.stats.paired_bootstrap`), Holm-adjusted over the pairs compared
-    (:func:`kseg.stats.holm`)."""
+    With ``per_image`` scores (:func:`read_per_image`) of a test score they hold (the test IoU,
+    HD95, NSD, ECE, ...), each pair also gets the per-image test: the mean of the differences on
+    the images both recipes scored in the same split, its 95% interval and p-value by a paired
+    bootstrap resampling images within splits (:func:`kseg.stats.paired_bootstrap`),
+    Holm-adjusted over the pairs compared (:func:`kseg.stats.holm`)."""
     rows = with_groups(latest_ok_rows(table))
     rows = rows.assign(fold=rows["fold"].fillna(0) if "fold" in rows else 0)
     key = ["dataset", "model", "loss", "seed", "split_seed", "fold"]
@@ -106,9 +108,13 @@ def paired_comparison(
         new[key + [metric, "config_hash"]], on=key, suffixes=("_base", "_new")
     )
     joined["gain"] = joined[f"{metric}_new"] - joined[f"{metric}_base"]
+    lower = lower_is_better(metric)
+    joined["gained"] = joined["gain"] < 0 if lower else joined["gain"] > 0
     grouped = joined.groupby(["model", "loss"], sort=False)
-    order = grouped[f"{metric}_new"].mean().sort_values(ascending=False).index
-    tests = _per_image_pair_tests(grouped, order, per_image) if per_image is not None and metric == "test_iou" else {}
+    order = grouped[f"{metric}_new"].mean().sort_values(ascending=lower).index
+    score = per_image_score(metric)
+    has_scores = per_image is not None and score in per_image
+    tests = _per_image_pair_tests(grouped, order, per_image.dropna(subset=[score]), score) if has_scores else {}
     header = ["model", "loss", "n", f"base {metric}", f"new {metric}", "gain", "runs gained"]
     if tests:
         header += ["per-image gain [95% CI]", "images", "p (Holm)"]
@@ -127,7 +133,7 @@ def paired_comparison(
             _spread(g[f"{metric}_base"].mean(), g[f"{metric}_base"].std()),
             _spread(g[f"{metric}_new"].mean(), g[f"{metric}_new"].std()),
             f"{g['gain'].mean():+.3f}" + ("" if len(g) < 2 else f" +- {g['gain'].std():.3f}"),
-            f"{int((g['gain'] > 0).sum())} of {len(g)}",
+            f"{int(g['gained'].sum())} of {len(g)}",
         ]
         if tests:
             test = tests.get((model, loss))
@@ -140,7 +146,7 @@ def paired_comparison(
     unpaired = len(base) + len(new) - 2 * len(joined)
     lines += [
         "",
-        f"All pairs: gain {joined['gain'].mean():+.4f} on average; {int((joined['gain'] > 0).sum())} of "
+        f"All pairs: gain {joined['gain'].mean():+.4f} on average; {int(joined['gained'].sum())} of "
         f"{len(joined)} runs gained" + (f"; {unpaired} run(s) without a partner left out" if unpaired else "") + ".",
     ]
     if tests:
@@ -151,12 +157,12 @@ def paired_comparison(
     return "\n".join(lines)
 
 
-def _per_image_pair_tests(grouped, order, per_image: pd.DataFrame) -> dict:
-    """The paired per-image test of each (model, loss) of :func:`paired_comparison`."""
+def _per_image_pair_tests(grouped, order, per_image: pd.DataFrame, score: str = "iou") -> dict:
+    """The paired per-image test of ``score`` for each (model, loss) of :func:`paired_comparison`."""
     from kseg import stats
 
     test_scores = per_image[per_image["set"] == "test"].drop_duplicates(["config_hash", "case_id"], keep="last")
-    by_run = test_scores.set_index(["config_hash", "case_id"])["iou"]
+    by_run = test_scores.set_index(["config_hash", "case_id"])[score]
     found = {}
     for model, loss in order:
         differences, strata = [], []

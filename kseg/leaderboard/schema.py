@@ -14,11 +14,15 @@ __all__ = [
     "EXTERNAL_COLUMN",
     "SOURCE_COLUMN",
     "known_column",
+    "LOWER_IS_BETTER",
+    "lower_is_better",
+    "per_image_score",
     "folder_label",
     "external_prefix",
     "REQUIRED",
     "TEXT_COLUMNS",
     "STATUSES",
+    "PER_IMAGE_SCORES",
     "PER_IMAGE_COLUMNS",
 ]
 
@@ -95,16 +99,44 @@ COLUMNS: tuple[str, ...] = (
     # (empty for a training run).
     "kind",
     "members",
+    # Added with the border and calibration scores (kseg.boundary, kseg.calibration): test-set
+    # means per image (pixels at eval_size), the pixel-pooled ECE after and before the temperature
+    # the refinement fitted on validation.
+    "test_hd95",
+    "test_hd",
+    "test_assd",
+    "test_nsd",
+    "test_ece",
+    "test_ece_plain",
+    "temperature",
 )
 # Every config field a row repeats has its column: a knob added since joins at the end.
 COLUMNS += tuple(field for field in ROW_FIELDS if field not in COLUMNS)
 # Scores on external sets (``--external DIR``), one group of columns per set, named by its folder.
-EXTERNAL_COLUMN = re.compile(r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction|members_iou)$")
+EXTERNAL_COLUMN = re.compile(
+    r"^ext_[a-z0-9_]+_(iou|dice|dataset_iou|isic_score|failure_fraction|members_iou|hd95|hd|assd|nsd|ece)$"
+)
 
 
 # IoU per source: of a dataset joined from several (``--add-source``, test), and of a run's joint
 # sources (``--joint-source``: each test part, and validation per source).
 SOURCE_COLUMN = re.compile(r"^(test|val)_iou_source_[a-z0-9_]+$")
+
+
+# Scores where lower is better, by the last part of a column's name (test_hd95, ext_x_ece, ...);
+# every other score ranks highest first.
+LOWER_IS_BETTER = ("hd95", "hd", "assd", "ece", "ece_plain", "failure_fraction")
+
+
+def lower_is_better(column: str) -> bool:
+    """Whether a smaller value of ``column`` is the better one (a distance, an error, a failure rate)."""
+    return any(column == score or column.endswith(f"_{score}") for score in LOWER_IS_BETTER)
+
+
+def per_image_score(column: str) -> str | None:
+    """The per-image companion file's score behind a test column (``test_hd95`` -> ``hd95``), if any."""
+    score = column.removeprefix("test_")
+    return score if column.startswith("test_") and score in PER_IMAGE_SCORES else None
 
 
 def known_column(name: str) -> bool:
@@ -157,4 +189,8 @@ STATUSES = ("ok", "failed", "nan")
 
 # The companion file of per-image scores: one row per (run, scored image), before and after the
 # run's refinement, for paired comparisons. ``set`` is ``test`` or an external set's prefix.
+# Every per-image score of the refined masks (lower is better for the distances and the ECE); the
+# border and calibration scores came later, so they follow the plain scores (an older file widens).
+PER_IMAGE_SCORES = ("iou", "dice", "hd95", "hd", "assd", "nsd", "ece")
 PER_IMAGE_COLUMNS = ("run_id", "config_hash", "set", "case_id", "iou", "dice", "iou_plain", "dice_plain")
+PER_IMAGE_COLUMNS += tuple(score for score in PER_IMAGE_SCORES if score not in PER_IMAGE_COLUMNS)

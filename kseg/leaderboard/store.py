@@ -123,10 +123,13 @@ def append_per_image(results: str | Path, rows: Iterable[Mapping[str, Any]]) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     with _lock(path):
         old = path.read_text() if path.exists() else ",".join(header) + "\n"
-        if _header_of(old) != header:
-            raise ValueError(f"{path} expects the columns {header}. Received: {_header_of(old)}")
+        present = _header_of(old)
+        if present != header[: len(present)]:
+            raise ValueError(f"{path} expects the columns {header}. Received: {present}")
         if not old.endswith("\n"):
             old += "\n"
+        if present != header:  # written before the later scores: they join, empty, at the end
+            old = _widened(old, present, header)
         _replace_atomically(path, old + "".join(_csv_line(r, header) for r in rows))
 
 

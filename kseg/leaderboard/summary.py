@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 import pandas as pd
 
 from kseg.config import knobs
-from kseg.leaderboard.schema import COLUMNS
+from kseg.leaderboard.schema import COLUMNS, lower_is_better, per_image_score
 
 __all__ = [
     "SHOWN",
@@ -99,6 +99,7 @@ def compare_groups(
     (:func:`kseg.stats.holm`), and ``tied`` is True where the adjusted p-value is >= ``level``.
     Groups that share no image with the best get ``tied`` NA and a ``note`` saying so.
     Folds pool: a 5-fold group scores each image once, by the fold model that never saw it.
+    The best is the lowest mean for a score where lower is better (:func:`lower_is_better`).
     """
     from kseg import stats
 
@@ -121,7 +122,7 @@ def compare_groups(
             for g, frame in scored.groupby("group", sort=False)
         }
         means = {g: float(frame[metric].mean()) for g, frame in by_group.items()}
-        best = max(means, key=means.get)
+        best = (min if lower_is_better(metric) else max)(means, key=means.get)
         results, compared = {}, []
         for group, frame in by_group.items():
             lo, hi = stats.bootstrap_interval(frame[metric], frame["split"])
@@ -153,10 +154,12 @@ def compare_groups(
 def summarise(
     table: pd.DataFrame, metric: str = "test_iou", extra: Iterable[str] = (), per_image: pd.DataFrame | None = None
 ) -> pd.DataFrame:
-    """Mean, standard deviation and count of ``metric`` over seeds per group, best first, with
-    the group's :data:`SHOWN` columns and the mean of each ``extra`` column. With ``per_image``
-    scores (:func:`read_per_image`), also each group's pooled per-image mean, its 95% interval
-    and whether it is tied with the best (:func:`compare_groups`).
+    """Mean, standard deviation and count of ``metric`` over seeds per group, best first (the
+    lowest first for a distance or an error: :func:`lower_is_better`), with the group's
+    :data:`SHOWN` columns and the mean of each ``extra`` column. With ``per_image`` scores
+    (:func:`read_per_image`) of a test score they hold (``test_iou``, ``test_hd95``, ...), also
+    each group's pooled per-image mean, its 95% interval and whether it is tied with the best
+    (:func:`compare_groups`).
 
     Only ok rows count; where a config ran twice (``--force``) its latest row counts.
     """
@@ -169,9 +172,10 @@ def summarise(
     summary = grouped[list(SHOWN)].first().join(summary)
     for column in extra:
         summary[column] = grouped[column].mean()
-    summary = summary.reset_index().sort_values("mean", ascending=False, ignore_index=True)
-    if per_image is not None and metric == "test_iou":
-        comparison = compare_groups(table, per_image)
+    summary = summary.reset_index().sort_values("mean", ascending=lower_is_better(metric), ignore_index=True)
+    score = per_image_score(metric)
+    if per_image is not None and score and score in per_image:
+        comparison = compare_groups(table, per_image.dropna(subset=[score]), score)
         if not comparison.empty:
             summary = summary.merge(comparison, on="group", how="left")
     return summary
@@ -189,7 +193,7 @@ def format_summary(summary: pd.DataFrame, metric: str = "test IoU") -> str:
         lines.append(f"{rank:>4}  {cells} {r.mean:.3f}{spread} (n={r.n}){_interval_text(r)}")
     if "tied" in summary:
         lines.append(
-            "pooled: mean per-image IoU over every (split, image) scored, with its 95% bootstrap interval; "
+            f"pooled: mean per-image {metric} over every (split, image) scored, with its 95% bootstrap interval; "
             "'tied': not distinguishable from its dataset's best (paired bootstrap, Holm-adjusted, 5%)"
         )
     return "\n".join(lines)
