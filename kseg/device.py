@@ -92,6 +92,31 @@ def describe(info: dict) -> str:
     return f"cpu: {info['cpu_model']} ({info['cpus']} cpus); flags: {flags}"
 
 
+def cpu_kind(cpuinfo: str | None = None) -> str:
+    """The CPU kind a timing belongs to, in the words kseg's docs use: the vendor's line (with
+    AMD's core generation where its family says it) and the widest matrix/vector feature, e.g.
+    "AMD EPYC Zen 4, avx512_bf16", "AMD EPYC Zen 3, avx2" or "Intel Xeon, amx". Times carry
+    between machines of one kind, not across kinds."""
+    cpuinfo = read_cpuinfo() if cpuinfo is None else cpuinfo
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip().lower(), value.strip())
+    flags = set(fields.get("flags", fields.get("features", "")).split())
+    isa = next((f for f in ("amx_tile", "avx512_bf16", "avx512f", "avx2") if f in flags), "baseline")
+    isa = "amx" if isa == "amx_tile" else isa
+    name = fields.get("model name", "") or "cpu"
+    vendor = fields.get("vendor_id", "")
+    if vendor == "AuthenticAMD" and fields.get("cpu family", "").isdigit():
+        family = int(fields["cpu family"])
+        generation = "Zen 5" if family == 26 else ("Zen 4" if "avx512f" in flags else "Zen 3") if family == 25 else ""
+        name = f"{name} {generation}".strip()
+    elif vendor == "GenuineIntel":
+        name = " ".join(name.replace("(R)", "").replace("(TM)", "").split())
+    return f"{name}, {isa}"
+
+
 def cpu_has_bf16() -> bool:
     """True where the CPU computes bf16 natively (:data:`BF16_FLAGS`)."""
     return bf16_support()[0]
@@ -126,6 +151,7 @@ __all__ = [
     "bf16_support",
     "cpu_flags",
     "cpu_has_bf16",
+    "cpu_kind",
     "cpu_model",
     "describe",
     "device_description",

@@ -19,8 +19,9 @@ import numpy as np
 from kseg import leaderboard, refine, transfer
 from kseg.config import KSEG_VERSION, ROW_FIELDS, RunConfig, resolve_jit_compile, resolve_precision
 from kseg.data import SegmentationDataset, Split, concatenate, fold_indices, load_dataset, split_indices
-from kseg.device import device_description
+from kseg.device import cpu_kind, device_description
 from kseg.evaluation import predict_logits, score_refined
+from kseg.models import cost
 from kseg.training import DivergedError, fit
 from kseg.visualize import save_prediction_grid
 
@@ -315,7 +316,11 @@ def run_one(
         init_loaded=result.init.loaded if result.init else None,
         init_fresh=result.init.fresh if result.init else None,
         params=result.model.count_params(),
+        gflops=cost.forward_gflops(result.model),
         train_seconds=result.train_seconds,
+        train_seconds_per_epoch=result.train_seconds / max(result.epochs_run, 1),
+        infer_ms_per_image=inference_ms_per_image(result.model, parts.test.images, eval_size, config.batch_size),
+        cpu_kind=cpu_kind(),
         run_seconds=time.perf_counter() - start,
         status="nan" if result.diverged else "ok",
         error="loss became NaN; scores are of the best finite epoch before it" if result.diverged else "",
@@ -323,6 +328,21 @@ def run_one(
     row = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in row.items() if leaderboard.known_column(k)}
     # Not a column: the grid writes these to the leaderboard's per-image companion file.
     return {**row, PER_IMAGE_KEY: [r for rows in per_image for r in rows]}
+
+
+def inference_ms_per_image(
+    model: keras.Model, images: np.ndarray, output_size: tuple[int, int], batch_size: int, repeats: int = 7
+) -> float:
+    """Milliseconds per image of one batch's logits at the evaluation size (the model's forward
+    pass and the resize), the median of ``repeats`` timed batches after a warm-up one."""
+    batch = np.asarray(images[:batch_size])
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        logits = keras.ops.convert_to_numpy(model.predict_on_batch(batch))
+        refine.resize_logits(logits, output_size)
+        times.append(time.perf_counter() - start)
+    return 1000 * float(np.median(times[1:])) / len(batch)
 
 
 # The key under which a run's row carries its per-image scores to the grid.

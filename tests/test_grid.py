@@ -54,6 +54,12 @@ def test_smoke_grid_writes_rows_and_artifacts_then_resumes(tmp_path, capsys):
     assert (table[["test_hd95", "test_hd", "test_assd"]] >= 0).all().all() and table["test_nsd"].between(0, 1).all()
     assert table["test_ece"].between(0, 1).all() and (table["test_ece"] == table["test_ece_plain"]).all()
     assert (table["temperature"] == 1.0).all()
+    # What each run cost (issue 39): counted GFLOPs, seconds per epoch, inference ms, the CPU kind.
+    assert (table[["gflops", "train_seconds_per_epoch", "infer_ms_per_image"]] > 0).all().all()
+    assert table["train_seconds_per_epoch"].tolist() == pytest.approx(
+        (table["train_seconds"] / table["epochs_run"]).tolist()
+    )
+    assert table["cpu_kind"].notna().all()
     per_image = leaderboard.read_per_image(results)
     assert len(per_image) == 2 * len(pd.read_csv(runs / table["run_id"][0] / "test_scores.csv"))
     assert per_image[list(leaderboard.PER_IMAGE_SCORES)].notna().all().all()

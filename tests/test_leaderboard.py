@@ -601,3 +601,37 @@ def test_a_paired_distance_counts_a_fall_as_a_gain():
         pd.DataFrame(rows), "32px w4 2ep plateau", "32px w4 2ep plateau init=isic", metric="test_hd95"
     )
     assert "| -3.000 +- 0.000 | 2 of 2 |" in report and "2 of 2 runs gained" in report
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both():
+    points = pd.DataFrame({"mean": [0.80, 0.85, 0.84, 0.90, 0.90], "cost": [1.0, 2.0, 3.0, 5.0, 6.0]})
+    # 0.84 at 3 is beaten by 0.85 at 2; 0.90 at 6 by 0.90 at 5 (equal score, cheaper)
+    assert leaderboard.pareto_front(points, "cost").tolist() == [True, True, False, True, False]
+
+
+def test_pareto_table_and_cost_plot_from_rows_with_costs(tmp_path):
+    rows = []
+    for i, (model, iou, seconds, ms) in enumerate(
+        [("unet", 0.86, 300, 9.0), ("egeunet", 0.85, 60, 1.5), ("segnet", 0.84, 250, 8.0)]
+    ):
+        for seed in (0, 1):
+            rows.append(
+                _row(
+                    seed,
+                    model=model,
+                    config_hash=f"{model}{seed}",
+                    test_iou=iou + seed / 1000,
+                    train_seconds=seconds,
+                    infer_ms_per_image=ms,
+                    cpu_kind="AMD EPYC Zen 4, avx512_bf16",
+                )
+            )
+    table = pd.DataFrame(rows)
+    report = leaderboard.pareto_table(table, "train_seconds")
+    assert "(2 of 3)" in report and "| egeunet |" in report and "| unet |" in report and "| segnet |" not in report
+    assert report.index("| egeunet |") < report.index("| unet |")  # cheapest first
+    assert "AMD EPYC Zen 4, avx512_bf16" in report and "| 1 |" in report  # 60 s = 1 training minute
+    path = leaderboard.cost_plot(table, tmp_path / "cost.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="Unknown cost 'watts'"):
+        leaderboard.pareto_table(table, "watts")

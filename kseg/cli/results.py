@@ -36,7 +36,11 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         table = table[table["seed"] == args.seed]
     if args.recipe:
         table = table[leaderboard.with_groups(table)["recipe"] == args.recipe]
-    if args.recipes:
+    if args.cost_plot:
+        print(f"[leaderboard] {leaderboard.cost_plot(table, args.cost_plot, metric=args.metric)}")
+    if args.pareto:
+        print(leaderboard.pareto_table(table, args.pareto, metric=args.metric))
+    elif args.recipes:
         model, _, loss = args.recipes.partition("+")
         print(leaderboard.recipe_comparison(table, model, loss))
     elif args.paired:
@@ -44,7 +48,7 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
         print(leaderboard.paired_comparison(table, *args.paired, metric=args.metric, per_image=per_image))
     elif args.transfer:
         print(leaderboard.transfer_report(table, args.transfer))
-    else:
+    elif not args.cost_plot:  # the plot alone, when it is all that was asked
         per_image = leaderboard.read_per_image(args.results)
         print(
             leaderboard.markdown_report(table, per_image)
@@ -84,6 +88,20 @@ def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
         default="test_iou",
         help="the column ranked (the plain summary) or compared (--paired), e.g. test_hd95, test_nsd, test_ece or "
         "ext_isic2018_dev_iou; distances and errors rank lowest first",
+    )
+    p.add_argument(
+        "--pareto",
+        nargs="?",
+        const="train_seconds",
+        choices=("train_seconds", "infer_ms_per_image", "gflops", "params", "run_seconds"),
+        metavar="COST",
+        help="the groups no other beats on both --metric and COST (Markdown): train_seconds (default), "
+        "infer_ms_per_image, gflops, params or run_seconds",
+    )
+    p.add_argument(
+        "--cost-plot",
+        metavar="PNG",
+        help="plot --metric against training minutes and inference ms per image, the front joined (for docs/)",
     )
     p.add_argument(
         "--recipes",

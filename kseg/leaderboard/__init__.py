@@ -19,10 +19,12 @@ and the like work as before):
 * :mod:`kseg.leaderboard.store`: the locked atomic append, the per-image companion file, read, merge;
 * :mod:`kseg.leaderboard.summary`: groups, the ranking over seeds, pooled intervals and ties;
 * :mod:`kseg.leaderboard.compare`: recipe ablations and paired recipe comparisons;
+* :mod:`kseg.leaderboard.pareto`: accuracy against cost, the front and its plot;
 * :mod:`kseg.leaderboard.views`: the Markdown report, ensemble and transfer tables, the plot.
 """
 
 from kseg.leaderboard.compare import paired_comparison, recipe_comparison
+from kseg.leaderboard.pareto import COSTS, cost_plot, pareto_front, pareto_table
 from kseg.leaderboard.schema import (
     COLUMNS,
     EXTERNAL_COLUMN,
@@ -59,6 +61,10 @@ from kseg.leaderboard.summary import (
 from kseg.leaderboard.views import ensemble_table, markdown_report, plot, transfer_report
 
 __all__ = [
+    "COSTS",
+    "cost_plot",
+    "pareto_front",
+    "pareto_table",
     "COLUMNS",
     "ensemble_table",
     "EXTERNAL_COLUMN",

@@ -109,6 +109,13 @@ COLUMNS: tuple[str, ...] = (
     "test_ece",
     "test_ece_plain",
     "temperature",
+    # Added with the cost of a run (kseg.models.cost): forward GFLOPs of one image at the run's
+    # input size, training seconds per epoch, inference ms per image at the evaluation size (a
+    # median in the run) and the CPU kind those times belong to (kseg.device.cpu_kind).
+    "gflops",
+    "train_seconds_per_epoch",
+    "infer_ms_per_image",
+    "cpu_kind",
 )
 # Every config field a row repeats has its column: a knob added since joins at the end.
 COLUMNS += tuple(field for field in ROW_FIELDS if field not in COLUMNS)
@@ -125,7 +132,20 @@ SOURCE_COLUMN = re.compile(r"^(test|val)_iou_source_[a-z0-9_]+$")
 
 # Scores where lower is better, by the last part of a column's name (test_hd95, ext_x_ece, ...);
 # every other score ranks highest first.
-LOWER_IS_BETTER = ("hd95", "hd", "assd", "ece", "ece_plain", "failure_fraction")
+LOWER_IS_BETTER = (
+    "hd95",
+    "hd",
+    "assd",
+    "ece",
+    "ece_plain",
+    "failure_fraction",
+    "params",
+    "gflops",
+    "train_seconds",
+    "train_seconds_per_epoch",
+    "infer_ms_per_image",
+    "run_seconds",
+)
 
 
 def lower_is_better(column: str) -> bool:
@@ -184,6 +204,7 @@ TEXT_COLUMNS = (
     "batch_norm",
     "init_source",
     "encoder_weights",
+    "cpu_kind",
 )
 STATUSES = ("ok", "failed", "nan")
 
