@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import grid, leaderboard, refine
+from kseg import grid, leaderboard, models, refine
 from kseg import run as one_run
 from kseg.cli import run_grid_command
 from kseg.run import DataCache
@@ -177,7 +177,7 @@ def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
     [
         (
             ["--models", "resnet"],
-            "--models: Unknown decoder 'resnet'. Expected one of: segnet, unet, unet2, fpn, deeplabv3plus. "
+            f"--models: Unknown decoder 'resnet'. Expected one of: {', '.join(models.available())}. "
             "Received: decoder='resnet'",
         ),
         (

@@ -82,7 +82,7 @@ def build(
         input_shape: (height, width, channels); both sides divisible by the encoder's total
             stride (2**depth for kseg's encoders, 32 for keras.applications').
         encoder: an encoder (``encoders()``) when ``name`` names none; default: the decoder's
-            own ("unet" for unet) or resnet50 for fpn and deeplabv3plus. The
+            own ("unet" for unet, attention_unet and unetpp) or resnet50 for fpn and deeplabv3plus. The
             ``hub_*`` encoders need the ``kseg[hub]`` extra (keras-hub).
         encoder_weights: None, "imagenet" (downloads, once) or a local weights file, for a
             keras.applications or keras-hub encoder; a keras-hub preset folder for the latter.

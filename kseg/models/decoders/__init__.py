@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kseg._errors import unknown_name
 from kseg.models.base import Decoder
-from kseg.models.decoders import deeplabv3plus, fpn, segnet, unet
+from kseg.models.decoders import attention_unet, deeplabv3plus, fpn, segnet, unet, unetpp
 
 REGISTRY: dict[str, Decoder] = {
     decoder.name: decoder
@@ -14,6 +14,8 @@ REGISTRY: dict[str, Decoder] = {
         *unet.DECODERS,
         *fpn.DECODERS,
         *deeplabv3plus.DECODERS,
+        *attention_unet.DECODERS,
+        *unetpp.DECODERS,
     ]
 }
 
