@@ -154,7 +154,7 @@ def _options(encoder_entry: Encoder, input_shape, base_filters, depth, bn_moment
             f"Received: encoder_weights={encoder_weights!r}"
         )
     stride = encoder_entry.total_stride(options)
-    if encoder_entry.family == "kseg":
+    if encoder_entry.family == "kseg" and stride == 2**depth:  # a light network has its own fixed stride
         stride_label = f"2**depth = {stride} (depth={depth})"
     else:
         stride_label = f"{stride} (the {encoder_entry.name} encoder's total stride)"

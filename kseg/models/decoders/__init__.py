@@ -6,6 +6,7 @@ from __future__ import annotations
 from kseg._errors import unknown_name
 from kseg.models.base import Decoder
 from kseg.models.decoders import attention_unet, deeplabv3plus, fpn, segnet, unet, unetpp
+from kseg.models.light import unext
 
 REGISTRY: dict[str, Decoder] = {
     decoder.name: decoder
@@ -16,6 +17,7 @@ REGISTRY: dict[str, Decoder] = {
         *deeplabv3plus.DECODERS,
         *attention_unet.DECODERS,
         *unetpp.DECODERS,
+        *unext.DECODERS,
     ]
 }
 
