@@ -1,0 +1,1 @@
+"""Light lesion-segmentation networks, each a whole network (its own encoder and decoder) in one module."""
