@@ -54,8 +54,9 @@ Departures from the paper and the authors' code (``JCruan519/EGE-UNet``):
 
 - Deep supervision is NOT trained yet: the side heads ``side{k}_logits`` (k = 5..1, at stride
   2**k) are computed and feed the GABs as in the paper, but the model's only output is the final
-  logits, so the loss reaches the side heads only through the bridges. (The paper adds a BCE+Dice
-  loss on each up-sampled side output, weighted 0.1..0.5 from deep to shallow.)
+  logits, so the loss reaches the side heads only through the bridges. (The authors' training
+  adds BCE + Dice on each side output, up-sampled to the input, weighted 0.1 at stride 32 up to
+  0.5 at stride 2, to that of the final output.)
 - Bilinear resizing (the parameter maps, the decoder's and GAB's 2x up-sampling, the last 2x) uses
   Keras' half-pixel centres (``align_corners=False``); the authors' code uses
   ``align_corners=True``. Equal where sizes match (the 8x8 maps at stride 32 of a 256 px input).
