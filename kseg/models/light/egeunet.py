@@ -105,7 +105,7 @@ class InterpolatedParameter(layers.Layer):
         initializer: the weight's initializer (ones in EGE-UNet).
 
     Example:
-    >>> InterpolatedParameter((8, 1), axes="h")(keras.ops.zeros((2, 16, 5, 3))).shape
+    >>> tuple(InterpolatedParameter((8, 1), axes="h")(keras.ops.zeros((2, 16, 5, 3))).shape)
     (1, 16, 1, 3)
     """
 
@@ -167,7 +167,7 @@ class ChannelGroups(layers.Layer):
         groups: how many parts; must divide the channel count.
 
     Example:
-    >>> [part.shape for part in ChannelGroups(2)(keras.ops.zeros((1, 2, 2, 6)))]
+    >>> [tuple(part.shape) for part in ChannelGroups(2)(keras.ops.zeros((1, 2, 2, 6)))]
     [(1, 2, 2, 3), (1, 2, 2, 3)]
     """
 
@@ -197,7 +197,7 @@ class BroadcastMultiply(layers.Layer):
     batch of 1 to the product's static shape, and so to the whole model's output.
 
     Example:
-    >>> BroadcastMultiply()([keras.ops.ones((2, 4, 4, 3)), keras.ops.ones((1, 4, 1, 3))]).shape
+    >>> tuple(BroadcastMultiply()([keras.ops.ones((2, 4, 4, 3)), keras.ops.ones((1, 4, 1, 3))]).shape)
     (2, 4, 4, 3)
     """
 
