@@ -1,1 +1,1 @@
-"""Light networks: whole published lesion-segmentation networks, each an encoder and a decoder of one name."""
+"""Light lesion-segmentation networks, each a whole network (its own encoder and decoder) in one module."""

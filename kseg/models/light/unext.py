@@ -54,6 +54,7 @@ from keras import layers, ops
 
 from kseg.layers import BATCH_NORMALIZATIONS
 from kseg.models.base import Decoder, Encoder, Features, ModelOptions
+from kseg.models.light.layers import ChannelLayerNormalization, ExactGELU
 
 NAME = "unext"
 PAPER_BASE_FILTERS = 16
@@ -126,70 +127,6 @@ class AxialShift(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis, "shift_size": self.shift_size}
-
-
-@keras.saving.register_keras_serializable(package="kseg")
-class ChannelLayerNormalization(layers.LayerNormalization):
-    """``keras.layers.LayerNormalization`` over the last (channel) axis, PyTorch's ``nn.LayerNorm(C)``
-    on each pixel's token, written with means so that every exporter can trace it:
-
-        y = (x - mean_c(x)) / sqrt(mean_c((x - mean_c(x))**2) + epsilon) * gamma + beta
-
-    computed in float32 at least (as Keras's), cast to the layer's compute dtype. Keras's own layer
-    calls ``torch.nn.functional.layer_norm`` under PyTorch with a shape read from the tensor,
-    which ``torch.onnx`` cannot export (a Gather on the traced shape). Same weights and config as
-    ``keras.layers.LayerNormalization`` with ``axis=-1`` and ``rms_scaling=False``.
-
-    Args:
-        epsilon: added to the variance (1e-5 here, PyTorch's default).
-        **kwargs: the other ``keras.layers.LayerNormalization`` arguments.
-
-    Example:
-    >>> x = keras.ops.convert_to_tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
-    >>> keras.ops.convert_to_numpy(ChannelLayerNormalization(epsilon=1e-5)(x))[0, 0, 0].round(4)
-    array([-1.3416, -0.4472,  0.4472,  1.3416], dtype=float32)
-    """
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        rank = len(input_shape)
-        if [a % rank for a in self.axis] != [rank - 1] or self.rms_scaling:
-            raise ValueError(
-                "ChannelLayerNormalization normalises the last axis without rms scaling. Received: "
-                f"axis={self.axis!r}, rms_scaling={self.rms_scaling!r}"
-            )
-
-    def call(self, inputs):
-        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
-        centred = x - ops.mean(x, axis=-1, keepdims=True)
-        y = centred * ops.rsqrt(ops.mean(ops.square(centred), axis=-1, keepdims=True) + self.epsilon)
-        if self.scale:
-            y = y * ops.cast(self.gamma, y.dtype)
-        if self.center:
-            y = y + ops.cast(self.beta, y.dtype)
-        return ops.cast(y, self.compute_dtype)
-
-
-@keras.saving.register_keras_serializable(package="kseg")
-class ExactGELU(layers.Layer):
-    """The exact GELU (PyTorch's ``nn.GELU()``), written with ``erf``:
-
-        y = x * Phi(x) = 0.5 * x * (1 + erf(x / sqrt(2)))
-
-    ``keras.activations.gelu(approximate=False)`` is the same function, but under TensorFlow it is
-    ``tf.nn.gelu``, written with ``erfc``, which tf2onnx leaves as an ``Erfc`` node that ONNX has no
-    operator for; ``erf`` exports everywhere. No weights; computed in the layer's compute dtype.
-
-    Example:
-    >>> keras.ops.convert_to_numpy(ExactGELU()(keras.ops.convert_to_tensor([-1.0, 0.0, 1.0]))).round(4)
-    array([-0.1587,  0.    ,  0.8413], dtype=float32)
-    """
-
-    def call(self, inputs):
-        return 0.5 * inputs * (1.0 + ops.erf(inputs * (1.0 / math.sqrt(2.0))))
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
 
 def _dense_initializer():
