@@ -10,6 +10,7 @@ from __future__ import annotations
 from kseg._errors import unknown_name
 from kseg.models.backbones import applications, convolutional, hub
 from kseg.models.base import Encoder
+from kseg.models.light import malunet
 
 REGISTRY: dict[str, Encoder] = {
     encoder.name: encoder
@@ -17,6 +18,7 @@ REGISTRY: dict[str, Encoder] = {
         *convolutional.ENCODERS,
         *applications.ENCODERS,
         *hub.ENCODERS,
+        *malunet.ENCODERS,
     ]
 }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from kseg._errors import unknown_name
 from kseg.models.base import Decoder
 from kseg.models.decoders import deeplabv3plus, fpn, segnet, unet
+from kseg.models.light import malunet
 
 REGISTRY: dict[str, Decoder] = {
     decoder.name: decoder
@@ -14,6 +15,7 @@ REGISTRY: dict[str, Decoder] = {
         *unet.DECODERS,
         *fpn.DECODERS,
         *deeplabv3plus.DECODERS,
+        *malunet.DECODERS,
     ]
 }
 
