@@ -54,3 +54,15 @@ def test_nested_models_are_counted_inside_and_parameters_split_trainable():
     # conv 3*2 + 2 bias; BN gamma, beta (trainable) + moving mean, variance
     assert cost.trainable_parameter_count(model) == 8 + 4
     assert cost.parameter_count(model) == 8 + 8
+
+
+@pytest.mark.backend_independent
+def test_a_shared_layer_costs_each_call_and_conv1d_counts():
+    """thop and ptflops count a module called twice twice (MALUNet's spatial attention
+    convolution runs on five maps): a Conv2D on an 8x8 and a 4x4 map costs both calls."""
+    big, small = keras.Input((8, 8, 2)), keras.Input((4, 4, 2))
+    shared = keras.layers.Conv2D(1, 3, padding="same")
+    model = keras.Model([big, small], [shared(big), shared(small)])
+    assert cost.forward_macs(model) == (8 * 8 + 4 * 4) * 1 * 2 * 9
+    # Conv1D: 10 outputs x 3 channels x (4 in x kernel 3)
+    assert cost.forward_macs(_one_layer(keras.layers.Conv1D(3, 3, padding="same"), (10, 4))) == 10 * 3 * 4 * 3

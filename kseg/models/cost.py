@@ -6,9 +6,11 @@ FLOPs = 2 x MACs; the light lesion networks' papers (EGE-UNet, MALUNet, UNeXt) p
 ptflops' count, which is MACs under the name "GFLOPs". ``forward_gflops`` is the first,
 ``forward_macs`` the second, so a test can hold a network against its paper's table.
 
-Counted: Conv2D (grouped included), Conv2DTranspose, DepthwiseConv2D, SeparableConv2D and Dense
-(on any rank). Not counted, as in both counters' defaults: bias, normalisation, activations,
-pooling, resampling and element-wise products.
+Counted: Conv1D and Conv2D (grouped included), Conv2DTranspose, DepthwiseConv2D, SeparableConv2D
+and Dense (on any rank), once per call: a layer shared by several inputs (MALUNet's spatial
+attention convolution, applied to five maps) costs each call, as thop and ptflops count a module
+called several times. Not counted, as in both counters' defaults: bias, normalisation,
+activations, pooling, resampling and element-wise products.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def forward_macs(model: keras.Model) -> int:
     >>> forward_macs(keras.Model(image, keras.layers.Conv2D(2, 2, padding="same")(image)))
     2560
     """
-    return sum(_layer_macs(layer) for layer in _flat_layers(model))
+    return sum(_call_macs(layer, input_shape, output_shape) for layer, input_shape, output_shape in _calls(model))
 
 
 def forward_gflops(model: keras.Model) -> float:
@@ -46,25 +48,22 @@ def trainable_parameter_count(model: keras.Model) -> int:
     return int(sum(math.prod(weight.shape) for weight in model.trainable_weights))
 
 
-def _layer_macs(layer) -> int:
+def _call_macs(layer, input_shape, output_shape) -> int:
+    """MACs of one call of ``layer`` from ``input_shape`` to ``output_shape`` (batch first)."""
     if isinstance(layer, layers.Conv2DTranspose):
         # torch's counters: input elements x out channels x kernel area.
-        kh, kw = layer.kernel_size
-        return _elements(layer.input.shape) * layer.filters * kh * kw
-    if isinstance(layer, layers.Conv2D):
-        kh, kw = layer.kernel_size
+        return _elements(input_shape) * layer.filters * math.prod(layer.kernel_size)
+    if isinstance(layer, (layers.Conv1D, layers.Conv2D)):
         groups = getattr(layer, "groups", 1) or 1
-        return _elements(layer.output.shape) * layer.input.shape[-1] * kh * kw // groups
+        return _elements(output_shape) * input_shape[-1] * math.prod(layer.kernel_size) // groups
     if isinstance(layer, layers.DepthwiseConv2D):
-        kh, kw = layer.kernel_size
-        return _elements(layer.output.shape) * kh * kw
+        return _elements(output_shape) * math.prod(layer.kernel_size)
     if isinstance(layer, layers.SeparableConv2D):
         kh, kw = layer.kernel_size
-        out_shape = layer.output.shape
-        depthwise_elements = _elements(out_shape) // out_shape[-1] * layer.input.shape[-1] * layer.depth_multiplier
-        return depthwise_elements * kh * kw + _elements(out_shape) * layer.input.shape[-1] * layer.depth_multiplier
+        depthwise_elements = _elements(output_shape) // output_shape[-1] * input_shape[-1] * layer.depth_multiplier
+        return depthwise_elements * kh * kw + _elements(output_shape) * input_shape[-1] * layer.depth_multiplier
     if isinstance(layer, layers.Dense):
-        return _elements(layer.output.shape) * layer.input.shape[-1]
+        return _elements(output_shape) * input_shape[-1]
     return 0
 
 
@@ -73,12 +72,17 @@ def _elements(shape) -> int:
     return int(math.prod(shape[1:]))
 
 
-def _flat_layers(model) -> list:
-    """``model``'s layers with nested models flattened (kseg's builders are flat; keras-hub's are not)."""
-    found = []
-    for layer in model.layers:
-        found.extend(_flat_layers(layer) if isinstance(layer, keras.Model) else [layer])
-    return found
+def _calls(model):
+    """``(layer, input shape, output shape)`` for each call of a layer in ``model``'s graph (its
+    first input's and output's shapes), a nested model's calls in its place (kseg's builders are
+    flat; keras-hub's are not). Inputs, which make no call, are left out."""
+    graph = getattr(model, "_functional", None) or model  # a Sequential keeps its graph there
+    for depth in sorted(graph._nodes_by_depth, reverse=True):  # inputs first
+        for node in graph._nodes_by_depth[depth]:
+            if isinstance(node.operation, keras.Model):
+                yield from _calls(node.operation)
+            elif node.input_tensors:
+                yield node.operation, node.input_tensors[0].shape, node.output_tensors[0].shape
 
 
 __all__ = ["forward_macs", "forward_gflops", "parameter_count", "trainable_parameter_count"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from kseg._errors import unknown_name
 from kseg.models.backbones import applications, convolutional, hub
 from kseg.models.base import Encoder
-from kseg.models.light import egeunet, unext
+from kseg.models.light import egeunet, malunet, unext
 
 REGISTRY: dict[str, Encoder] = {
     encoder.name: encoder
@@ -19,6 +19,7 @@ REGISTRY: dict[str, Encoder] = {
         *applications.ENCODERS,
         *hub.ENCODERS,
         *egeunet.ENCODERS,
+        *malunet.ENCODERS,
         *unext.ENCODERS,
     ]
 }

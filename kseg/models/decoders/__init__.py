@@ -6,7 +6,7 @@ from __future__ import annotations
 from kseg._errors import unknown_name
 from kseg.models.base import Decoder
 from kseg.models.decoders import attention_unet, deeplabv3plus, fpn, segnet, unet, unetpp
-from kseg.models.light import egeunet, unext
+from kseg.models.light import egeunet, malunet, unext
 
 REGISTRY: dict[str, Decoder] = {
     decoder.name: decoder
@@ -18,6 +18,7 @@ REGISTRY: dict[str, Decoder] = {
         *attention_unet.DECODERS,
         *unetpp.DECODERS,
         *egeunet.DECODERS,
+        *malunet.DECODERS,
         *unext.DECODERS,
     ]
 }
