@@ -156,3 +156,35 @@ def test_seed_networks_keep_kseg_03_layer_names_and_parameter_counts(name, colou
     )
     assert [layer.name for layer in model.layers] == expected["layer_names"]
     assert model.count_params() == expected["params"]
+
+
+@pytest.mark.backend_independent  # the graph's layers
+@pytest.mark.parametrize("name", kseg.models.available())
+def test_every_bilinear_up_sampling_computes_in_float32(name):
+    """Under mixed bfloat16 a bilinear UpSampling2D in bfloat16 breaks TensorFlow's XLA training
+    step (its gradient comes back float32); kseg builds every one through bilinear_upsampling."""
+    decoder = kseg.models.decoders.get(name)
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.build(f"{name}:{decoder.test_encoder}", (32, 32, 3), base_filters=8, depth=3)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    bilinear = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.UpSampling2D) and layer.interpolation == "bilinear"
+    ]
+    assert all(layer.compute_dtype == "float32" for layer in bilinear), [layer.name for layer in bilinear]
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="XLA's mixed-precision check is TensorFlow's")
+def test_a_bilinear_decoder_trains_under_xla_in_mixed_bfloat16():
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = kseg.models.build("fpn:unet", (32, 32, 3), base_filters=4, depth=3)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile(optimizer="adam", loss="binary_crossentropy", jit_compile=True)
+    rng = np.random.default_rng(0)
+    loss = model.train_on_batch(rng.random((2, 32, 32, 3), dtype="float32"), np.ones((2, 32, 32, 1), "float32"))
+    assert np.isfinite(loss)

@@ -38,6 +38,17 @@ def colour_constancy_stem(inputs: keras.KerasTensor, colour_constancy: bool) -> 
     return ShadesOfGray(name="shades_of_gray")(inputs)
 
 
+def bilinear_upsampling(factor: int, name: str) -> layers.UpSampling2D:
+    """``UpSampling2D(factor, interpolation="bilinear")`` computed in float32 whatever the policy.
+
+    Under mixed bfloat16 TensorFlow's bilinear resize returns its gradient in float32, and where
+    the resized map also feeds another layer XLA refuses to add that gradient to the other's
+    bfloat16 one ("Seen floating point types of different precisions": every decoder with a
+    bilinear up-sampling, under ``--jit-compile`` on a GPU). In float32 the cast before the resize
+    hands a bfloat16 gradient back, and the next layer casts the output down again."""
+    return layers.UpSampling2D(factor, interpolation="bilinear", dtype="float32", name=name)
+
+
 def logit_head(x) -> keras.KerasTensor:
     """1x1 convolution to one channel of logits, computed in float32 whatever the policy, so
     losses and thresholds see full-precision values under mixed precision."""

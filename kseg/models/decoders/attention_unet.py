@@ -38,6 +38,7 @@ import keras
 from keras import layers
 
 from kseg.layers import conv_block
+from kseg.models._common import bilinear_upsampling
 from kseg.models.base import Decoder, Features, ModelOptions
 
 
@@ -61,7 +62,7 @@ def attention_gate(x: keras.KerasTensor, gate: keras.KerasTensor, filters: int, 
     phi = layers.Conv2D(filters, 1, name=f"{name}_wg")(gate)
     q = layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_add")([theta, phi]))
     alpha = layers.Activation("sigmoid", name=f"{name}_sigmoid")(layers.Conv2D(1, 1, name=f"{name}_psi")(q))
-    alpha = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_resample")(alpha)
+    alpha = bilinear_upsampling(2, f"{name}_resample")(alpha)
     return layers.Multiply(name=f"{name}_multiply")([x, alpha])
 
 

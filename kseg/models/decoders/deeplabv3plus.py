@@ -18,6 +18,7 @@ import functools
 from keras import layers
 
 from kseg.layers import conv_block
+from kseg.models._common import bilinear_upsampling
 from kseg.models.base import Decoder, Features, ModelOptions
 
 # DeepLab's (6, 12, 18) assume 33x33 maps at stride 16 (513 px); at kseg's 128-256 px the maps are
@@ -47,12 +48,12 @@ def _decoder(features: Features, options: ModelOptions):
     block = functools.partial(conv_block, bn_momentum=options.bn_momentum, batch_norm=options.batch_norm)
     filters = 8 * options.base_filters
     x = _aspp(features.level(deep), filters, block)
-    x = layers.UpSampling2D(2 ** (deep - _LOW), interpolation="bilinear", name="deeplab_up")(x)
+    x = bilinear_upsampling(2 ** (deep - _LOW), "deeplab_up")(x)
     low = block(features.level(_LOW), 3 * options.base_filters, "deeplab_low", kernel_size=1)
     x = layers.Concatenate(name="deeplab_concat")([x, low])
     x = block(x, filters, "deeplab_block0")
     x = block(x, filters, "deeplab_block1")
-    return layers.UpSampling2D(2**_LOW, interpolation="bilinear", name="deeplab_upsample")(x)
+    return bilinear_upsampling(2**_LOW, "deeplab_upsample")(x)
 
 
 DECODERS = [Decoder("deeplabv3plus", _decoder, "resnet50", "atrous spatial pyramid pooling at stride 16, P2 skip")]

@@ -17,6 +17,7 @@ import functools
 from keras import layers
 
 from kseg.layers import conv_block
+from kseg.models._common import bilinear_upsampling
 from kseg.models.base import Decoder, Features, ModelOptions
 
 _FINEST = 2  # the finest level used: stride 4
@@ -44,10 +45,10 @@ def _decoder(features: Features, options: ModelOptions):
     for k in levels:
         x = block(merged[k], segment_filters, f"fpn_segment{k}")
         if k > _FINEST:
-            x = layers.UpSampling2D(2 ** (k - _FINEST), interpolation="bilinear", name=f"fpn_segment{k}_up")(x)
+            x = bilinear_upsampling(2 ** (k - _FINEST), f"fpn_segment{k}_up")(x)
         segments.append(x)
     x = layers.Add(name="fpn_sum")(segments)
-    return layers.UpSampling2D(2**_FINEST, interpolation="bilinear", name="fpn_upsample")(x)
+    return bilinear_upsampling(2**_FINEST, "fpn_upsample")(x)
 
 
 DECODERS = [Decoder("fpn", _decoder, "resnet50", "feature pyramid (P2-P5) summed at stride 4")]

@@ -73,6 +73,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kseg.models._common import bilinear_upsampling
 from kseg.models.base import Decoder, Encoder, Features, ModelOptions
 from kseg.models.light.layers import ChannelLayerNormalization, ExactGELU
 
@@ -300,7 +301,7 @@ def gab(high, low, mask, name: str):
     high = _conv(channels, 1, f"{name}_project")(high)
     factor = low.shape[1] // high.shape[1]
     if factor != 1:
-        high = layers.UpSampling2D(factor, interpolation="bilinear", name=f"{name}_up")(high)
+        high = bilinear_upsampling(factor, f"{name}_up")(high)
     high_groups = ChannelGroups(GROUPS, name=f"{name}_split_high")(high)
     low_groups = ChannelGroups(GROUPS, name=f"{name}_split_low")(low)
     fused = []
@@ -350,12 +351,12 @@ def _decoder(features: Features, options: ModelOptions):
         else:
             x = _conv(width[level - 1], 3, f"{name}_conv")(x)
         x = _group_norm(f"{name}_norm")(x)
-        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(x)
+        x = bilinear_upsampling(2, f"{name}_up")(x)
         x = _gelu(f"{name}_gelu")(x)
         side = _conv(1, 1, f"side{level}_logits")(x)
         bridge = gab(bridge, features.level(level), side, f"gab{level}")
         x = layers.Add(name=f"{name}_add")([x, bridge])
-    return layers.UpSampling2D(2, interpolation="bilinear", name="dec0_up")(x)
+    return bilinear_upsampling(2, "dec0_up")(x)
 
 
 def _stride(options: ModelOptions) -> int:

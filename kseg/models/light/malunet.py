@@ -64,6 +64,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from kseg.models._common import bilinear_upsampling
 from kseg.models.base import Decoder, Encoder, Features, ModelOptions
 from kseg.models.light.layers import ExactGELU
 
@@ -326,10 +327,10 @@ def _decoder(features: Features, options: ModelOptions):
         else:
             x = _conv3x3_stage(x, c[level - 1], name)
         if level < 5:
-            x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(x)
+            x = bilinear_upsampling(2, f"{name}_up")(x)
         x = _gelu(x, f"{name}_gelu")
         x = layers.Add(name=f"{name}_skip")([x, bridged[level - 1]])
-    return layers.UpSampling2D(2, interpolation="bilinear", name="dec0_up")(x)
+    return bilinear_upsampling(2, "dec0_up")(x)
 
 
 ENCODERS = [Encoder("malunet", _encoder, lambda options: 32, "kseg")]

@@ -53,6 +53,7 @@ import keras
 from keras import layers, ops
 
 from kseg.layers import BATCH_NORMALIZATIONS
+from kseg.models._common import bilinear_upsampling
 from kseg.models.base import Decoder, Encoder, Features, ModelOptions
 from kseg.models.light.layers import ChannelLayerNormalization, ExactGELU
 
@@ -211,7 +212,7 @@ def _up_stage(x, filters: int, name: str, options: ModelOptions, skip, batch_nor
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
     if batch_norm:
         x = _batch_norm(options, f"{name}_bn")(x)
-    x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_up")(x)
+    x = bilinear_upsampling(2, f"{name}_up")(x)
     x = layers.ReLU(name=f"{name}_relu")(x)
     if skip is not None:
         x = layers.Add(name=f"{name}_add")([x, skip])
