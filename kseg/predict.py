@@ -73,7 +73,7 @@ def predict_mask_batch(
         return []
     if not 0.0 < threshold < 1.0:
         raise invalid_value("threshold", "a probability strictly between 0 and 1", threshold)
-    refinement = refinement or refine.Refinement()
+    refinement = refinement or refine.attached(model)  # a loaded model's own, as the command line uses
     uint8_images = [_as_uint8_rgb(im) for im in images]
     batch = _model_batch(uint8_images, model_input_size(model))
     logits = refine.tta_predict_logits(model, batch, refinement.tta, batch_size=batch_size)
@@ -94,8 +94,9 @@ def predict_masks(
         model: a kseg model (outputs logits), e.g. ``keras.saving.load_model("runs/X/model.keras")``.
         image: ``(H, W, 3)`` RGB, uint8 or float in [0, 1]; any H and W.
         threshold: probability above which a pixel is lesion.
-        refinement: test-time augmentation and post-processing (``kseg.refine.load_refinement``
-            reads what a run chose); default none.
+        refinement: test-time augmentation, post-processing and temperature; default: the
+            model's own (``keras.saving.load_model`` of a run's ``model.keras`` carries what the run
+            chose, as ``python -m kseg predict`` applies it), else none.
 
     Returns:
         ``mask``: ``(H, W)`` uint8 of 0/1; ``logits``: ``(H, W)`` float32, bilinearly resized
@@ -182,9 +183,20 @@ def predict_files(
     return report
 
 
-def load_trained_model(path: str | os.PathLike) -> keras.Model:
-    """``keras.saving.load_model`` with an error that names the file (no custom objects needed)."""
+def model_file(path: str | os.PathLike) -> Path:
+    """``path``, or for a run folder (``runs/RUN``) the ``model.keras`` inside it."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        if not (path / "model.keras").is_file():
+            raise FileNotFoundError(f"{path}: a folder without model.keras (expected a run folder, or a model file)")
+        return path / "model.keras"
+    return path
+
+
+def load_trained_model(path: str | os.PathLike) -> keras.Model:
+    """``keras.saving.load_model`` of a model file or a run folder's ``model.keras``, with an error
+    that names the file (no custom objects needed)."""
+    path = model_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
     try:
@@ -197,15 +209,28 @@ def load_trained_model(path: str | os.PathLike) -> keras.Model:
 #: What ``load_engine`` runs: keras (a ``.keras`` file); onnx and openvino (an ``.onnx`` file from
 #: ``python -m kseg export``, run by ONNX Runtime or by OpenVINO).
 ENGINES = ("keras", "onnx", "openvino")
+#: ``auto``'s engine by the file's suffix (anything else: keras).
+ENGINE_BY_SUFFIX = {".onnx": "onnx", ".xml": "openvino"}
 
 
-def load_engine(path: str | os.PathLike, engine: str = "keras", precision: str = "auto"):
-    """The model at ``path`` as something every function here takes as ``model``: ``keras``, a
-    Keras model (:func:`load_trained_model`); ``onnx`` / ``openvino``, a
-    :class:`kseg.export.OnnxEngine` / :class:`kseg.export.OpenVinoEngine` with the same
-    ``input_shape`` and ``predict(x, batch_size=...)``, so every engine shares the resizing,
-    logit resizing, threshold and refinement code above. ``precision`` is OpenVINO's
-    (``auto``, ``float32`` or ``bfloat16``); the other engines run the file as it is."""
+def engine_for(path: str | os.PathLike, engine: str = "auto") -> str:
+    """``engine``, or for ``auto`` the one the file's suffix names (``.onnx``: ONNX Runtime,
+    ``.xml``: OpenVINO's int8 IR, else Keras)."""
+    if engine != "auto":
+        return engine
+    return ENGINE_BY_SUFFIX.get(Path(path).suffix.lower(), "keras")
+
+
+def load_engine(path: str | os.PathLike, engine: str = "auto", precision: str = "auto"):
+    """The model at ``path`` (a file, or a run folder's ``model.keras``) as something every
+    function here takes as ``model``: ``keras``, a Keras model (:func:`load_trained_model`);
+    ``onnx`` / ``openvino``, a :class:`kseg.export.OnnxEngine` / :class:`kseg.export.OpenVinoEngine`
+    with the same ``input_shape`` and ``predict(x, batch_size=...)``, so every engine shares the
+    resizing, logit resizing, threshold and refinement code above; ``auto`` picks by the file's
+    suffix (:func:`engine_for`). ``precision`` is OpenVINO's (``auto``, ``float32`` or
+    ``bfloat16``); the other engines run the file as it is."""
+    path = model_file(path)
+    engine = engine_for(path, engine)
     if engine == "keras":
         return load_trained_model(path)
     if engine == "onnx":
@@ -295,8 +320,10 @@ __all__ = [
     "find_images",
     "PredictionReport",
     "predict_files",
+    "model_file",
     "load_trained_model",
     "ENGINES",
+    "engine_for",
     "load_engine",
     "evaluate_folder",
     "format_evaluation",

@@ -408,3 +408,38 @@ def test_model_saved_here_predicts_the_same_under_another_backend(model, model_p
         there = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED) // 255
         assert there.shape == here.shape
         assert np.mean(there != here) < 1e-3, f"{stem}: {keras.backend.backend()} vs {other}"
+
+
+def test_predict_masks_applies_the_refinement_the_model_carries(model, tmp_path):
+    """Python and the command line give the same mask: a loaded run's model.keras carries its
+    refinement, and predict_masks applies it unless told otherwise (issue 40, defect 2)."""
+    refined = kseg.refine.Refinement("flip", "largest", temperature=2.0)
+    kseg.refine.save_with_refinement(model, tmp_path / "model.keras", refined)
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    image, _ = _lesion_picture(70, 90, 3)
+    mask, logits = predict_masks(loaded, image)
+    expected_mask, expected_logits = predict_masks(loaded, image, refinement=refined)
+    np.testing.assert_array_equal(mask, expected_mask)
+    np.testing.assert_allclose(logits, expected_logits)
+    # ... and its temperature: the logits returned are the TTA logits over 2
+    flipped_mask, flipped_logits = predict_masks(loaded, image, refinement=kseg.refine.Refinement("flip", "largest"))
+    np.testing.assert_array_equal(mask, flipped_mask)
+    np.testing.assert_allclose(logits * 2.0, flipped_logits, rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_folder_is_its_model_and_the_engine_follows_the_suffix(model_path, labelled_folder, tmp_path, capsys):
+    """--model takes a run folder (its model.keras), evaluate defaults to the ready model like
+    predict, and --engine auto picks ONNX Runtime for an .onnx file (issue 40, defects 4 and 5)."""
+    assert kseg.predict.model_file(model_path.parent) == model_path
+    assert [kseg.predict.engine_for(p) for p in ("m.keras", "m.onnx", "m.int8.xml")] == ["keras", "onnx", "openvino"]
+    assert kseg.predict.engine_for("m.onnx", "keras") == "keras"
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="a folder without model.keras"):
+        kseg.predict.load_engine(empty)
+    args = ["--images", str(labelled_folder / "images"), "--masks", str(labelled_folder / "masks")]
+    args += ["--mask-suffix", "_seg", "--eval-size", "48"]
+    assert main(["evaluate", "--model", str(model_path.parent), *args]) == 0
+    by_folder = capsys.readouterr().out
+    assert main(["evaluate", "--model", str(model_path), *args]) == 0
+    assert capsys.readouterr().out == by_folder

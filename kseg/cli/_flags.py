@@ -45,7 +45,8 @@ def model_flag() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="a saved model, e.g. runs/RUN/model.keras; default: kseg's ready dermoscopy model (docs/dermoscopy.md)",
+        help="a saved model or run folder, e.g. runs/RUN/model.keras or runs/RUN; default: kseg's ready dermoscopy "
+        "model (docs/dermoscopy.md)",
     )
     return p
 
@@ -57,9 +58,10 @@ def engine_flags() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--engine",
-        default="keras",
-        choices=ENGINES,
-        help="keras: a .keras file; onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
+        default="auto",
+        choices=("auto", *ENGINES),
+        help="auto: by the file's suffix (.onnx: onnx, .xml: openvino, else keras); keras: a .keras file; "
+        "onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
         "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU; openvino also "
         "runs the int8 .xml of `kseg export --format openvino-int8`",
     )

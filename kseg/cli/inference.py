@@ -42,6 +42,7 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
             args.model = pretrained.ready_model()
             print(f"[predict] no --model: kseg's ready dermoscopy model ({pretrained.provenance()['recipe']})")
+        args.model = predict.model_file(args.model)
         model = predict.load_engine(args.model, args.engine, args.openvino_precision)
         refinement = _refinement(args, args.model)
     except (FileNotFoundError, ValueError, ImportError) as error:
@@ -50,7 +51,7 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     report = predict.predict_files(model, files, args.output, args.threshold, args.batch_size, refinement=refinement)
     print(
         f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays "
-        f"({refinement.describe()}, engine={args.engine})"
+        f"({refinement.describe()}, engine={predict.engine_for(args.model, args.engine)})"
     )
     if report.failed:
         print(f"[predict] {len(report.failed)} failed: {', '.join(p.name for p in report.failed)}", file=sys.stderr)
@@ -67,9 +68,15 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
     from kseg import predict
 
+    if args.model is None:
+        from kseg import pretrained
+
+        args.model = [pretrained.ready_model()]
+        print(f"[evaluate] no --model: kseg's ready dermoscopy model ({pretrained.provenance()['recipe']})")
     failed = []
     for model_path in args.model:
         try:
+            model_path = predict.model_file(model_path)
             model = predict.load_engine(model_path, args.engine, args.openvino_precision)
             refinement = _refinement(args, model_path)
             scores = predict.evaluate_folder(
@@ -117,7 +124,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
                     threshold=args.threshold,
                     tta=refinement.tta,
                     postprocess=refinement.postprocess,
-                    engine=args.engine,
+                    engine=predict.engine_for(model_path, args.engine),
                 )
             ]
         )
@@ -144,6 +151,11 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     export, a missing exporter package or an int8 model refused by its validation gate."""
     from kseg import export, predict, refine
 
+    try:
+        args.model = predict.model_file(args.model)  # a run folder: its model.keras
+    except FileNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
     if args.format == "openvino-int8":
         return _export_int8(args)
     output = Path(args.output) if args.output else export.default_output(args.model, args.format)
@@ -225,10 +237,10 @@ def add_evaluate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     """``evaluate``'s own flags (the engine and scoring flags are shared)."""
     p.add_argument(
         "--model",
-        required=True,
+        default=None,
         nargs="+",
-        help="saved model(s), e.g. runs/*/model.keras, or .onnx files with --engine onnx|openvino: "
-        "one summary row each",
+        help="saved model(s) or run folders, e.g. runs/*/model.keras, runs/RUN or .onnx files, one summary row "
+        "each; default: kseg's ready dermoscopy model",
     )
     p.add_argument(
         "--images",
@@ -286,7 +298,7 @@ def add_ensemble_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def add_export_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """``export``'s flags."""
-    p.add_argument("--model", required=True, help="a saved model, e.g. runs/RUN/model.keras")
+    p.add_argument("--model", required=True, help="a saved model or run folder, e.g. runs/RUN/model.keras or runs/RUN")
     p.add_argument(
         "--format",
         default="onnx",
