@@ -358,7 +358,8 @@ class RunConfig:
     jit_compile: str | bool = "auto"
     split_sizes: tuple = knob(
         (100, 50, 50),
-        "train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's 100,50,50",
+        "train,val,test as counts (100,50,50) or fractions (0.6,0.2,0.2); default: the preset's (100,50,50; "
+        "smoke 12,6,6)",
         flag="--split",
         group="data",
         parse=_split_sizes,

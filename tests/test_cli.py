@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 NOISE = ("oneDNN", "I0000", "W0000", "E0000", "absl", "cpu_feature_guard", "rebuild TensorFlow", "cuda")
 
 
-@pytest.mark.parametrize("command", [[], ["grid"], ["predict"], ["evaluate"], ["leaderboard"]])
+@pytest.mark.parametrize("command", [[], ["grid"], ["predict"], ["evaluate"], ["export"], ["leaderboard"]])
 def test_every_help_exits_0_and_names_its_command(command, capsys):
     from kseg.cli import main
 
@@ -29,6 +29,20 @@ def test_every_help_exits_0_and_names_its_command(command, capsys):
         assert f"python -m kseg {command[0]}" in shown
     else:
         assert all(name in shown for name in ("grid", "predict", "evaluate", "leaderboard"))
+    # A default is shown where it says something (issue 40, defect 7).
+    assert "(default: None)" not in shown and "(default: False)" not in shown and "(default: [])" not in shown
+
+
+def test_version_and_run_all_s_help_name_what_they_should(capsys):
+    from kseg import __version__
+    from kseg.cli import build_grid_parser, main
+
+    for parse in (lambda: main(["--version"]), lambda: build_grid_parser().parse_args(["--version"])):
+        with pytest.raises(SystemExit) as exit_info:
+            parse()
+        assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"kseg {__version__}"
+    shown = build_grid_parser().format_help()
+    assert "smoke 12,6,6" in " ".join(shown.split()) and "(default: None)" not in shown
 
 
 # The start-up lines come from the first TensorFlow import, so a fresh process is the test; the

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
+from kseg._version import __version__
 from kseg.cli._flags import (
     EXIT_BAD_ARGUMENTS,
     EXIT_OK,
@@ -83,6 +84,7 @@ def _description(text: str) -> str:
 def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     """``python -m kseg``'s parser: one subcommand per :data:`COMMANDS` entry."""
     parser = argparse.ArgumentParser(prog=prog, description="kseg: binary image segmentation with Keras 3.")
+    parser.add_argument("--version", action="version", version=f"kseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, add_arguments, parents, text) in COMMANDS.items():
         add_arguments(
@@ -106,6 +108,7 @@ def build_grid_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description=_description(COMMANDS["grid"][3]), formatter_class=formatter
     )
+    parser.add_argument("--version", action="version", version=f"kseg {__version__}")
     return add_grid_arguments(parser)
 
 

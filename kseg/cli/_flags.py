@@ -90,8 +90,19 @@ def scoring_flags() -> argparse.ArgumentParser:
     return p
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where it says something: not for None (the preset's or nothing), a
+    switch's False or an empty list, nor where the help text already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def formatter(prog):
-    return argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=32)
+    return HelpFormatter(prog, max_help_position=32)
 
 
 def flag_type(parse: Callable[[str], object]) -> Callable[[str], object]:
