@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from kseg import refine
 from kseg._errors import invalid_value, unknown_name
 from kseg.data import load_dataset, load_folder, read_image
-from kseg.data.io import is_image_file
+from kseg.data.io import image_files
 from kseg.evaluation import Evaluation, evaluate
 from kseg.refine import binarise, resize_logits
 from kseg.visualize import overlay
@@ -113,7 +113,7 @@ def find_images(path: str | os.PathLike) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such file or folder")
-    files = sorted(f for f in path.iterdir() if f.is_file() and is_image_file(f))
+    files = image_files(path)
     if not files:
         raise FileNotFoundError(f"{path}: folder holds no image files")
     return files

@@ -443,3 +443,18 @@ def test_a_run_folder_is_its_model_and_the_engine_follows_the_suffix(model_path,
     by_folder = capsys.readouterr().out
     assert main(["evaluate", "--model", str(model_path), *args]) == 0
     assert capsys.readouterr().out == by_folder
+
+
+def test_path_problems_name_the_flag_and_skipped_files_are_named(model_path, labelled_folder, tmp_path, capsys):
+    """A file given as --images, a mistyped folder, and files of other types in a folder
+    (issue 40, defects 3 and 6)."""
+    image = next((labelled_folder / "images").iterdir())
+    for images, problem in ((image, "a file, where a folder was expected"), (tmp_path / "typo", "no such folder")):
+        assert main(["evaluate", "--model", str(model_path), "--images", str(images)]) == 2
+        err = capsys.readouterr().err
+        assert f"--images {images}: {problem}" in err and "PH2" not in err and "model(s) failed" not in err
+    (labelled_folder / "images" / "notes.txt").write_text("not an image")
+    (labelled_folder / "images" / "case9.webp").write_bytes(b"RIFF")
+    with pytest.warns(UserWarning, match=r"skipped 2 file\(s\) that are not .* images: case9.webp, notes.txt"):
+        files = kseg.predict.find_images(labelled_folder / "images")
+    assert len(files) == 5

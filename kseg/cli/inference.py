@@ -59,6 +59,13 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     return EXIT_OK
 
 
+def _not_a_folder(folder: str | None) -> str:
+    """What is wrong with a data folder flag's value, or "" (also for a flag not given)."""
+    if folder is None or Path(folder).is_dir():
+        return ""
+    return "a file, where a folder was expected" if Path(folder).exists() else "no such folder"
+
+
 def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Scores one or more saved models (each with its own refinement) on one labelled set. With
     ``--csv`` each model's row is appended as soon as it is scored, so a later failure loses
@@ -68,6 +75,11 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
     from kseg import predict
 
+    for flag, folder in (("--images", args.images), ("--masks", args.masks)):
+        problem = _not_a_folder(folder)
+        if problem:  # the data's problem, said once, not once per model
+            print(f"error: {flag} {folder}: {problem}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
     if args.model is None:
         from kseg import pretrained
 

@@ -7,13 +7,15 @@ import warnings
 from pathlib import Path
 
 from kseg.data.dataset import SegmentationDataset
-from kseg.data.io import IMAGE_EXTENSIONS, ImageSize, is_image_file, load_pairs
+from kseg.data.io import IMAGE_EXTENSIONS, ImageSize, image_files, load_pairs
 
 
 def _image_files(folder: Path, what: str) -> dict[str, Path]:
+    if folder.is_file():
+        raise NotADirectoryError(f"{folder}: a file, where the {what} folder was expected")
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: {what} folder not found")
-    files = sorted(f for f in folder.iterdir() if f.is_file() and is_image_file(f))
+    files = image_files(folder)
     if not files:
         raise FileNotFoundError(f"{folder}: {what} folder holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
     by_stem: dict[str, Path] = {}

@@ -47,6 +47,20 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted; the other files (not hidden ones) are
+    named in a warning, so a folder of ``.webp`` or ``.txt`` files is not read as silently empty."""
+    files = sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))
+    skipped = [f.name for f in files if not is_image_file(f)]
+    if skipped:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        warnings.warn(
+            f"{folder}: skipped {len(skipped)} file(s) that are not {'/'.join(IMAGE_EXTENSIONS)} images: {shown}",
+            stacklevel=2,
+        )
+    return [f for f in files if is_image_file(f)]
+
+
 def _decode(path: Path, flags: int) -> np.ndarray:
     """Decode one file with opencv; raise naming the file when it is missing or unreadable."""
     if not path.is_file():
@@ -179,6 +193,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "normalize_size",
     "is_image_file",
+    "image_files",
     "read_image",
     "read_mask",
     "resize_pair",
