@@ -635,3 +635,17 @@ def test_pareto_table_and_cost_plot_from_rows_with_costs(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="Unknown cost 'watts'"):
         leaderboard.pareto_table(table, "watts")
+
+
+def test_columns_table_spreads_any_columns_over_seeds_ranked_by_the_metric():
+    rows = [
+        _row(seed, model=model, config_hash=f"{model}{seed}", test_iou=iou, test_hd95=hd95 + seed, test_ece=0.01)
+        for seed in (0, 1)
+        for model, iou, hd95 in (("unet", 0.8, 10.0), ("egeunet", 0.7, 20.0))
+    ]
+    table = leaderboard.columns_table(pd.DataFrame(rows), ["test_iou", "test_hd95", "test_ece"], metric="test_hd95")
+    lines = table.splitlines()
+    assert lines[0] == "| model | loss | recipe | precision | n | test_iou | test_hd95 | test_ece |"
+    assert lines[2].startswith("| unet |") and "| 10.500 +- 0.707 |" in lines[2] and "| 0.010 +- 0.000 |" in lines[2]
+    with pytest.raises(ValueError, match="Unknown leaderboard column"):
+        leaderboard.columns_table(pd.DataFrame(rows), ["test_nope"])

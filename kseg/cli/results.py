@@ -34,12 +34,16 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
             table = table[table[column] == getattr(args, column)]
     if args.seed is not None:
         table = table[table["seed"] == args.seed]
+    if args.has:
+        table = table[table[args.has].notna()] if args.has in table else table.iloc[0:0]
     if args.recipe:
         table = table[leaderboard.with_groups(table)["recipe"] == args.recipe]
     if args.cost_plot:
         print(f"[leaderboard] {leaderboard.cost_plot(table, args.cost_plot, metric=args.metric)}")
     if args.pareto:
         print(leaderboard.pareto_table(table, args.pareto, metric=args.metric))
+    elif args.columns:
+        print(leaderboard.columns_table(table, args.columns, metric=args.metric))
     elif args.recipes:
         model, _, loss = args.recipes.partition("+")
         print(leaderboard.recipe_comparison(table, model, loss))
@@ -69,6 +73,11 @@ def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
     p.add_argument("--seed", type=int, help="only rows of this seed (an ablation run on one seed)")
     p.add_argument("--recipe", help="only rows of this recipe, as the table's recipe column writes it")
+    p.add_argument(
+        "--has",
+        metavar="COLUMN",
+        help="only rows with this column filled, e.g. test_hd95 (rows written since it exists)",
+    )
     p.add_argument("--merge", metavar="CSV", help="first append the rows of another leaderboard that --results lacks")
     p.add_argument(
         "--transfer",
@@ -97,6 +106,13 @@ def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
         metavar="COST",
         help="the groups no other beats on both --metric and COST (Markdown): train_seconds (default), "
         "infer_ms_per_image, gflops, params or run_seconds",
+    )
+    p.add_argument(
+        "--columns",
+        nargs="+",
+        metavar="COLUMN",
+        help="a Markdown table of these columns, mean +- std over seeds per group, ranked by --metric, e.g. "
+        "test_iou test_hd95 test_nsd test_ece_plain test_ece infer_ms_per_image",
     )
     p.add_argument(
         "--cost-plot",

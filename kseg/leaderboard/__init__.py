@@ -58,9 +58,10 @@ from kseg.leaderboard.summary import (
     summarise,
     with_groups,
 )
-from kseg.leaderboard.views import ensemble_table, markdown_report, plot, transfer_report
+from kseg.leaderboard.views import columns_table, ensemble_table, markdown_report, plot, transfer_report
 
 __all__ = [
+    "columns_table",
     "COSTS",
     "cost_plot",
     "pareto_front",

@@ -14,6 +14,7 @@ from kseg.leaderboard.summary import SHOWN, _spread, latest_ok_rows, summarise, 
 
 __all__ = [
     "markdown_report",
+    "columns_table",
     "ensemble_table",
     "transfer_report",
     "plot",
@@ -85,6 +86,29 @@ def markdown_report(table: pd.DataFrame, per_image: pd.DataFrame | None = None) 
                 else ["-"] * 2
             )
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def columns_table(table: pd.DataFrame, columns: list[str], metric: str = "test_iou") -> str:
+    """A Markdown table of any leaderboard columns, mean +- std over seeds per group (model, loss,
+    recipe), ranked by ``metric`` (lowest first where lower is better): the border, calibration
+    and cost scores side by side, e.g. ``--columns test_iou test_hd95 test_nsd test_ece``."""
+    numeric = table.assign(**{c: pd.to_numeric(table[c], errors="coerce") for c in columns if c in table})
+    missing = [c for c in [metric, *columns] if c not in numeric]
+    if missing:
+        raise ValueError(f"Unknown leaderboard column(s): {', '.join(missing)}")
+    summary = summarise(numeric, metric=metric)
+    if summary.empty:
+        return "No completed runs yet."
+    spreads = {c: summarise(numeric, metric=c).set_index("group") for c in columns}
+    header = ["model", "loss", "recipe", "precision", "n", *columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in summary.itertuples(index=False):
+        cells = [r.model, r.loss, r.recipe, r.precision, str(r.n)]
+        for column in columns:
+            value = spreads[column].loc[r.group]
+            cells.append("-" if pd.isna(value["mean"]) else _spread(value["mean"], value["std"]))
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
