@@ -274,6 +274,13 @@ class RunConfig:
     colour_constancy: bool = knob(
         False, "Shades-of-Gray normalisation as the model's first layer", label=lambda v: "sog" if _true(v) else ""
     )
+    deep_supervision: bool = knob(
+        False,
+        "a loss on the decoder's side outputs too, with its declared weights (unetpp, egeunet); the saved model "
+        "predicts with the final output or the heads' mean, whichever validates better",
+        label=lambda v: "ds" if _true(v) else "",
+        neutral=True,
+    )
     refine: str = knob(
         "none",
         "auto: choose TTA and post-processing on the validation split",

@@ -33,6 +33,7 @@ __all__ = [
     "FocalTversky",
     "LovaszHinge",
     "Combo",
+    "DeepSupervision",
     "REGISTRY",
     "COMBINATIONS",
     "get",
@@ -495,6 +496,68 @@ class Combo(keras.losses.Loss):
         config["losses"] = [
             keras.saving.deserialize_keras_object(loss) if isinstance(loss, dict) else loss for loss in config["losses"]
         ]
+        return cls(**config)
+
+
+@_register(package="kseg", name="DeepSupervisionLoss")
+class DeepSupervision(keras.losses.Loss):
+    """A loss on the final logits and on each side output of a deeply supervised model
+    (:func:`kseg.models.deep_supervision.training_model`), whose output stacks them on the last
+    axis, the final logits first:
+
+        L = loss(y, z_0) + sum_{i >= 1} weights[i - 1] * loss(y, z_i)
+
+    with ``z_i = y_pred[..., i]`` and the same base ``loss`` (its per-image values) for each.
+
+    Args:
+        loss: the base loss: a ``Loss``, a name accepted by :func:`get` or a serialized config.
+        weights: one weight per side output, in the order of the stacked channels (the
+            decoder declares them: ``kseg.models.base.Decoder.side_weights``).
+        reduction: Keras reduction over the per-image values.
+        name: the loss's name; default ``ds_`` + the base loss's.
+
+    Example:
+
+    >>> loss = DeepSupervision("bce", weights=[0.5, 0.5])   # y_pred: (B, H, W, 3)
+    """
+
+    def __init__(
+        self,
+        loss: Any,
+        weights: Sequence[float],
+        reduction: str | None = "sum_over_batch_size",
+        name: str | None = None,
+    ):
+        self.loss = get(loss)
+        self.weights = [float(w) for w in weights]
+        if not self.weights:
+            raise ValueError("DeepSupervision expects one weight per side output. Received: weights=[]")
+        super().__init__(name=name or f"ds_{self.loss.name}", reduction=reduction, dtype="float32")
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        if y_pred.shape[-1] != len(self.weights) + 1:
+            raise ValueError(
+                f"DeepSupervision expects the final logits and {len(self.weights)} side outputs on the last axis. "
+                f"Received: y_pred of shape {y_pred.shape}"
+            )
+        total = 0.0
+        for channel, weight in enumerate([1.0, *self.weights]):
+            total = total + weight * ops.cast(self.loss.call(y_true, y_pred[..., channel : channel + 1]), "float32")
+        return total
+
+    def get_config(self) -> dict:
+        return {
+            "loss": keras.saving.serialize_keras_object(self.loss),
+            "weights": list(self.weights),
+            "reduction": self.reduction,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "DeepSupervision":
+        config = dict(config)
+        if isinstance(config["loss"], dict):
+            config["loss"] = keras.saving.deserialize_keras_object(config["loss"])
         return cls(**config)
 
 

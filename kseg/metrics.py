@@ -51,7 +51,10 @@ def _logit(threshold: float) -> float:
 
 
 def _binarise(y_true: Any, y_pred: Any, threshold: float, from_logits: bool) -> tuple[Any, Any]:
-    """Returns float32 0/1 (mask, prediction) of the same rank."""
+    """Returns float32 0/1 (mask, prediction) of the same rank. Of a prediction with more channels
+    than the mask (a deeply supervised model's final logits then its side outputs), the first."""
+    if y_pred.shape[-1] not in (None, 1) and (y_true.shape[-1] == 1 or len(y_true.shape) < len(y_pred.shape)):
+        y_pred = y_pred[..., :1]
     y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, "float32")
     if len(y_true.shape) == len(y_pred.shape) - 1 and y_pred.shape[-1] == 1:

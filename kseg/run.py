@@ -313,6 +313,7 @@ def run_one(
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         val_iou=result.val_iou,
+        side_output=result.side_output,
         init_loaded=result.init.loaded if result.init else None,
         init_fresh=result.init.fresh if result.init else None,
         params=result.model.count_params(),

@@ -15,6 +15,7 @@ from kseg import losses, metrics, models, optimizers, transfer
 from kseg._errors import unknown_name
 from kseg.config import RunConfig, resolve_jit_compile
 from kseg.data import SegmentationDataset, SegmentationSequence, SourceMixSequence, Split, batch_shares
+from kseg.models import deep_supervision
 
 
 @dataclasses.dataclass
@@ -29,6 +30,7 @@ class FitResult:
     train_seconds: float
     diverged: bool
     init: transfer.InitReport | None = None
+    side_output: str = ""  # deep supervision: "final" or "mean", the one the model predicts with
 
 
 @contextlib.contextmanager
@@ -176,14 +178,22 @@ def check_init(config: RunConfig) -> transfer.InitReport:
 
 
 def build_model(config: RunConfig, policy: str, n_train: int = 100) -> keras.Model:
-    """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``."""
+    """The config's architecture, compiled with its loss, IoU and Dice, its optimizer and ``policy``;
+    with ``deep_supervision``, its training twin (:func:`kseg.models.deep_supervision.training_model`)
+    under :class:`kseg.losses.DeepSupervision`."""
     model = build_architecture(config, policy)
+    loss = losses.get(config.loss)
+    if config.deep_supervision:
+        with dtype_policy(policy):
+            weights = deep_supervision.side_weights(model)
+            model = deep_supervision.training_model(model)
+        loss = losses.DeepSupervision(loss, weights)
     encoder_variables = None
     if scales_encoder(config):
         encoder_variables = optimizers.encoder_variable_paths(model, encoder_layers(config))
     model.compile(
         optimizer=optimizer_for(config, n_train, encoder_variables),
-        loss=losses.get(config.loss),
+        loss=loss,
         metrics=[metrics.IoU(), metrics.Dice()],
         jit_compile=resolve_jit_compile(config.jit_compile),
     )
@@ -312,6 +322,9 @@ def fit(
             )
         )
     model.set_weights(checkpoint.best_weights)
+    side_output = ""
+    if config.deep_supervision:
+        model, side_output = _choose_side_output(model, data.val, config)
     model.save(run_dir / "model.keras")
     return FitResult(
         model=model,
@@ -322,7 +335,24 @@ def fit(
         train_seconds=train_seconds,
         diverged=checkpoint.diverged,
         init=init,
+        side_output=side_output,
     )
+
+
+def _choose_side_output(trained: keras.Model, val: SegmentationDataset, config: RunConfig) -> tuple[keras.Model, str]:
+    """The one-output model a deeply supervised run keeps: its final logits or the mean of every
+    head's, whichever has the higher validation IoU (the final one on ties: the cheaper)."""
+    architecture = models.canonical_name(config.model)
+    candidates = {
+        mode: deep_supervision.inference_model(trained, mode, architecture) for mode in deep_supervision.MODES
+    }
+    iou = metrics.IoU()
+    scores = {}
+    for mode, model in candidates.items():
+        logits = model.predict(val.images, batch_size=config.batch_size, verbose=0)
+        scores[mode] = float(keras.ops.convert_to_numpy(iou.per_image(val.masks, logits)).mean())
+    best = max(deep_supervision.MODES, key=lambda mode: scores[mode])  # max keeps "final" on ties
+    return candidates[best], best
 
 
 def training_batches(

@@ -116,6 +116,8 @@ COLUMNS: tuple[str, ...] = (
     "train_seconds_per_epoch",
     "infer_ms_per_image",
     "cpu_kind",
+    # Added with deep supervision: which output a deeply supervised run predicts with (final, mean).
+    "side_output",
 )
 # Every config field a row repeats has its column: a knob added since joins at the end.
 COLUMNS += tuple(field for field in ROW_FIELDS if field not in COLUMNS)
@@ -205,6 +207,7 @@ TEXT_COLUMNS = (
     "init_source",
     "encoder_weights",
     "cpu_kind",
+    "side_output",
 )
 STATUSES = ("ok", "failed", "nan")
 

@@ -92,6 +92,10 @@ class Decoder:
         summary: one line for the decoder table of docs/models.md.
         encoders: the only encoders it pairs with (SegNet's needs pooling positions; a light
             network's decoder, its own encoder's widths); empty: any encoder.
+        side_outputs: ``side_outputs(model) -> {name: tensor}``, the side outputs a deeply
+            supervised model adds a loss on (features, or 1-channel logits, at any stride), in
+            the order of ``side_weights``; None: the decoder has none.
+        side_weights: each side output's loss weight, the final output's being 1; empty: 1 each.
     """
 
     name: str
@@ -99,6 +103,8 @@ class Decoder:
     default_encoder: str
     summary: str
     encoders: tuple[str, ...] = ()
+    side_outputs: Callable[[keras.Model], dict[str, Any]] | None = None
+    side_weights: tuple[float, ...] = ()
 
     def pairs_with(self, encoder: str) -> bool:
         return not self.encoders or encoder in self.encoders

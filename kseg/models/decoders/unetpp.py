@@ -21,11 +21,10 @@ skip, as the unet decoder does, and the top row starts at that column.
 Departures from the paper:
     - Nearest up-sampling and kseg's conv block (conv, ReLU, BN), as the unet decoder has them
       (the paper's code: transposed convolutions, two 3x3 conv-ReLU units with dropout).
-    - No deep supervision. The paper trains a 1x1 sigmoid head on each X^{0,j} with a loss
-      each and, at inference, takes the final head or the heads' mean ("accurate" mode), or
-      prunes to an earlier column; kseg's one logit head reads X^{0,L}. That needs the heads, a
-      loss per head with declared weights, and the choice of final vs mean made on validation:
-      not part of this decoder (the side outputs' features are named for it).
+    - Deep supervision is a training option (``--deep-supervision``,
+      :mod:`kseg.models.deep_supervision`): a 1x1 logit head on each X^{0,j}, j < L, each with
+      the run's loss at weight 1, and at inference the final head or the heads' mean ("accurate"
+      mode), chosen on validation. The paper's pruning to an earlier column is not offered.
 """
 
 from __future__ import annotations
@@ -76,12 +75,19 @@ def side_outputs(model: keras.Model) -> dict[str, keras.KerasTensor]:
     return dict(found[j] for j in sorted(found))
 
 
+def _supervised_columns(model: keras.Model) -> dict[str, keras.KerasTensor]:
+    """The top row but its last column (the final output): what deep supervision adds heads to."""
+    columns = side_outputs(model)
+    return dict(list(columns.items())[:-1])
+
+
 DECODERS = [
     Decoder(
         "unetpp",
         _decoder,
         "unet",
         "U-Net++: nested dense skip pathways X^{i,j}, two conv blocks per node, output X^{0,L}",
+        side_outputs=_supervised_columns,  # Zhou et al. average the heads' losses: each weighs 1
     ),
 ]
 

@@ -52,11 +52,11 @@ total stride 32); ``bn_momentum`` and ``batch_norm`` are unused (no BatchNorm).
 
 Departures from the paper and the authors' code (``JCruan519/EGE-UNet``):
 
-- Deep supervision is NOT trained yet: the side heads ``side{k}_logits`` (k = 5..1, at stride
-  2**k) are computed and feed the GABs as in the paper, but the model's only output is the final
-  logits, so the loss reaches the side heads only through the bridges. (The authors' training
-  adds BCE + Dice on each side output, up-sampled to the input, weighted 0.1 at stride 32 up to
-  0.5 at stride 2, to that of the final output.)
+- Deep supervision is a training option (``--deep-supervision``,
+  :mod:`kseg.models.deep_supervision`): the side heads ``side{k}_logits`` (k = 5..1, at stride
+  2**k) feed the GABs as in the paper, and with it each also gets the run's loss, up-sampled to
+  the input, weighted 0.1 at stride 32 up to 0.5 at stride 2 as in the authors' training (which
+  uses BCE + Dice). Without it the loss reaches the side heads only through the bridges.
 - Bilinear resizing (the parameter maps, the decoder's and GAB's 2x up-sampling, the last 2x) uses
   Keras' half-pixel centres (``align_corners=False``); the authors' code uses
   ``align_corners=True``. Equal where sizes match (the 8x8 maps at stride 32 of a 256 px input).
@@ -371,6 +371,9 @@ DECODERS = [
         "egeunet",
         "EGE-UNet (MICCAI 2023): GHPA stages, group aggregation bridges fed by side masks",
         encoders=("egeunet",),
+        side_outputs=lambda model: {f"side{k}": model.get_layer(f"side{k}_logits").output for k in range(5, 0, -1)},
+        # The authors' weights, stride 32 to stride 2; the final output weighs 1.
+        side_weights=(0.1, 0.2, 0.3, 0.4, 0.5),
     )
 ]
 
