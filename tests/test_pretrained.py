@@ -101,3 +101,15 @@ def test_the_ready_model_is_the_best_validated_fine_tune_with_a_model(tmp_path):
     run("good", 0.80)
     run("best", 0.85)
     assert pretrained.best_run(results, runs) == runs / "best"
+
+
+def test_the_provenance_is_what_the_committed_row_says_with_its_pretraining():
+    """dermoscopy.json is provenance_facts of its committed row: seed 2, not 2.0, and the recipe of
+    the ISIC pretraining it started from, whose epochs the fine-tune's recipe does not show
+    (issue 40, defect 9)."""
+    facts = pretrained.provenance()
+    table = leaderboard.read(COMMITTED_RESULTS)
+    row = table[(table["config_hash"] == facts["config_hash"]) & (table["status"] == "ok")].iloc[-1]
+    assert pretrained.provenance_facts(row, table) == facts
+    assert isinstance(facts["seed"], int) and '"seed": 2,' in pretrained.PROVENANCE.read_text()
+    assert facts["pretraining"].startswith("isic2018_train: ") and " 32ep " in facts["pretraining"]

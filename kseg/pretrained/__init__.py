@@ -92,10 +92,44 @@ def install(run_dir: str | Path, results: str | Path = "experiments.csv") -> Pat
         saved = Path(tmp) / READY_MODEL.name
         model.save(saved)
         shutil.move(saved, READY_MODEL)
-    facts = {field: row[field].item() if hasattr(row[field], "item") else row[field] for field in PROVENANCE_FIELDS}
-    facts.update(recipe=leaderboard.recipe(row), bytes=READY_MODEL.stat().st_size)
-    PROVENANCE.write_text(json.dumps(facts, indent=1) + "\n")
+    write_provenance(row, rows)
     return READY_MODEL
 
 
-__all__ = ["READY_MODEL", "PROVENANCE", "ready_model", "provenance", "best_run", "install"]
+def provenance_facts(row, table) -> dict:
+    """What ``dermoscopy.json`` says of the run in leaderboard ``row``: :data:`PROVENANCE_FIELDS`
+    (whole numbers as integers: a CSV reads seeds as floats), its recipe, the recipe of the run
+    it started from (``pretraining``: an ISIC pretraining's epochs are not in the fine-tune's own
+    recipe) found in ``table`` by ``init_source``'s hash, and the model file's size."""
+    from kseg import leaderboard
+
+    def plain(value):
+        value = value.item() if hasattr(value, "item") else value
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    facts = {field: plain(row[field]) for field in PROVENANCE_FIELDS}
+    facts["recipe"] = leaderboard.recipe(row)
+    source_hash = str(row["init_source"]).rpartition(":")[2]
+    sources = table[(table["config_hash"] == source_hash) & (table["status"] == "ok")]
+    if not sources.empty:
+        facts["pretraining"] = f"{sources.iloc[-1]['dataset']}: {leaderboard.recipe(sources.iloc[-1])}"
+    facts["bytes"] = READY_MODEL.stat().st_size
+    return facts
+
+
+def write_provenance(row, table) -> Path:
+    """Writes :func:`provenance_facts` of ``row`` to ``dermoscopy.json``."""
+    PROVENANCE.write_text(json.dumps(provenance_facts(row, table), indent=1) + "\n")
+    return PROVENANCE
+
+
+__all__ = [
+    "READY_MODEL",
+    "PROVENANCE",
+    "ready_model",
+    "provenance",
+    "provenance_facts",
+    "write_provenance",
+    "best_run",
+    "install",
+]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from kseg.pretrained import best_run, install
+from kseg.pretrained import best_run, install, provenance, write_provenance
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,11 +20,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results", default="experiments.csv", help="the leaderboard that holds the run's row")
     parser.add_argument("--output", default="runs", help="the run folders to choose among")
     parser.add_argument("--preset", default="dermoscopy", help="the preset whose runs are chosen among")
+    parser.add_argument(
+        "--provenance-only",
+        action="store_true",
+        help="rewrite dermoscopy.json from the ready model's leaderboard row, leaving the model as it is",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.provenance_only:
+        from kseg import leaderboard
+
+        table = leaderboard.read(args.results)
+        row = table[(table["config_hash"] == provenance()["config_hash"]) & (table["status"] == "ok")].iloc[-1]
+        print(f"[pretrained] {write_provenance(row, table)}")
+        return 0
     run_dir = args.run_dir or best_run(args.results, args.output, args.preset)
     print(f"[pretrained] {run_dir} -> {install(run_dir, args.results)}")
     return 0
