@@ -140,6 +140,33 @@ def test_plot_writes_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_grid_chart_labels_pairs_and_stays_small(tmp_path, monkeypatch):
+    """Nine model x loss pairs of one recipe, one of them at IoU 0 (issue 40, defect 8): labelled
+    by the pair alone, a few hundred pixels tall, every value written beside its bar."""
+    import cv2
+    from matplotlib.figure import Figure
+
+    rows = [
+        _row(i, model=model, loss=loss, config_hash=f"{model}{loss}", test_iou=0.0 if i == 0 else 0.8)
+        for i, (model, loss) in enumerate((m, f) for m in ("segnet", "unet", "unet2") for f in ("bce", "dice", "focal"))
+    ]
+    summary = leaderboard.summarise(pd.DataFrame(rows))
+    figures, savefig = [], Figure.savefig
+
+    def keep(fig, *args, **kwargs):
+        figures.append(fig)
+        return savefig(fig, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    path = leaderboard.plot(summary, tmp_path / "chart.png")
+    height, width = cv2.imread(str(path)).shape[:2]
+    assert height < 700 and width < 1100
+    axes = figures[0].axes[0]
+    assert [label.get_text() for label in axes.get_yticklabels()][-1] == "segnet + bce"  # the pair alone
+    texts = [text.get_text() for text in axes.texts]
+    assert "0.000 [0.000, 0.000]" in texts and len(texts) == 9
+
+
 def test_merge_appends_only_missing_rows(tmp_path):
     source, target = tmp_path / "remote.csv", tmp_path / "lb.csv"
     for i in range(3):
@@ -355,8 +382,9 @@ def test_the_ranking_and_the_chart_show_the_device(tmp_path, monkeypatch):
     leaderboard.plot(summary, tmp_path / "chart.png")
     labels = [label.get_text() for label in figures[0].axes[0].get_yticklabels()]
     assert len(labels) == 2
-    assert any("Fake CPU @ 2GHz (2 cores)" in label for label in labels)
-    assert any(", gpu," in label for label in labels)
+    # What differs between the groups (here the device) is part of each label, on a line of its own.
+    assert any("Fake CPU @ 2GHz (2 cores)" in label.splitlines() for label in labels)
+    assert any("gpu" in label.splitlines() for label in labels)
 
 
 def test_legacy_rows_group_by_their_recorded_columns(tmp_path):

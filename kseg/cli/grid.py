@@ -307,8 +307,8 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     ensembles = leaderboard.ensemble_table(table)
     if not ensembles.empty:
         print("[grid] ensemble rows (the external sets no member saw):\n" + ensembles.to_string(index=False))
-    if not summary.empty:
-        chart = leaderboard.plot(summary, Path(args.results).with_suffix(".png"))
+    if not ran.empty:  # this grid's groups: a chart one reads at a glance
+        chart = leaderboard.plot(ran, Path(args.results).with_suffix(".png"))
         print(f"[grid] chart: {chart}")
     return EXIT_OK if all(r["status"] == "ok" for r in rows) else EXIT_SOME_FAILED
 

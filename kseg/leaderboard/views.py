@@ -159,39 +159,52 @@ def transfer_report(table: pd.DataFrame, scores_csv: str | Path) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: pd.DataFrame, path: str | Path, title: str = "Mean test IoU over seeds") -> Path:
-    """A horizontal bar chart of the summary with one-standard-deviation error bars, as PNG.
-    Uses matplotlib's Figure API, so a notebook's plotting backend is left alone."""
+def plot(summary: pd.DataFrame, path: str | Path, title: str = "") -> Path:
+    """A horizontal bar chart of the summary's groups, as PNG: each bar labelled model + loss (with
+    whatever else differs between the groups: the recipe, the dataset, ...), its value and
+    interval printed beside it, and what is shared between the groups in the title. The pooled
+    per-image test IoU with its 95% interval where per-image scores exist (groups tied with the
+    best in orange), else the mean +- std over seeds; a 0 shows as a marker on the axis. Uses
+    matplotlib's Figure API, so a notebook's plotting backend is left alone."""
     from matplotlib.figure import Figure
 
     path = Path(path)
-    labels = [
-        f"{r.model} + {r.loss} ({r.dataset}, {r.preset}, {r.device}, {r.backend}, {r.precision}, {r.recipe})"
-        for r in summary.itertuples()
-    ]
-    fig = Figure(figsize=(13, 0.4 * len(summary) + 1.2))
+    varying = [c for c in ("dataset", "preset", "device", "backend", "precision", "recipe") if summary[c].nunique() > 1]
+    shared = [str(summary[c].iloc[0]) for c in ("dataset", "preset", "recipe", "precision") if c not in varying]
+    labels = [f"{r.model} + {r.loss}" + "".join(f"\n{getattr(r, c)}" for c in varying) for r in summary.itertuples()]
+    spread = summary["std"].fillna(0)
+    pooled = summary["pooled"].notna() if "pooled" in summary else pd.Series(False, index=summary.index)
+    value = summary["pooled"].where(pooled, summary["mean"]) if pooled.any() else summary["mean"]
+    low = summary["ci_lo"].where(pooled, summary["mean"] - spread) if pooled.any() else value - spread
+    high = summary["ci_hi"].where(pooled, summary["mean"] + spread) if pooled.any() else value + spread
+    colours = ["#dd8452" if t is True else "#4c72b0" for t in summary.get("tied", [None] * len(summary))]
+    xlabel = "test IoU: " + (
+        "mean over every scored image (seeds pooled) with its 95% bootstrap interval; "
+        "groups without per-image scores: mean over seeds +- std"
+        if pooled.any()
+        else "mean over seeds, +- one standard deviation"
+    )
+    fig = Figure(figsize=(9, 0.45 * len(summary) * (1 + 0.4 * len(varying)) + 1.6))
     ax = fig.add_subplot()
-    if "pooled" in summary and summary["pooled"].notna().any():
-        # Pooled per-image means with their 95% intervals; groups tied with the best in orange.
-        value = summary["pooled"].fillna(summary["mean"])
-        error = [
-            (value - summary["ci_lo"].fillna(value)).to_numpy(),
-            (summary["ci_hi"].fillna(value) - value).to_numpy(),
-        ]
-        colours = ["#dd8452" if t is True else "#4c72b0" for t in summary["tied"]]
-        ax.barh(labels[::-1], value[::-1], xerr=[e[::-1] for e in error], capsize=3, color=colours[::-1])
+    rows = range(len(summary))[::-1]  # the best on top
+    ax.barh(rows, value, xerr=[value - low, high - value], capsize=3, color=colours)
+    ax.plot(value, rows, "|", color="black", markersize=8)  # a bar of 0 still shows its place
+    for y, v, lo, hi in zip(rows, value, low, high):
+        ax.text(min(hi, 1.0) + 0.005, y, f"{v:.3f} [{lo:.3f}, {hi:.3f}]", va="center", fontsize=7)
+    if pooled.any() and (summary["note"] == "best").any():  # the dataset's best may be a group of another grid
         best = summary.loc[summary["note"] == "best"].iloc[0]
         ax.axvspan(best["ci_lo"], best["ci_hi"], color="#dd8452", alpha=0.15, label="best group's 95% interval")
         ax.legend(
-            loc="lower right", fontsize=7, title="orange: tied with best (paired bootstrap, Holm, 5%)", title_fontsize=7
+            loc="lower left",
+            fontsize=7,
+            title="orange: tied with the best (paired bootstrap, Holm, 5%)",
+            title_fontsize=7,
         )
-        ax.set_xlabel("test IoU (pooled over every scored image, 95% bootstrap interval)")
-    else:
-        ax.barh(labels[::-1], summary["mean"][::-1], xerr=summary["std"].fillna(0)[::-1], capsize=3, color="#4c72b0")
-        ax.set_xlabel("test IoU (mean +- std over seeds)")
-    ax.set_xlim(max(0.0, float(summary["mean"].min()) - 0.15), 1.0)
-    ax.tick_params(axis="y", labelsize=7)
-    ax.set_title(title)
+    ax.set_yticks(list(rows), labels, fontsize=8)
+    low_end = float(min(low.min(), value.min()))
+    ax.set_xlim(0.0 if low_end < 0.3 else low_end - 0.05, float(high.max()) + 0.08)  # room for the values
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_title(title or " | ".join(shared) or "test IoU", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     return path
