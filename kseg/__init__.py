@@ -69,6 +69,9 @@ with _quiet_native_start_up() as quiet:
         _start_tensorflow_without_a_gpu()
 
 from kseg import (  # noqa: E402
+    batch_norm,
+    boundary,
+    calibration,
     cli,
     config,
     data,
@@ -97,6 +100,9 @@ from kseg import (  # noqa: E402
 )
 
 __all__ = [
+    "batch_norm",
+    "boundary",
+    "calibration",
     "cli",
     "config",
     "data",

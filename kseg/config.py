@@ -40,6 +40,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         synthetic_n=24,
         split_sizes=(12, 6, 6),
         schedule="plateau",
+        # 6 steps leave the moving statistics at half their initial values: IoU 0 in inference.
+        precise_bn=True,
     ),
     # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 Zen 4 cores with bf16
     # (an AVX2-only Zen 3 takes 6-10 minutes a run: docs/benchmarks.md). docs/results.md, "The cpu
@@ -273,6 +275,13 @@ class RunConfig:
     )
     colour_constancy: bool = knob(
         False, "Shades-of-Gray normalisation as the model's first layer", label=lambda v: "sog" if _true(v) else ""
+    )
+    precise_bn: bool = knob(
+        False,
+        "after training, set every BatchNorm's moving statistics to the mean of its batch statistics over the "
+        "training images (kseg.batch_norm): what a run of a few steps needs",
+        label=lambda v: "precisebn" if _true(v) else "",
+        neutral=True,
     )
     deep_supervision: bool = knob(
         False,

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import keras
 
-from kseg import losses, metrics, models, optimizers, transfer
+from kseg import batch_norm, losses, metrics, models, optimizers, transfer
 from kseg._errors import unknown_name
 from kseg.config import RunConfig, resolve_jit_compile
 from kseg.data import SegmentationDataset, SegmentationSequence, SourceMixSequence, Split, batch_shares
@@ -322,6 +322,8 @@ def fit(
             )
         )
     model.set_weights(checkpoint.best_weights)
+    if config.precise_bn:
+        batch_norm.recalibrate(model, data.train.images, config.batch_size)
     side_output = ""
     if config.deep_supervision:
         model, side_output = _choose_side_output(model, data.val, config)

@@ -265,6 +265,7 @@ FLAG_EXAMPLES = {
     "illuminant": ("0.2", 0.2),
     "min_scale": ("0.5", 0.5),
     "colour_constancy": (None, True),
+    "precise_bn": (None, True),
     "deep_supervision": (None, True),
     "refine": ("none", "none"),
     "val_every": ("3", 3),
