@@ -107,9 +107,19 @@ def columns_table(table: pd.DataFrame, columns: list[str], metric: str = "test_i
         cells = [r.model, r.loss, r.recipe, r.precision, str(r.n)]
         for column in columns:
             value = spreads[column].loc[r.group]
-            cells.append("-" if pd.isna(value["mean"]) else _spread(value["mean"], value["std"]))
+            cells.append(_number_spread(value["mean"], value["std"]))
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
+
+
+def _number_spread(mean: float, std: float) -> str:
+    """``mean +- std`` with as many decimals as the size calls for (3 below 10, 1 below 100, none
+    above: IoUs, distances, seconds, parameter counts), without a spread that is 0 or unknown."""
+    if pd.isna(mean):
+        return "-"
+    decimals = 3 if abs(mean) < 10 else 1 if abs(mean) < 100 else 0
+    spread = "" if pd.isna(std) or std == 0 else f" +- {std:.{decimals}f}"
+    return f"{mean:.{decimals}f}{spread}"
 
 
 def _tie_label(r) -> str:
