@@ -37,9 +37,9 @@ import functools
 import keras
 from keras import layers
 
-from kseg.layers import conv_block
 from kseg.models._common import bilinear_upsampling
-from kseg.models.base import Decoder, Features, ModelOptions
+from kseg.models.base import Decoder
+from kseg.models.decoders import unet
 
 
 def attention_gate(x: keras.KerasTensor, gate: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
@@ -66,28 +66,11 @@ def attention_gate(x: keras.KerasTensor, gate: keras.KerasTensor, filters: int, 
     return layers.Multiply(name=f"{name}_multiply")([x, alpha])
 
 
-def _decoder(features: Features, options: ModelOptions):
-    block = functools.partial(conv_block, bn_momentum=options.bn_momentum, batch_norm=options.batch_norm)
-    deepest = features.levels[-1]
-    x = features.level(deepest)
-    for level in reversed(range(deepest)):
-        filters = options.base_filters * 2**level
-        skip = features.level(level)
-        if skip is not None:
-            # Gated by the coarser map before its up-sampling: the gate works on that map's grid.
-            skip = attention_gate(skip, x, max(1, filters // 2), f"dec{level}_att")
-        x = layers.UpSampling2D(2, interpolation="nearest", name=f"dec{level}_up")(x)
-        if skip is not None:
-            x = layers.Concatenate(name=f"dec{level}_concat")([x, skip])
-        x = block(x, filters, f"dec{level}_block0")
-        x = block(x, filters, f"dec{level}_block1")
-    return x
-
-
 DECODERS = [
     Decoder(
         "attention_unet",
-        _decoder,
+        # Gated by the coarser map before its up-sampling: the gate works on that map's grid.
+        functools.partial(unet.decode, gate=attention_gate),
         "unet",
         "as unet with an additive attention gate on each skip, gated by the coarser decoder level",
     ),
