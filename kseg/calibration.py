@@ -98,17 +98,17 @@ def plot_reliability(
 ) -> Path:
     """A reliability diagram as a PNG: observed foreground frequency against mean predicted
     probability per bin (the diagonal is perfect calibration), the bins' pixel shares below."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kseg.visualize import save_figure
 
     bins = len(counts)
     edges = np.linspace(0, 1, bins + 1)
     occupied = counts > 0
     mean_p = np.divide(prob_sums, counts, out=np.zeros(bins), where=occupied)
     observed = np.divide(label_sums, counts, out=np.zeros(bins), where=occupied)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
+    fig = Figure(figsize=(5, 6))
+    top, bottom = fig.subplots(2, 1, height_ratios=[3, 1], sharex=True)
     top.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     top.bar(edges[:-1][occupied], observed[occupied], width=1 / bins, align="edge", alpha=0.6, label="observed")
     top.plot(mean_p[occupied], observed[occupied], "o-", color="C3", label="per bin")
@@ -117,12 +117,7 @@ def plot_reliability(
     top.legend(loc="upper left")
     bottom.bar(edges[:-1], counts / max(counts.sum(), 1), width=1 / bins, align="edge", color="grey")
     bottom.set(xlabel="predicted lesion probability", ylabel="share of pixels", yscale="log")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 __all__ = [

@@ -48,10 +48,18 @@ def save_prediction_grid(
             ax.imshow(overlay(images[i], predictions[i], None if truths is None else truths[i]))
             if titles:
                 ax.set_title(titles[i], fontsize=9)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path, dpi: int = 100) -> Path:
+    """Lays out a ``matplotlib.figure.Figure`` and writes it to ``path`` (its folder made if
+    needed). kseg draws with the Figure API, never pyplot, so a notebook's plotting backend stays
+    as the user set it."""
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     return path
 
 
-__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "overlay", "save_prediction_grid"]
+__all__ = ["TRUTH_COLOUR", "PREDICTION_COLOUR", "overlay", "save_prediction_grid", "save_figure"]

@@ -98,13 +98,13 @@ def cost_plot(
     """One panel per cost: every group's mean ``metric`` (error bars: the std over seeds of
     both) against its mean cost on a log axis, the front joined by a line, each point labelled
     model+loss; written as a PNG at ``path``."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from kseg.visualize import save_figure
 
     summary = _with_costs(table, metric)
-    fig, axes = plt.subplots(1, len(costs), figsize=(6.5 * len(costs), 5.5), squeeze=False)
+    fig = Figure(figsize=(6.5 * len(costs), 5.5))
+    axes = fig.subplots(1, len(costs), squeeze=False)
     for ax, cost in zip(axes[0], costs):
         label, scale = COSTS[cost]
         rows = summary.dropna(subset=["mean", cost]) if cost in summary else summary.iloc[0:0]
@@ -128,9 +128,4 @@ def cost_plot(
         ax.legend(loc="lower right", fontsize=8)
     kinds = sorted(set(table["cpu_kind"].dropna())) if "cpu_kind" in table else []
     fig.suptitle(f"{metric} against cost" + (f" ({'; '.join(kinds)})" if kinds else ""), fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
