@@ -85,3 +85,14 @@ def test_a_deeply_supervised_grid_run_keeps_one_output_and_says_which(tmp_path):
     assert "ds" in leaderboard.recipe(row).split()
     saved = keras.saving.load_model(tmp_path / "runs" / row["run_id"] / "model.keras")
     assert saved.output.shape[-1] == 1 and saved.architecture == "unetpp:unet"
+
+
+def test_the_grid_refuses_deep_supervision_of_a_decoder_without_side_outputs(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_grid_command([*SMOKE, "--models", "unet", "--deep-supervision", "--results", str(tmp_path / "lb.csv")])
+    assert stop.value.code == 2
+    assert (
+        "--deep-supervision, --models unet: Deep supervision needs a decoder with side outputs"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "lb.csv").exists()

@@ -169,13 +169,13 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         parser.error(f"--models: {error}")
     encoders = {name: models.resolve(name)[1] for name in model_names}
     if args.deep_supervision:
-        plain = [name for name in model_names if models.resolve(name)[0].side_outputs is None]
-        if plain:
-            parser.error(
-                f"--deep-supervision needs decoders with side outputs "
-                f"({', '.join(n for n, d in models.decoders.REGISTRY.items() if d.side_outputs)}). "
-                f"Received: --models {' '.join(plain)}"
-            )
+        from kseg.models import deep_supervision
+
+        for name in model_names:
+            try:
+                deep_supervision.check_decoder(models.resolve(name)[0])
+            except ValueError as error:
+                parser.error(f"--deep-supervision, --models {name}: {error}")
     for name, encoder in encoders.items():
         try:
             encoder.check_installed()

@@ -75,16 +75,21 @@ def inference_model(trained: keras.Model, mode: str, architecture: str) -> Segme
     return SegmentationModel(trained.input, output, name=name, architecture=architecture)
 
 
-def _decoder_and_sides(model: keras.Model):
-    architecture = getattr(model, "architecture", "") or model.name
-    decoder = decoders.get(architecture.partition(":")[0])
+def check_decoder(decoder) -> None:
+    """Raises ValueError, naming the decoders that have side outputs, for one that has none."""
     if decoder.side_outputs is None:
         supervised = [name for name, entry in decoders.REGISTRY.items() if entry.side_outputs is not None]
         raise ValueError(
             f"Deep supervision needs a decoder with side outputs: {', '.join(supervised)}. "
             f"Received: a model with the {decoder.name} decoder"
         )
+
+
+def _decoder_and_sides(model: keras.Model):
+    architecture = getattr(model, "architecture", "") or model.name
+    decoder = decoders.get(architecture.partition(":")[0])
+    check_decoder(decoder)
     return decoder, decoder.side_outputs(model)
 
 
-__all__ = ["MODES", "STACKED", "side_weights", "training_model", "inference_model"]
+__all__ = ["MODES", "STACKED", "check_decoder", "side_weights", "training_model", "inference_model"]
