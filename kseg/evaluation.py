@@ -81,7 +81,7 @@ class Evaluation:
             return float("nan"), float("nan")
         bins = self.reliability_bins
         rng = np.random.default_rng(seed)
-        draws = rng.integers(0, len(bins), size=(2000, len(bins)))  # bootstrap_ci's resamples
+        draws = rng.integers(0, len(bins), size=(metrics.BOOTSTRAP_RESAMPLES, len(bins)))
         pooled = bins[draws].sum(axis=1)  # (B, bins, 3)
         values = np.abs(pooled[..., 2] - pooled[..., 1]).sum(axis=1) / pooled[..., 0].sum(axis=1)
         alpha = 1.0 - confidence

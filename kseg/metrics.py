@@ -361,7 +361,13 @@ def failure_fraction(per_image_iou: Any, below: float = 0.5) -> float:
     return float(np.mean(scores < below))
 
 
-def bootstrap_ci(values: Any, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float]:
+#: The resamples of a per-image bootstrap interval (``bootstrap_ci``, and the pooled ECE's).
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_ci(
+    values: Any, n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of ``values``.
 
     Draws ``n_resamples`` samples of size N with replacement from the N values, takes the mean
