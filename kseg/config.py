@@ -24,78 +24,9 @@ from kseg import device
 from kseg._errors import invalid_value, unknown_name
 from kseg._version import __version__ as KSEG_VERSION
 from kseg.layers import BATCH_NORMALIZATIONS
+from kseg.precision import PRECISIONS, resolve_jit_compile, resolve_precision
+from kseg.presets import PRESETS
 
-# Each preset is a complete set of RunConfig defaults; flags override single fields.
-PRESETS: dict[str, dict[str, Any]] = {
-    # Seconds: for tests and a first look at the pipeline.
-    "smoke": dict(
-        image_size=32,
-        eval_size=64,
-        base_filters=4,
-        depth=2,
-        epochs=2,
-        batch_size=4,
-        lr=1e-3,
-        patience=2,
-        synthetic_n=24,
-        split_sizes=(12, 6, 6),
-        schedule="plateau",
-        # 6 steps leave the moving statistics at half their initial values: IoU 0 in inference.
-        precise_bn=True,
-    ),
-    # A laptop-class CPU: the 9-pair grid at one seed in under 20 minutes on 2 Zen 4 cores with bf16
-    # (an AVX2-only Zen 3 takes 6-10 minutes a run: docs/benchmarks.md). docs/results.md, "The cpu
-    # preset's ablation", measures each setting alone and what this budget costs in IoU.
-    "cpu": dict(
-        image_size=128,
-        eval_size=256,
-        base_filters=16,
-        depth=4,
-        epochs=32,
-        batch_size=8,
-        lr=1e-3,
-        patience=12,
-        schedule="cosine",
-        warmup_epochs=2,
-        refine="auto",
-        batch_norm="fast",
-        val_every=2,
-    ),
-    # One model for every dermoscopy source (docs/dermoscopy.md): the cpu recipe fine-tuned from
-    # an 8-epoch ISIC pretraining with a quarter of every batch replayed from ISIC (the pretraining
-    # set); chosen on the validation split of both sources among the variants that fit the budget.
-    "dermoscopy": dict(
-        image_size=128,
-        eval_size=256,
-        base_filters=16,
-        depth=4,
-        epochs=16,
-        batch_size=8,
-        lr=1e-3,
-        patience=12,
-        schedule="cosine",
-        warmup_epochs=2,
-        refine="auto",
-        batch_norm="fast",
-        val_every=2,
-        pretrain_epochs=8,
-        joint_ratio=0.25,
-    ),
-    # The original notebook's protocol, for a GPU.
-    "paper": dict(
-        image_size=256,
-        eval_size=256,
-        base_filters=64,
-        depth=4,
-        epochs=100,
-        batch_size=8,
-        lr=1e-4,
-        patience=30,
-        schedule="plateau",
-    ),
-}
-
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("plateau", "cosine", "constant")
 AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
@@ -528,42 +459,6 @@ def _cached_file_digest(path: str, mtime_ns: int, size: int) -> str:
 def _hash(payload: dict[str, Any]) -> str:
     blob = json.dumps(payload, sort_keys=True, default=list).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
-
-
-def resolve_precision(precision: str = "auto") -> str:
-    """``auto`` is mixed_bfloat16 where the hardware computes bf16 natively (a GPU, or a CPU with
-    AVX512-BF16/AMX, where TensorFlow trained 1.3-1.7x and Keras-on-torch 1.3-2.1x faster than in
-    float32, at the same IoU: docs/benchmarks.md), else float32. JAX stays float32 on a CPU: there
-    its bf16 trained at 0.91-1.06x its float32 speed, no gain for the lost precision."""
-    if precision not in PRECISIONS:
-        raise unknown_name("precision", precision, PRECISIONS)
-    if precision != "auto":
-        return precision
-    if device.on_gpu():
-        return "mixed_bfloat16"
-    if device.cpu_has_bf16() and keras.backend.backend() != "jax":
-        return "mixed_bfloat16"
-    return "float32"
-
-
-def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
-    """``auto``: on for JAX (it always compiles); for TensorFlow on a GPU and on a CPU without bf16
-    hardware, where XLA trained float32 at 1.27-1.58x the speed of TensorFlow's own kernels (a
-    2-core AVX2 EPYC); off for TensorFlow on a CPU with bf16, where XLA trained at 0.53-0.92x of
-    them (docs/benchmarks.md), and for PyTorch, whose torch.compile costs minutes per model (139 s for
-    U-Net on the AVX2 EPYC) and breaks on some ops."""
-    if isinstance(jit_compile, bool):
-        return jit_compile
-    if jit_compile in ("true", "True", "1"):
-        return True
-    if jit_compile in ("false", "False", "0"):
-        return False
-    if jit_compile != "auto":
-        raise invalid_value("jit_compile", "auto, true or false", jit_compile)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        return True
-    return backend == "tensorflow" and (device.on_gpu() or not device.cpu_has_bf16())
 
 
 __all__ = [
