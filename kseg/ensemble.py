@@ -4,7 +4,7 @@ member under its own test-time augmentation.
     logits(x) = (1 / M) * sum_m (1 / V_m) * sum_v T_v^-1(member_m(T_v(x)))
 
 where ``T_v`` runs over the views of member ``m``'s saved TTA mode (:data:`kseg.refine.VIEWS`). The
-views are layers of the graph (:class:`Dihedral`), so the ensemble is a plain functional model:
+views are layers of the graph (:class:`kseg.layers.Dihedral`), so the ensemble is a plain functional model:
 it saves, loads without ``custom_objects`` and goes wherever a model goes (``predict``,
 ``evaluate``, ``export``). Its own refinement is post-processing only (TTA is inside), chosen
 on a validation set where one is given, else the post-processing its members share.
@@ -19,44 +19,8 @@ import keras
 import numpy as np
 
 from kseg import refine
+from kseg.layers import Dihedral
 from kseg.models.segmentation_model import SegmentationModel
-
-
-@keras.saving.register_keras_serializable(package="kseg")
-class Dihedral(keras.layers.Layer):
-    """One symmetry of the square on NHWC images: mirror left-right (``mirror``), then rotate by
-    ``quarter_turns`` x 90 degrees (as ``numpy.rot90`` over the spatial axes); ``inverse``
-    applies the inverse map. No weights.
-
-    >>> Dihedral(1, True)(images).shape == images.shape  # square images
-    True
-    """
-
-    def __init__(self, quarter_turns: int = 0, mirror: bool = False, inverse: bool = False, **kwargs):
-        super().__init__(**kwargs)
-        if quarter_turns not in range(4):
-            raise ValueError(f"quarter_turns expects 0, 1, 2 or 3. Received: {quarter_turns}")
-        self.quarter_turns, self.mirror, self.inverse = quarter_turns, bool(mirror), bool(inverse)
-
-    def call(self, x):
-        if self.inverse:
-            x = keras.ops.rot90(x, -self.quarter_turns, axes=(1, 2)) if self.quarter_turns else x
-            return keras.ops.flip(x, axis=2) if self.mirror else x
-        x = keras.ops.flip(x, axis=2) if self.mirror else x
-        return keras.ops.rot90(x, self.quarter_turns, axes=(1, 2)) if self.quarter_turns else x
-
-    def compute_output_shape(self, input_shape):
-        if self.quarter_turns % 2:
-            return (input_shape[0], input_shape[2], input_shape[1], input_shape[3])
-        return input_shape
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "quarter_turns": self.quarter_turns,
-            "mirror": self.mirror,
-            "inverse": self.inverse,
-        }
 
 
 def _member_logits(member: keras.Model, x, tta: str, index: int):
@@ -131,4 +95,4 @@ def ensemble_files(
     return model, chosen
 
 
-__all__ = ["Dihedral", "build_ensemble", "ensemble_files", "shared_postprocess"]
+__all__ = ["build_ensemble", "ensemble_files", "shared_postprocess"]

@@ -1,5 +1,6 @@
 """Layers the Keras core lacks: max pooling that remembers where each maximum came from, the
-unpooling that puts values back there (SegNet), and the conv block every kseg model is made of.
+unpooling that puts values back there (SegNet), the conv block every kseg model is made of, and
+the symmetries of the square an ensemble's test-time views are made of (:class:`Dihedral`).
 
 Pooling positions are stored per window, not as flat indices: ``positions[b, i, j, c]`` is the
 row-major offset (0 .. pool_size**2 - 1) of the maximum inside window ``(i, j)`` of channel ``c``.
@@ -294,7 +295,45 @@ class EncoderPreprocessing(layers.Layer):
         return {**super().get_config(), "mode": self.mode}
 
 
+@keras.saving.register_keras_serializable(package="kseg")
+class Dihedral(keras.layers.Layer):
+    """One symmetry of the square on NHWC images: mirror left-right (``mirror``), then rotate by
+    ``quarter_turns`` x 90 degrees (as ``numpy.rot90`` over the spatial axes); ``inverse``
+    applies the inverse map. No weights.
+
+    >>> Dihedral(1, True)(images).shape == images.shape  # square images
+    True
+    """
+
+    def __init__(self, quarter_turns: int = 0, mirror: bool = False, inverse: bool = False, **kwargs):
+        super().__init__(**kwargs)
+        if quarter_turns not in range(4):
+            raise ValueError(f"quarter_turns expects 0, 1, 2 or 3. Received: {quarter_turns}")
+        self.quarter_turns, self.mirror, self.inverse = quarter_turns, bool(mirror), bool(inverse)
+
+    def call(self, x):
+        if self.inverse:
+            x = ops.rot90(x, -self.quarter_turns, axes=(1, 2)) if self.quarter_turns else x
+            return ops.flip(x, axis=2) if self.mirror else x
+        x = ops.flip(x, axis=2) if self.mirror else x
+        return ops.rot90(x, self.quarter_turns, axes=(1, 2)) if self.quarter_turns else x
+
+    def compute_output_shape(self, input_shape):
+        if self.quarter_turns % 2:
+            return (input_shape[0], input_shape[2], input_shape[1], input_shape[3])
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "quarter_turns": self.quarter_turns,
+            "mirror": self.mirror,
+            "inverse": self.inverse,
+        }
+
+
 __all__ = [
+    "Dihedral",
     "MaxPoolingWithArgmax2D",
     "MaxUnpooling2D",
     "conv_block",

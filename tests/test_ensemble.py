@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from kseg import ensemble, models, refine
+from kseg import ensemble, layers, models, refine
 from kseg.cli import main
 from tests.harness import assert_layer_round_trip
 
@@ -30,15 +30,15 @@ def images():
 
 @pytest.mark.parametrize("quarter_turns, mirror", [(k, m) for m in (False, True) for k in range(4)])
 def test_dihedral_matches_numpy_and_inverts(images, quarter_turns, mirror):
-    forward = ensemble.Dihedral(quarter_turns, mirror)
+    forward = layers.Dihedral(quarter_turns, mirror)
     expected = np.rot90(np.flip(images, axis=2) if mirror else images, quarter_turns, axes=(1, 2))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(forward(images)), expected)
-    back = ensemble.Dihedral(quarter_turns, mirror, inverse=True)
+    back = layers.Dihedral(quarter_turns, mirror, inverse=True)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(back(forward(images))), images)
 
 
 def test_dihedral_round_trips(images, tmp_path):
-    assert_layer_round_trip(lambda: ensemble.Dihedral(3, True, name="d4_view"), images, tmp_path)
+    assert_layer_round_trip(lambda: layers.Dihedral(3, True, name="d4_view"), images, tmp_path)
 
 
 def test_an_ensemble_of_one_model_is_that_model(images):
