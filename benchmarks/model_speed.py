@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from kseg import device, models
-from kseg.config import resolve_jit_compile, resolve_precision
+from kseg.experiment.config import resolve_jit_compile, resolve_precision
 from kseg.models import cost
 
 

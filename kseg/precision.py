@@ -1,10 +1,8 @@
 """The precision and compilation a run uses when its config says ``auto``, chosen for the hardware
-(:mod:`kseg.device`) and the Keras backend; :func:`kseg.run.resolve_config` resolves both before a
+(:mod:`kseg.device`) and the Keras backend; :func:`kseg.experiment.run.resolve_config` resolves both before a
 run's identity is hashed."""
 
 from __future__ import annotations
-
-import keras
 
 from kseg import device
 from kseg._errors import invalid_value, unknown_name
@@ -21,6 +19,8 @@ def resolve_precision(precision: str = "auto") -> str:
         raise unknown_name("precision", precision, PRECISIONS)
     if precision != "auto":
         return precision
+    import keras  # here: PRECISIONS, a flag's choices, needs no backend
+
     if device.on_gpu():
         return "mixed_bfloat16"
     if device.cpu_has_bf16() and keras.backend.backend() != "jax":
@@ -42,6 +42,8 @@ def resolve_jit_compile(jit_compile: str | bool = "auto") -> bool:
         return False
     if jit_compile != "auto":
         raise invalid_value("jit_compile", "auto, true or false", jit_compile)
+    import keras
+
     backend = keras.backend.backend()
     if backend == "jax":
         return True

@@ -21,8 +21,7 @@ import keras
 import numpy as np
 from tqdm.auto import tqdm
 
-# No `import kseg` for load_model's registrations: Python imports the package kseg, whose __init__
-# registers every layer, loss and metric, before any of its modules (an import of kseg here is a circle).
+# load_model's registrations: kseg.refine imports kseg.models, which imports every layer and the model class.
 from kseg import refine
 from kseg._errors import invalid_value, unknown_name
 from kseg.data import load_dataset, load_folder, read_image

@@ -396,6 +396,10 @@ def load_refinement(path: str | os.PathLike) -> Refinement:
 
 
 def load_model_with_refinement(path: str | os.PathLike, compile: bool = False) -> keras.Model:
-    """``keras.saving.load_model(path)`` with the file's refinement attached (see ``attached``)."""
+    """``keras.saving.load_model(path)`` with the file's refinement attached (see ``attached``).
+    kseg's layers and model class are registered (this module imports ``kseg.models``)."""
+    if compile:  # a model kseg compiled names its losses and optimizer too (kseg.metrics is imported)
+        from kseg import losses, optimizers  # noqa: F401
+
     model = keras.saving.load_model(path, compile=compile)
     return attach(model, load_refinement(path))

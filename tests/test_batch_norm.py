@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from kseg import batch_norm
-from kseg.config import RunConfig
+from kseg.experiment.config import RunConfig
 from kseg.layers import FastBatchNormalization
 
 

@@ -63,6 +63,33 @@ def test_help_in_a_fresh_process_has_no_native_start_up_noise():
         assert noise not in done.stderr, f"{noise!r} on stderr:\n{done.stderr[-3000:]}"
 
 
+BACKENDS = ("keras", "tensorflow", "jax", "torch")
+
+
+@pytest.mark.parametrize(
+    "command, code",
+    [
+        (["-m", "kseg", "--help"], 0),
+        (["-m", "kseg", "grid", "--help"], 0),
+        (["-m", "kseg", "predict", "--help"], 0),
+        (["run_all.py", "--help"], 0),
+        (["run_all.py", "--preset", "huge"], 2),
+        (["-m", "kseg", "evaluate"], 2),
+    ],
+)
+def test_help_and_argument_errors_import_no_backend(command, code):
+    """The parsers build without Keras (issue 40): ``-X importtime`` lists every module the process
+    imports, and none is a backend's (on a 2-core CPU these answer in ~0.4 s; a backend's start took ~5 s)."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *command], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == code, done.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert "kseg.cli" in imported
+    backends = sorted(name for name in imported if name.split(".")[0] in BACKENDS)
+    assert not backends, f"{' '.join(command)} imported {backends[:5]}"
+
+
 def test_grid_help_names_the_identity_flags():
     from kseg.cli import build_parser
 

@@ -7,8 +7,8 @@ import keras
 import pytest
 
 import kseg
-from kseg import config as kconfig
-from kseg.config import PRESETS, RunConfig, resolve_jit_compile, resolve_precision
+from kseg.experiment import config as kconfig
+from kseg.experiment.config import PRESETS, RunConfig, resolve_jit_compile, resolve_precision
 from tests.data_utils import write_synthetic_folder
 
 
@@ -177,7 +177,7 @@ MACHINES = [
 def test_auto_precision_and_jit_per_machine(monkeypatch, backend, gpu, bf16, precision, jit):
     monkeypatch.setattr(kconfig.device, "on_gpu", lambda: gpu)
     monkeypatch.setattr(kconfig.device, "cpu_has_bf16", lambda: bf16)
-    monkeypatch.setattr(kconfig.keras.backend, "backend", lambda: backend)
+    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
     assert resolve_precision("auto") == precision
     assert resolve_jit_compile("auto") is jit
     assert resolve_precision("float32") == "float32" and resolve_precision("mixed_float16") == "mixed_float16"
@@ -195,9 +195,9 @@ def test_bad_precision_and_jit_values():
 
 
 def test_on_gpu_reads_the_backends_devices(monkeypatch):
-    monkeypatch.setattr(kconfig.keras.distribution, "list_devices", lambda: ["cpu:0", "cuda:0"])
+    monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["cpu:0", "cuda:0"])
     assert kconfig.device.on_gpu() is True
-    monkeypatch.setattr(kconfig.keras.distribution, "list_devices", lambda: ["CPU:0"])
+    monkeypatch.setattr(keras.distribution, "list_devices", lambda: ["CPU:0"])
     assert kconfig.device.on_gpu() is False
 
 
@@ -209,7 +209,8 @@ def test_smoke_preset_is_small():
 
 
 def test_folder_content_decides_the_hash(tmp_path, monkeypatch):
-    from kseg.run import DataCache, resolve_config
+    from kseg.experiment.run import resolve_config
+    from kseg.experiment.sources import DataCache
 
     monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
     first = write_synthetic_folder(tmp_path / "first", seed=0)
@@ -230,7 +231,8 @@ def test_folder_content_decides_the_hash(tmp_path, monkeypatch):
 
 
 def test_resolve_config_fills_in_auto(tmp_path, monkeypatch):
-    from kseg.run import DataCache, resolve_config
+    from kseg.experiment.run import resolve_config
+    from kseg.experiment.sources import DataCache
 
     monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("KSEG_PH2_DIR", raising=False)
@@ -284,7 +286,8 @@ FLAG_EXAMPLES = {
 def test_each_knob_declared_once_gives_its_flag_column_hash_and_label(name):
     import argparse
 
-    from kseg import cli, leaderboard, run
+    from kseg import cli
+    from kseg.experiment import leaderboard, run
 
     knob = kconfig.flag_knobs()[name]
     text, value = FLAG_EXAMPLES[name]
@@ -298,3 +301,10 @@ def test_each_knob_declared_once_gives_its_flag_column_hash_and_label(name):
     if knob.label(value):
         assert knob.label(value) in leaderboard.recipe(run.base_row(config)).split()
         assert knob.label(value) not in leaderboard.recipe(run.base_row(base)).split()
+
+
+def test_the_batch_norm_knob_names_the_library_s_batch_norms():
+    """config.py writes the names so that the grid's flags build without Keras; they stay the library's."""
+    from kseg.batch_norm import BATCH_NORMALIZATIONS
+
+    assert kconfig.BATCH_NORMS == tuple(BATCH_NORMALIZATIONS)

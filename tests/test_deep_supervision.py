@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import leaderboard, losses, metrics, models
+from kseg import losses, metrics, models
 from kseg.cli import run_grid_command
+from kseg.experiment import leaderboard
 from kseg.models import decoders, deep_supervision
 
 SUPERVISED = [name for name, decoder in decoders.REGISTRY.items() if decoder.side_outputs is not None]

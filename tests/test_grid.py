@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import grid, leaderboard, models, refine
-from kseg import run as one_run
+from kseg import models, refine
 from kseg.cli import run_grid_command
-from kseg.run import DataCache
-from kseg.training import DivergedError
+from kseg.experiment import grid, leaderboard
+from kseg.experiment import run as one_run
+from kseg.experiment.sources import DataCache
+from kseg.experiment.training import DivergedError
 from tests.data_utils import write_synthetic_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -497,7 +498,7 @@ def test_folds_partition_the_cases_and_stay_stratified():
 
 @pytest.mark.backend_independent
 def test_the_fold_changes_the_hash_but_not_the_group(tmp_path):
-    from kseg.config import RunConfig
+    from kseg.experiment.config import RunConfig
 
     plain = RunConfig(model="unet", loss="bce")
     fold0, fold1 = plain.replace(folds=5, fold=0), plain.replace(folds=5, fold=1)

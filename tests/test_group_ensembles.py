@@ -1,4 +1,4 @@
-"""kseg.group_ensembles: the grid scores the ensemble of a group's folds on each external set as
+"""kseg.experiment.group_ensembles: the grid scores the ensemble of a group's folds on each external set as
 a row of its own kind, equal to the mean of its members' logits scored by hand, beside the
 members' mean; the ranking leaves it out, and a resumed grid does not score it twice."""
 
@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import leaderboard, refine
+from kseg import refine
 from kseg.cli import run_grid_command
 from kseg.data import load_dataset
 from kseg.evaluation import score_masks
+from kseg.experiment import leaderboard
 from kseg.predict import load_trained_model
 from tests.data_utils import write_synthetic_folder
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import leaderboard
+from kseg.experiment import leaderboard
 
 pytestmark = pytest.mark.backend_independent
 

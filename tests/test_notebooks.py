@@ -93,7 +93,7 @@ def grid_results(tmp_path_factory) -> tuple[Path, Path]:
                 "0",
                 "1",
                 # float32 explicitly: precision "auto" calls keras.distribution.list_devices, which the
-                # torch backend lacks (kseg.config.resolve_precision, reported to its owner).
+                # torch backend lacks (kseg.experiment.config.resolve_precision, reported to its owner).
                 "--precision",
                 "float32",
                 "--results",

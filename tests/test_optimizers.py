@@ -5,8 +5,9 @@ import keras
 import numpy as np
 import pytest
 
-from kseg import optimizers, training
-from kseg.config import RunConfig
+from kseg import optimizers
+from kseg.experiment import training
+from kseg.experiment.config import RunConfig
 
 
 def _two_layer_model():

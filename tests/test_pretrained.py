@@ -1,5 +1,5 @@
 """kseg's ready model (kseg/pretrained): it loads and predicts offline under every backend, its
-provenance names a committed leaderboard row, and :func:`kseg.pretrained.install` makes one from
+provenance names a committed leaderboard row, and :func:`kseg.experiment.ready_model.install` makes one from
 a run folder."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from kseg import leaderboard, pretrained
+from kseg import pretrained
 from kseg.cli import main, run_grid_command
 from kseg.data import synthetic
+from kseg.experiment import leaderboard, ready_model
 from kseg.pretrained import __main__ as pretrained_command
 
 COMMITTED_RESULTS = Path(__file__).parents[1] / "experiments.csv"
@@ -57,14 +58,14 @@ def test_install_makes_a_run_the_ready_model(tmp_path, monkeypatch):
     (run_dir,) = runs.iterdir()
     monkeypatch.setattr(pretrained, "READY_MODEL", tmp_path / "ready.keras")
     monkeypatch.setattr(pretrained, "PROVENANCE", tmp_path / "ready.json")
-    monkeypatch.setattr(pretrained, "PROVENANCE_FIELDS", ("run_id", "config_hash", "test_iou"))
+    monkeypatch.setattr(ready_model, "PROVENANCE_FIELDS", ("run_id", "config_hash", "test_iou"))
     assert pretrained_command.main([str(run_dir), "--results", str(results)]) == 0  # the documented command
     facts = json.loads((tmp_path / "ready.json").read_text())
     assert facts["run_id"] == run_dir.name and "recipe" in facts
     # Without optimizer state: smaller than the run's own file.
     assert (tmp_path / "ready.keras").stat().st_size < (run_dir / "model.keras").stat().st_size
     with pytest.raises(ValueError, match="expects a run with an ok row"):
-        pretrained.install(run_dir, tmp_path / "other.csv")
+        ready_model.install(run_dir, tmp_path / "other.csv")
 
 
 @pytest.mark.backend_independent
@@ -94,13 +95,13 @@ def test_the_ready_model_is_the_best_validated_fine_tune_with_a_model(tmp_path):
             (runs / run_id / "model.keras").write_bytes(b"")
 
     with pytest.raises(FileNotFoundError, match="a trained run of the dermoscopy preset"):
-        pretrained.best_run(results, runs)
+        ready_model.best_run(results, runs)
     run("pretraining", 0.99, joint=None)  # the preset's pretraining run: not a candidate
     run("other-preset", 0.95, preset="cpu")
     run("unsaved", 0.90, saved=False)  # its folder is gone: it cannot be installed
     run("good", 0.80)
     run("best", 0.85)
-    assert pretrained.best_run(results, runs) == runs / "best"
+    assert ready_model.best_run(results, runs) == runs / "best"
 
 
 def test_the_provenance_is_what_the_committed_row_says_with_its_pretraining():
@@ -110,6 +111,6 @@ def test_the_provenance_is_what_the_committed_row_says_with_its_pretraining():
     facts = pretrained.provenance()
     table = leaderboard.read(COMMITTED_RESULTS)
     row = table[(table["config_hash"] == facts["config_hash"]) & (table["status"] == "ok")].iloc[-1]
-    assert pretrained.provenance_facts(row, table) == facts
+    assert ready_model.provenance_facts(row, table) == facts
     assert isinstance(facts["seed"], int) and '"seed": 2,' in pretrained.PROVENANCE.read_text()
     assert facts["pretraining"].startswith("isic2018_train: ") and " 32ep " in facts["pretraining"]

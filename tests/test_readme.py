@@ -137,7 +137,7 @@ def test_the_readme_evaluate_call_scores_arrays_and_datasets():
 
 
 def test_the_data_cache_docstring_shows_how_to_make_one():
-    from kseg.run import DataCache
+    from kseg.experiment.sources import DataCache
 
     example = DataCache.__doc__.split("::", 1)[1].split("Args:", 1)[0]
     made = [line.split("=", 1)[1].split("#")[0] for line in example.splitlines() if "DataCache(" in line]

@@ -13,10 +13,10 @@ import keras
 import pandas as pd
 import pytest
 
-from kseg import executors, grid
-from kseg import run as one_run
 from kseg.cli import run_grid_command
-from kseg.run import DataCache
+from kseg.experiment import executors, grid
+from kseg.experiment import run as one_run
+from kseg.experiment.sources import DataCache
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet", "--models", "unet", "--losses", "bce", "dice"]
@@ -225,9 +225,9 @@ DATA_PARALLEL_SCRIPT = textwrap.dedent(
     """
     import json, sys
     import keras
-    from kseg.config import RunConfig
+    from kseg.experiment.config import RunConfig
     from kseg.data import split, synthetic
-    from kseg.training import fit
+    from kseg.experiment.training import fit
 
     assert len(keras.distribution.list_devices()) == 2, keras.distribution.list_devices()
     config = RunConfig.from_preset("smoke", model="unet", loss="bce", dataset="synthetic", precision="float32",
@@ -288,7 +288,7 @@ def test_data_parallel_off_jax_exits_2_before_any_run(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "data-parallel training needs the JAX backend" in err and "KERAS_BACKEND=jax" in err
     assert not results.exists()
-    from kseg.training import check_distribute
+    from kseg.experiment.training import check_distribute
 
     with pytest.raises(ValueError, match="keras.distribution supports JAX only"):
         check_distribute("data-parallel")

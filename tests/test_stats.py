@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import leaderboard, stats
+from kseg.experiment import leaderboard, stats
 
 pytestmark = pytest.mark.backend_independent
 

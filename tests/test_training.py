@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import kseg
-from kseg import training
-from kseg.config import RunConfig
 from kseg.data import SegmentationSequence
-from kseg.run import DataCache, resolve_config, run_one
-from kseg.training import build_model
+from kseg.experiment import training
+from kseg.experiment.config import RunConfig
+from kseg.experiment.run import resolve_config, run_one
+from kseg.experiment.sources import DataCache
+from kseg.experiment.training import build_model
 
 MODELS = kseg.models.SEED_MODELS
 LOSSES = ("bce", "dice", "focal", "bce+dice")
@@ -59,8 +60,8 @@ def test_tensorflow_on_a_cpu_without_bf16_trains_under_xla_by_default_as_without
     1.3-1.6x faster steps on an AVX2 EPYC), and its steps give the losses TensorFlow's own kernels
     give. SegNet: its pooling positions and unpooling are the ops only kseg adds (U-Net's and
     U-Net-2's convolutions train under XLA in the benchmark; 20-35 s each here to compile)."""
-    monkeypatch.setattr(kseg.config.device, "on_gpu", lambda: False)
-    monkeypatch.setattr(kseg.config.device, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(kseg.experiment.config.device, "on_gpu", lambda: False)
+    monkeypatch.setattr(kseg.experiment.config.device, "cpu_has_bf16", lambda: False)
     images, masks = tiny_data
     losses = {}
     for jit in ("auto", "false"):
@@ -123,7 +124,7 @@ def test_sequence_trains_a_tiny_model():
 
 @pytest.fixture
 def smoke_run(tmp_path, monkeypatch):
-    """Runs the smoke config of one unet through kseg.run.run_one; returns (row, run folder)."""
+    """Runs the smoke config of one unet through kseg.experiment.run.run_one; returns (row, run folder)."""
     monkeypatch.setenv("KSEG_CACHE_DIR", str(tmp_path / "cache"))
 
     def run():
@@ -153,8 +154,8 @@ def test_nan_from_the_first_batch_gives_a_nan_row_and_no_model(smoke_run, monkey
     assert row.get("test_iou") is None and row.get("best_epoch") is None
     assert not (run_dir / "model.keras").exists()
     assert (run_dir / "split.json").exists() and (run_dir / "config.json").exists()
-    kseg.leaderboard.append_row(run_dir.parent / "lb.csv", row)  # the row is a valid leaderboard row
-    assert kseg.leaderboard.completed_hashes(run_dir.parent / "lb.csv") == set()
+    kseg.experiment.leaderboard.append_row(run_dir.parent / "lb.csv", row)  # the row is a valid leaderboard row
+    assert kseg.experiment.leaderboard.completed_hashes(run_dir.parent / "lb.csv") == set()
 
 
 class PoisonableSequence(SegmentationSequence):

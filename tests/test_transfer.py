@@ -12,10 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kseg import grid, leaderboard, models, training, transfer
+from kseg import models
 from kseg.cli import run_grid_command
-from kseg.config import RunConfig
-from kseg.run import DataCache, resolve_config
+from kseg.experiment import grid, leaderboard, training, transfer
+from kseg.experiment.config import RunConfig
+from kseg.experiment.run import resolve_config
+from kseg.experiment.sources import DataCache
 from tests.data_utils import write_synthetic_folder
 
 SMOKE = ["--preset", "smoke", "--dataset", "synthetic", "--quiet"]

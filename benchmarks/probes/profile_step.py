@@ -421,7 +421,7 @@ def _profile_one_keras_backend(backend: str, shape: tuple, precision: str, batch
         if backend == "jax":
             dump_hlo_to(dump_dir)
         if precision == "auto":
-            from kseg.config import resolve_precision
+            from kseg.experiment.config import resolve_precision
 
             precision = resolve_precision("auto")
         if backend == "jax":

@@ -3,8 +3,9 @@
 :mod:`kseg.cli.grid` (training), :mod:`kseg.cli.inference` (using trained models),
 :mod:`kseg.cli.results` (the leaderboard); ``_flags`` holds what they share.
 
-TensorFlow's C++ start-up logging is off unless ``TF_CPP_MIN_LOG_LEVEL`` asks for it
-(``import kseg`` sets its default, before Keras is first imported).
+The parsers build without Keras, so ``--help`` and argument errors answer at once; a command
+that parses starts the backend with TensorFlow's C++ start-up lines dropped unless
+``TF_CPP_MIN_LOG_LEVEL`` asks for them (:mod:`kseg.cli._startup`), then runs.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from kseg.cli._flags import (
     model_flag,
     scoring_flags,
 )
+from kseg.cli._startup import start_backend
 from kseg.cli.grid import add_grid_arguments, grid_command
 from kseg.cli.inference import (
     add_ensemble_arguments,
@@ -95,12 +97,20 @@ def build_parser(prog: str = "python -m kseg") -> argparse.ArgumentParser:
     return parser
 
 
+def _run(command: Callable, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    try:
+        start_backend()
+    except ImportError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    return command(args, parser)
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "python -m kseg") -> int:
     """``python -m kseg COMMAND ...``; ``python -m kseg COMMAND --help`` for each command's flags."""
     parser = build_parser(prog)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    command = COMMANDS[args.command][0]
-    return command(args, parser)
+    return _run(COMMANDS[args.command][0], args, parser)
 
 
 def build_grid_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
@@ -115,7 +125,7 @@ def build_grid_parser(prog: str = "run_all.py") -> argparse.ArgumentParser:
 def run_grid_command(argv: Sequence[str] | None = None, prog: str = "run_all.py") -> int:
     """``run_all.py [FLAGS]``: the same as ``python -m kseg grid [FLAGS]``."""
     parser = build_grid_parser(prog)
-    return grid_command(parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
+    return _run(grid_command, parser.parse_args(sys.argv[1:] if argv is None else argv), parser)
 
 
 __all__ = [

@@ -14,13 +14,13 @@ def split_names(values: Sequence[str]) -> list[str]:
 
 
 def positive_int_flag(text: str) -> int:
-    from kseg.config import positive_int  # the one check; the RunConfig knobs' flags use it too
+    from kseg.experiment.config import positive_int  # the one check; the RunConfig knobs' flags use it too
 
     return flag_type(positive_int)(text)
 
 
 def positive_float_flag(text: str) -> float:
-    from kseg.config import positive_float
+    from kseg.experiment.config import positive_float
 
     return flag_type(positive_float)(text)
 
@@ -52,14 +52,12 @@ def model_flag() -> argparse.ArgumentParser:
 
 
 def engine_flags() -> argparse.ArgumentParser:
-    from kseg.export import OPENVINO_PRECISIONS
-    from kseg.predict import ENGINES
-
+    # No choices=: the names live with the engines (kseg.predict.ENGINES, kseg.export.OPENVINO_PRECISIONS),
+    # which import Keras; loading the engine refuses an unknown one, naming the known ones.
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--engine",
         default="auto",
-        choices=("auto", *ENGINES),
         help="auto: by the file's suffix (.onnx: onnx, .xml: openvino, else keras); keras: a .keras file; "
         "onnx / openvino: an .onnx file from `kseg export`, run by ONNX Runtime "
         "(pip install 'kseg[onnx]') / OpenVINO (pip install 'kseg[openvino]'), the fastest on a CPU; openvino also "
@@ -68,11 +66,23 @@ def engine_flags() -> argparse.ArgumentParser:
     p.add_argument(
         "--openvino-precision",
         default="auto",
-        choices=OPENVINO_PRECISIONS,
         help="the openvino engine's arithmetic: auto (bfloat16 on a CPU with bf16 hardware, else float32), "
         "float32 (equal to the Keras model within float32 rounding) or bfloat16",
     )
     return p
+
+
+def check_engine_flags(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuses an unknown ``--engine`` or ``--openvino-precision`` as argparse refuses a choice."""
+    from kseg.export import OPENVINO_PRECISIONS
+    from kseg.predict import ENGINES
+
+    for flag, value, known in (
+        ("--engine", args.engine, ("auto", *ENGINES)),
+        ("--openvino-precision", args.openvino_precision, tuple(OPENVINO_PRECISIONS)),
+    ):
+        if value not in known:
+            parser.error(f"argument {flag}: invalid choice: {value!r} (choose from {', '.join(known)})")
 
 
 def scoring_flags() -> argparse.ArgumentParser:
@@ -129,6 +139,7 @@ __all__ = [
     "labelled_folder",
     "model_flag",
     "engine_flags",
+    "check_engine_flags",
     "scoring_flags",
     "formatter",
     "flag_type",

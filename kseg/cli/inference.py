@@ -10,6 +10,7 @@ from kseg.cli._flags import (
     EXIT_BAD_ARGUMENTS,
     EXIT_OK,
     EXIT_SOME_FAILED,
+    check_engine_flags,
     labelled_folder,
     positive_float_flag,
     positive_int_flag,
@@ -35,6 +36,7 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     2 for a missing model or input."""
     from kseg import predict
 
+    check_engine_flags(args, parser)
     try:
         files = predict.find_images(args.input)
         if args.model is None:
@@ -75,6 +77,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
     from kseg import predict
 
+    check_engine_flags(args, parser)
     for flag, folder in (("--images", args.images), ("--masks", args.masks)):
         problem = _not_a_folder(folder)
         if problem:  # the data's problem, said once, not once per model

@@ -11,7 +11,7 @@ from kseg.cli._flags import EXIT_BAD_ARGUMENTS, EXIT_OK
 
 def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """Prints the leaderboard's summary (mean +- std over seeds per group), as text or Markdown."""
-    from kseg import leaderboard
+    from kseg.experiment import leaderboard
 
     if args.merge:
         print(

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import keras
 
+from kseg._lazy import loader
 from kseg.models import backbones as _encoders
 from kseg.models import decoders as _decoders
 from kseg.models._common import check_input_shape, colour_constancy_stem, logit_head, segmentation_input
 from kseg.models.base import Decoder, Encoder, ModelOptions
 from kseg.models.segmentation_model import SegmentationModel, as_segmentation_model
+
+# Modules no builder needs, loaded on first use: the cost count and deep supervision's heads.
+__getattr__, __dir__ = loader(__name__, {name: f"kseg.models.{name}" for name in ("cost", "deep_supervision")})
 
 # The grid's default models: the original notebook's three networks.
 SEED_MODELS = ("segnet", "unet", "unet2")
@@ -190,6 +194,8 @@ def unet2(input_shape=(256, 256, 3), base_filters=64, depth=4, bn_momentum=0.9, 
 
 
 __all__ = [
+    "cost",
+    "deep_supervision",
     "SEED_MODELS",
     "SegmentationModel",
     "as_segmentation_model",

@@ -14,7 +14,7 @@ channel with the declared weights, and kseg's IoU and Dice read the first channe
 share every other layer with the model. ``inference_model`` turns the trained graph back into a
 one-output :class:`~kseg.models.SegmentationModel`: ``final`` (z_0) or ``mean`` (the mean of
 z_0..z_S, Zhou et al.'s "accurate" mode), which a run chooses by validation IoU
-(:func:`kseg.training.fit`).
+(:func:`kseg.experiment.training.fit`).
 """
 
 from __future__ import annotations

@@ -1,16 +1,24 @@
-"""``python -m kseg.pretrained [RUN_DIR]``: make a run kseg's ready model (:func:`kseg.pretrained.install`),
-by default the dermoscopy preset's run with the best validation IoU (:func:`kseg.pretrained.best_run`)."""
+"""``python -m kseg.pretrained [RUN_DIR]``: make a run kseg's ready model
+(:func:`kseg.experiment.ready_model.install`), by default the dermoscopy preset's run with the best
+validation IoU (:func:`kseg.experiment.ready_model.best_run`). A command line: like ``kseg.cli``,
+it may use the experiment harness."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from kseg.pretrained import best_run, install, provenance, write_provenance
+from kseg.cli._startup import start_backend
+from kseg.pretrained import provenance
+
+DESCRIPTION = (
+    "Makes the run in RUN_DIR kseg's ready model: its model.keras (with the refinement it chose) saved without "
+    "optimizer state, and its leaderboard row's recipe and scores in dermoscopy.json."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m kseg.pretrained", description=install.__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m kseg.pretrained", description=DESCRIPTION)
     parser.add_argument(
         "run_dir",
         nargs="?",
@@ -30,9 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.provenance_only:
-        from kseg import leaderboard
+    start_backend()  # after parsing: --help needs no backend
+    from kseg.experiment import leaderboard
+    from kseg.experiment.ready_model import best_run, install, write_provenance
 
+    if args.provenance_only:
         table = leaderboard.read(args.results)
         row = table[(table["config_hash"] == provenance()["config_hash"]) & (table["status"] == "ok")].iloc[-1]
         print(f"[pretrained] {write_provenance(row, table)}")

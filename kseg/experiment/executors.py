@@ -2,8 +2,8 @@
 Ray tasks on a cluster.
 
 Every executor calls the same worker function, :func:`run_cell`, which turns any exception
-into a failed row (:func:`kseg.run.run_one_or_fail`), and yields ``(config, row)`` pairs as
-runs finish; :func:`kseg.grid.run_grid` alone appends them to the leaderboard, so workers
+into a failed row (:func:`kseg.experiment.run.run_one_or_fail`), and yields ``(config, row)`` pairs as
+runs finish; :func:`kseg.experiment.grid.run_grid` alone appends them to the leaderboard, so workers
 never need to reach the leaderboard file.
 """
 
@@ -18,9 +18,10 @@ from typing import Callable, Iterator, Protocol, Sequence
 
 import keras
 
-from kseg import run as one_run
 from kseg._errors import invalid_value, unknown_name
-from kseg.config import RunConfig
+from kseg.experiment import run as one_run
+from kseg.experiment.config import RunConfig
+from kseg.experiment.sources import DataCache
 
 EXECUTORS = ("local", "ray")
 RAY_MISSING = "--executor ray needs Ray: pip install 'kseg[ray]'"
@@ -54,11 +55,11 @@ def run_cell(
     config: RunConfig, data_spec: dict, output_dir: str, verbose: bool = False, distribute: str = "none"
 ) -> dict:
     """The worker function of the process-pool and Ray executors: loads the data described by
-    ``data_spec`` (:meth:`kseg.run.DataCache.spec`; once per worker process), runs ``config`` and
+    ``data_spec`` (:meth:`kseg.experiment.sources.DataCache.spec`; once per worker process), runs ``config`` and
     returns its leaderboard row, a failed row if it raised."""
     key = repr(sorted(data_spec.items()))
     if key not in _data_caches:
-        _data_caches[key] = one_run.DataCache(**data_spec)
+        _data_caches[key] = DataCache(**data_spec)
     return one_run.run_one_or_fail(config, _data_caches[key], output_dir, verbose=verbose, distribute=distribute)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kseg.config import ROW_FIELDS
+from kseg.experiment.config import ROW_FIELDS
 
 __all__ = [
     "COLUMNS",
@@ -95,7 +95,7 @@ COLUMNS: tuple[str, ...] = (
     "fold",
     # Added with the encoder family: a pretrained encoder's starting weights (imagenet, sha256:...).
     "encoder_weights",
-    # Added with the grid's ensemble rows (kseg.group_ensembles): their kind and member count
+    # Added with the grid's ensemble rows (kseg.experiment.group_ensembles): their kind and member count
     # (empty for a training run).
     "kind",
     "members",

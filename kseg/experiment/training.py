@@ -11,10 +11,11 @@ from typing import Sequence
 
 import keras
 
-from kseg import batch_norm, losses, metrics, models, optimizers, transfer
+from kseg import batch_norm, losses, metrics, models, optimizers
 from kseg._errors import unknown_name
-from kseg.config import RunConfig, resolve_jit_compile
 from kseg.data import SegmentationDataset, SegmentationSequence, SourceMixSequence, Split, batch_shares
+from kseg.experiment import transfer
+from kseg.experiment.config import RunConfig, resolve_jit_compile
 from kseg.models import deep_supervision
 
 
@@ -283,7 +284,7 @@ def fit(
     One seed drives the initial weights, the batch order and the augmentation stream.
     ``distribute="data-parallel"`` trains on every local device (JAX backend only); batch sizes
     must divide evenly over them. With ``config.init_from`` the model starts from that source's
-    weights where layer names and shapes match (:func:`kseg.transfer.load_matching_weights`;
+    weights where layer names and shapes match (:func:`kseg.experiment.transfer.load_matching_weights`;
     ``FitResult.init`` counts them). With ``joint`` sets (other sources' training parts) every
     batch draws ``config.joint_ratio`` of its cases from them, split evenly, and the rest from
     ``data.train`` (:func:`training_batches`). Raises :class:`DivergedError` when no finite epoch

@@ -9,23 +9,23 @@ The schema grows: a row may bring a column that an older file lacks, and the app
 that column (empty for the old rows). Any file with the identity columns loads.
 
 Runs are grouped by ``group_hash``: a run's whole identity minus its seeds
-(:meth:`kseg.config.RunConfig.group_hash`), so a mean and a spread are only ever over runs that
+(:meth:`kseg.experiment.config.RunConfig.group_hash`), so a mean and a spread are only ever over runs that
 differ by seed alone.
 
-The package's modules, each one job (every name is re-exported here, so ``kseg.leaderboard.read``
+The package's modules, each one job (every name is re-exported here, so ``kseg.experiment.leaderboard.read``
 and the like work as before):
 
-* :mod:`kseg.leaderboard.schema`: the columns, required ones, statuses, per-image columns;
-* :mod:`kseg.leaderboard.store`: the locked atomic append, the per-image companion file, read, merge;
-* :mod:`kseg.leaderboard.summary`: groups, the ranking over seeds, pooled intervals and ties;
-* :mod:`kseg.leaderboard.compare`: recipe ablations and paired recipe comparisons;
-* :mod:`kseg.leaderboard.pareto`: accuracy against cost, the front and its plot;
-* :mod:`kseg.leaderboard.views`: the Markdown report, ensemble and transfer tables, the plot.
+* :mod:`kseg.experiment.leaderboard.schema`: the columns, required ones, statuses, per-image columns;
+* :mod:`kseg.experiment.leaderboard.store`: the locked atomic append, the per-image companion file, read, merge;
+* :mod:`kseg.experiment.leaderboard.summary`: groups, the ranking over seeds, pooled intervals and ties;
+* :mod:`kseg.experiment.leaderboard.compare`: recipe ablations and paired recipe comparisons;
+* :mod:`kseg.experiment.leaderboard.pareto`: accuracy against cost, the front and its plot;
+* :mod:`kseg.experiment.leaderboard.views`: the Markdown report, ensemble and transfer tables, the plot.
 """
 
-from kseg.leaderboard.compare import paired_comparison, recipe_comparison
-from kseg.leaderboard.pareto import COSTS, cost_plot, pareto_front, pareto_table
-from kseg.leaderboard.schema import (
+from kseg.experiment.leaderboard.compare import paired_comparison, recipe_comparison
+from kseg.experiment.leaderboard.pareto import COSTS, cost_plot, pareto_front, pareto_table
+from kseg.experiment.leaderboard.schema import (
     COLUMNS,
     EXTERNAL_COLUMN,
     PER_IMAGE_COLUMNS,
@@ -40,7 +40,7 @@ from kseg.leaderboard.schema import (
     lower_is_better,
     per_image_score,
 )
-from kseg.leaderboard.store import (
+from kseg.experiment.leaderboard.store import (
     append_per_image,
     append_row,
     completed_hashes,
@@ -49,7 +49,7 @@ from kseg.leaderboard.store import (
     read,
     read_per_image,
 )
-from kseg.leaderboard.summary import (
+from kseg.experiment.leaderboard.summary import (
     SHOWN,
     compare_groups,
     format_summary,
@@ -58,7 +58,7 @@ from kseg.leaderboard.summary import (
     summarise,
     with_groups,
 )
-from kseg.leaderboard.views import columns_table, ensemble_table, markdown_report, plot, transfer_report
+from kseg.experiment.leaderboard.views import columns_table, ensemble_table, markdown_report, plot, transfer_report
 
 __all__ = [
     "columns_table",

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kseg.leaderboard.schema import lower_is_better
-from kseg.leaderboard.summary import _spread, latest_ok_rows, summarise, with_groups
+from kseg.experiment.leaderboard.schema import lower_is_better
+from kseg.experiment.leaderboard.summary import _spread, latest_ok_rows, summarise, with_groups
 
 __all__ = ["COSTS", "pareto_front", "pareto_table", "cost_plot"]
 

@@ -10,8 +10,8 @@ from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
-from kseg.config import knobs
-from kseg.leaderboard.schema import COLUMNS, lower_is_better, per_image_score
+from kseg.experiment.config import knobs
+from kseg.experiment.leaderboard.schema import COLUMNS, lower_is_better, per_image_score
 
 __all__ = [
     "SHOWN",
@@ -45,7 +45,7 @@ _LEGACY_IDENTITY = (
 
 def recipe(row: Mapping[str, Any]) -> str:
     """A short label of a row's training recipe: size, width, epochs, schedule, and the knobs
-    that are on, each part as its :class:`kseg.config.Knob` writes it (a row without a knob's
+    that are on, each part as its :class:`kseg.experiment.config.Knob` writes it (a row without a knob's
     column, written before it existed, shows the knob's ``missing`` part)."""
 
     def present(key):
@@ -89,19 +89,19 @@ def compare_groups(
     table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "iou", level: float = 0.05
 ) -> pd.DataFrame:
     """Per group with per-image test scores: the pooled mean of ``metric`` over every (split,
-    image) it scored, its 95% bootstrap interval (:func:`kseg.stats.bootstrap_interval`, images
+    image) it scored, its 95% bootstrap interval (:func:`kseg.experiment.stats.bootstrap_interval`, images
     resampled within splits) and whether it is tied with the best group of its dataset.
 
     Groups of one dataset scored on the same test splits (the same seeds, or the same folds) form a
     design; each group is compared with its design's best (highest pooled mean) on the images both
     scored in the same split, by a paired bootstrap of the mean difference within splits
-    (:func:`kseg.stats.paired_bootstrap`); the p-values of a design's comparisons are Holm-adjusted
-    (:func:`kseg.stats.holm`), and ``tied`` is True where the adjusted p-value is >= ``level``.
+    (:func:`kseg.experiment.stats.paired_bootstrap`); the p-values of a design's comparisons are Holm-adjusted
+    (:func:`kseg.experiment.stats.holm`), and ``tied`` is True where the adjusted p-value is >= ``level``.
     Groups that share no image with the best get ``tied`` NA and a ``note`` saying so.
     Folds pool: a 5-fold group scores each image once, by the fold model that never saw it.
     The best is the lowest mean for a score where lower is better (:func:`lower_is_better`).
     """
-    from kseg import stats
+    from kseg.experiment import stats
 
     columns = ["group", "pooled", "ci_lo", "ci_hi", "images", "p_holm", "tied", "note"]
     ok = with_groups(latest_ok_rows(table))

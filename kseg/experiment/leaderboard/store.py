@@ -19,7 +19,14 @@ import pandas as pd
 from filelock import FileLock
 
 from kseg._errors import unknown_name
-from kseg.leaderboard.schema import COLUMNS, PER_IMAGE_COLUMNS, REQUIRED, STATUSES, TEXT_COLUMNS, known_column
+from kseg.experiment.leaderboard.schema import (
+    COLUMNS,
+    PER_IMAGE_COLUMNS,
+    REQUIRED,
+    STATUSES,
+    TEXT_COLUMNS,
+    known_column,
+)
 
 __all__ = [
     "append_row",

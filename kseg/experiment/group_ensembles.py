@@ -5,7 +5,7 @@ A cross-validated group's members have between them trained on every case of the
 the ensemble has no test split of its own; the external sets, which no member saw, are where it
 is scored. Its row is of its own kind (``kind`` = ``fold_ensemble`` or ``seed_ensemble``, with
 ``members``): the leaderboard's ranking and paired comparisons leave such rows out, and
-:func:`kseg.leaderboard.ensemble_table` lists them. The ensemble is :func:`kseg.ensemble.build_ensemble`
+:func:`kseg.experiment.leaderboard.ensemble_table` lists them. The ensemble is :func:`kseg.ensemble.build_ensemble`
 of the members' saved models (each under its own TTA) with the post-processing the members share.
 """
 
@@ -18,10 +18,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from kseg import ensemble, leaderboard, refine, transfer
-from kseg.config import RunConfig
+from kseg import ensemble, refine
 from kseg.evaluation import evaluate
-from kseg.run import DataCache, base_row
+from kseg.experiment import leaderboard, transfer
+from kseg.experiment.config import RunConfig
+from kseg.experiment.run import base_row
+from kseg.experiment.sources import DataCache
 
 KINDS = ("fold_ensemble", "seed_ensemble")
 

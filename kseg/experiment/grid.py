@@ -1,5 +1,5 @@
 """The experiment grid: expand models x losses x seeds into RunConfigs, hand each to an
-executor (which runs :func:`kseg.run.run_one_or_fail`), and append one leaderboard row per run.
+executor (which runs :func:`kseg.experiment.run.run_one_or_fail`), and append one leaderboard row per run.
 
 A run whose config hash already has an ok row is skipped, so an interrupted grid resumes where it
 stopped; a run that fails is recorded as failed and the grid goes on.
@@ -11,10 +11,11 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from kseg import leaderboard, transfer
-from kseg.config import RunConfig
-from kseg.executors import Executor, LocalExecutor
-from kseg.run import PER_IMAGE_KEY, DataCache, resolve_config
+from kseg.experiment import leaderboard, transfer
+from kseg.experiment.config import RunConfig
+from kseg.experiment.executors import Executor, LocalExecutor
+from kseg.experiment.run import PER_IMAGE_KEY, resolve_config
+from kseg.experiment.sources import DataCache
 
 # What makes two fine-tuned runs share one pretraining run: the architecture at its size and
 # width, and how it computes. Everything else of the pretraining recipe is its preset's.
@@ -43,7 +44,7 @@ def expand(
     **overrides,
 ) -> list[RunConfig]:
     """Every model x loss x seed (x fold, with ``folds`` >= 2) as a resolved RunConfig of
-    ``preset`` with ``overrides`` (:func:`kseg.run.resolve_config`), seeds then folds outermost,
+    ``preset`` with ``overrides`` (:func:`kseg.experiment.run.resolve_config`), seeds then folds outermost,
     so a grid interrupted early has compared every pair at least once. ``split_seed`` None: each
     run's split seed is its seed."""
     return [
@@ -128,7 +129,7 @@ def pretraining_configs(
     configs: Sequence[RunConfig], source: DataCache, output_dir: str | Path
 ) -> tuple[list[RunConfig], list[RunConfig]]:
     """The pretraining runs ``configs`` need on the labelled set ``source`` (one per
-    :data:`ARCHITECTURE_FIELDS`, with :data:`kseg.transfer.PRETRAIN_LOSS`, seed and split, its
+    :data:`ARCHITECTURE_FIELDS`, with :data:`kseg.experiment.transfer.PRETRAIN_LOSS`, seed and split, its
     preset's recipe for ``pretrain_epochs`` epochs on the source alone; the row's dataset is the
     source's folder name), and
     ``configs`` made to start from them. A fine-tuned run's identity holds its source's hash, so

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from kseg.leaderboard.schema import EXTERNAL_COLUMN
-from kseg.leaderboard.summary import SHOWN, _spread, latest_ok_rows, summarise, with_groups
+from kseg.experiment.leaderboard.schema import EXTERNAL_COLUMN
+from kseg.experiment.leaderboard.summary import SHOWN, _spread, latest_ok_rows, summarise, with_groups
 
 __all__ = [
     "markdown_report",
@@ -22,7 +22,7 @@ __all__ = [
 
 
 def ensemble_table(table: pd.DataFrame) -> pd.DataFrame:
-    """The ensemble rows (``kind`` set, :mod:`kseg.group_ensembles`), one per ensemble, with
+    """The ensemble rows (``kind`` set, :mod:`kseg.experiment.group_ensembles`), one per ensemble, with
     each external set's ensemble IoU, the mean of its members' and the gain."""
     if "kind" not in table:
         return pd.DataFrame()

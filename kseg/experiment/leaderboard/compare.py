@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kseg.leaderboard.schema import lower_is_better, per_image_score
-from kseg.leaderboard.summary import _spread, latest_ok_rows, with_groups
+from kseg.experiment.leaderboard.schema import lower_is_better, per_image_score
+from kseg.experiment.leaderboard.summary import _spread, latest_ok_rows, with_groups
 
 __all__ = [
     "recipe_comparison",
@@ -94,8 +94,8 @@ def paired_comparison(
     With ``per_image`` scores (:func:`read_per_image`) of a test score they hold (the test IoU,
     HD95, NSD, ECE, ...), each pair also gets the per-image test: the mean of the differences on
     the images both recipes scored in the same split, its 95% interval and p-value by a paired
-    bootstrap resampling images within splits (:func:`kseg.stats.paired_bootstrap`),
-    Holm-adjusted over the pairs compared (:func:`kseg.stats.holm`)."""
+    bootstrap resampling images within splits (:func:`kseg.experiment.stats.paired_bootstrap`),
+    Holm-adjusted over the pairs compared (:func:`kseg.experiment.stats.holm`)."""
     rows = with_groups(latest_ok_rows(table))
     rows = rows.assign(fold=rows["fold"].fillna(0) if "fold" in rows else 0)
     key = ["dataset", "model", "loss", "seed", "split_seed", "fold"]
@@ -159,7 +159,7 @@ def paired_comparison(
 
 def _per_image_pair_tests(grouped, order, per_image: pd.DataFrame, score: str = "iou") -> dict:
     """The paired per-image test of ``score`` for each (model, loss) of :func:`paired_comparison`."""
-    from kseg import stats
+    from kseg.experiment import stats
 
     test_scores = per_image[per_image["set"] == "test"].drop_duplicates(["config_hash", "case_id"], keep="last")
     by_run = test_scores.set_index(["config_hash", "case_id"])[score]

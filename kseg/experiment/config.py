@@ -18,19 +18,18 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-import keras
-
 from kseg import device
 from kseg._errors import invalid_value, unknown_name
 from kseg._version import __version__ as KSEG_VERSION
-from kseg.layers import BATCH_NORMALIZATIONS
+from kseg.experiment.presets import PRESETS
 from kseg.precision import PRECISIONS, resolve_jit_compile, resolve_precision
-from kseg.presets import PRESETS
 
 SCHEDULES = ("plateau", "cosine", "constant")
 AUGMENTATIONS = ("none", "flips", "full")
 REFINE_CHOICES = ("none", "auto")
-BATCH_NORMS = tuple(BATCH_NORMALIZATIONS)
+# The names of kseg.batch_norm.BATCH_NORMALIZATIONS (tests/test_config.py holds them equal), written
+# here so that the grid's flags, declared by the knobs below, build without Keras.
+BATCH_NORMS = ("keras", "fast")
 
 
 def positive_int(text: str) -> int:
@@ -65,8 +64,8 @@ def _split_sizes(text: str):
 class Knob:
     """How a RunConfig field shows outside the config, declared once beside the field
     (:func:`knob`): the grid's flag (``kseg.cli``), the leaderboard row's column
-    (``kseg.run.base_row``, ``kseg.leaderboard.COLUMNS``) and its part of the recipe label
-    (``kseg.leaderboard.recipe``).
+    (``kseg.experiment.run.base_row``, ``kseg.experiment.leaderboard.COLUMNS``) and its part of the recipe label
+    (``kseg.experiment.leaderboard.recipe``).
 
     Attributes:
         help: the flag's help ("" for none).
@@ -121,7 +120,7 @@ class RunConfig:
     """Everything that decides what one training run computes.
 
     ``dataset``, ``data_fingerprint``, ``precision`` and ``jit_compile`` should be resolved
-    (:func:`kseg.run.resolve_config` does it) before the config is hashed, so the hash says what
+    (:func:`kseg.experiment.run.resolve_config` does it) before the config is hashed, so the hash says what
     actually ran. Each field's flag, row column and recipe label are declared with it
     (:class:`Knob`): a new knob is one field here (plus its test).
 
@@ -144,9 +143,9 @@ class RunConfig:
         batch_norm: ``keras`` (``keras.layers.BatchNormalization``) or ``fast``
             (``kseg.layers.FastBatchNormalization``: the same function in fewer passes).
         init_from: a run folder or ``.keras`` file whose weights the run starts from, matched by
-            layer name and shape (:mod:`kseg.transfer`); empty: fresh weights. The path is not
+            layer name and shape (:mod:`kseg.experiment.transfer`); empty: fresh weights. The path is not
             part of the identity; ``init_source`` (the source's label and hash, filled in by
-            :func:`kseg.run.resolve_config`) is.
+            :func:`kseg.experiment.run.resolve_config`) is.
         folds, fold: K-fold cross-validation (``folds`` >= 2): the run tests on fold ``fold``
             of the split seed's stratified order and trains and validates on the rest
             (:func:`kseg.data.fold_indices`); 0: the ``split_sizes`` split.
@@ -156,8 +155,8 @@ class RunConfig:
         joint_ratio, joint_source: training on other labelled sets beside the data
             (``--joint-source``): every batch draws ``joint_ratio`` of its cases from them
             (:class:`kseg.data.SourceMixSequence`), each set split apart by its own fixed seed
-            (:func:`kseg.run.joint_split`); ``joint_source`` (their labels and fingerprints,
-            filled in by :func:`kseg.run.resolve_config`) is part of the identity.
+            (:func:`kseg.experiment.run.joint_split`); ``joint_source`` (their labels and fingerprints,
+            filled in by :func:`kseg.experiment.run.resolve_config`) is part of the identity.
         freeze_encoder_epochs, encoder_lr_factor: the encoder's weights stay fixed for the first
             ``freeze_encoder_epochs`` epochs, then learn at ``encoder_lr_factor`` times the
             learning rate (:class:`kseg.optimizers.EncoderRateAdam`); the decoder learns at the
@@ -369,7 +368,7 @@ class RunConfig:
         if self.init_from and not self.init_source:
             raise ValueError(
                 f"{self.model}: init_from {self.init_from!r} needs its init_source resolved "
-                "(kseg.run.resolve_config) before the config is hashed."
+                "(kseg.experiment.run.resolve_config) before the config is hashed."
             )
         fields = {
             k: v
@@ -378,6 +377,8 @@ class RunConfig:
         }
         if self.encoder_weights not in ("", "imagenet"):
             fields["encoder_weights"] = _path_digest(self.encoder_weights)
+        import keras  # here: declaring the knobs (the grid's --help) needs no backend
+
         return {
             **fields,
             "backend": keras.backend.backend(),

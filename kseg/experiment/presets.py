@@ -1,4 +1,4 @@
-"""The grid's presets: each a dict of :class:`kseg.config.RunConfig` fields, what
+"""The grid's presets: each a dict of :class:`kseg.experiment.config.RunConfig` fields, what
 ``--preset NAME`` starts from before the flags override it (``RunConfig.from_preset``)."""
 
 from __future__ import annotations
@@ -75,4 +75,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
-__all__ = ["PRESETS"]
+# Presets that train beside another labelled set and pretrain on it, where no --joint-source or
+# --pretrain-on names one: the environment variable that names the set's folder, its mask suffix.
+PRESET_SOURCES: dict[str, tuple[str, str]] = {"dermoscopy": ("KSEG_ISIC2018_TRAIN_DIR", "_segmentation")}
+
+__all__ = ["PRESETS", "PRESET_SOURCES"]

@@ -76,6 +76,8 @@ def load_source(source: str | Path) -> keras.Model:
     if path.suffix != ".keras" or not zipfile.is_zipfile(path):  # Keras says "File not found" for those
         what = "not a .keras file" if path.suffix != ".keras" else "not a Keras archive (a .keras file is a zip)"
         raise ValueError(f"--init-from expects a kseg model (.keras). Received: {path}, which is {what}")
+    import kseg.models  # noqa: F401  registers every kseg layer and the model class for load_model
+
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a file that is not its archive
