@@ -53,7 +53,7 @@ def model_flag() -> argparse.ArgumentParser:
 
 def engine_flags() -> argparse.ArgumentParser:
     # No choices=: the names live with the engines (kseg.predict.ENGINES, kseg.export.OPENVINO_PRECISIONS),
-    # which import Keras; loading the engine refuses an unknown one, naming the known ones.
+    # which import Keras; check_engine_flags refuses an unknown one after parsing, as argparse would.
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
         "--engine",
