@@ -224,6 +224,20 @@ def test_leaderboard_filters_by_version_and_recipe(tmp_path, capsys):
     assert "0.820" in out and "0.830" not in out and "0.810" not in out
 
 
+def test_leaderboard_filters_by_cpu_kind_and_an_older_file_has_none(tmp_path, capsys):
+    from kseg.cli import main
+
+    path = tmp_path / "lb.csv"
+    leaderboard.append_row(path, _row(0, cpu_kind="AMD EPYC Zen 4, avx512_bf16", test_iou=0.81))
+    leaderboard.append_row(path, _row(1, cpu_kind="AMD EPYC Zen 5, avx512_bf16", test_iou=0.82, config_hash="b"))
+    assert main(["leaderboard", "--results", str(path), "--markdown", "--cpu-kind", "AMD EPYC Zen 5, avx512_bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "0.820" in out and "0.810" not in out
+    old = _write_old_file(tmp_path / "old.csv", [_old_row(0, 0.8)])
+    assert main(["leaderboard", "--results", str(old), "--cpu-kind", "AMD EPYC Zen 5, avx512_bf16"]) == 0
+    assert "0.800" not in capsys.readouterr().out
+
+
 # ----- the schema grows; older and foreign files ------------------------------------------------
 
 

@@ -29,9 +29,9 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
             file=sys.stderr,
         )
         return EXIT_BAD_ARGUMENTS
-    for column in ("dataset", "preset", "kseg_version"):
+    for column in ("dataset", "preset", "kseg_version", "cpu_kind"):
         if getattr(args, column):
-            table = table[table[column] == getattr(args, column)]
+            table = table[table[column] == getattr(args, column)] if column in table else table.iloc[0:0]
     if args.seed is not None:
         table = table[table["seed"] == args.seed]
     if args.has:
@@ -71,6 +71,11 @@ def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
+    p.add_argument(
+        "--cpu-kind",
+        help='only rows timed on this CPU kind, as the cpu_kind column writes it (e.g. "AMD EPYC Zen 5, avx512_bf16"): '
+        "times compare only within one",
+    )
     p.add_argument("--seed", type=int, help="only rows of this seed (an ablation run on one seed)")
     p.add_argument("--recipe", help="only rows of this recipe, as the table's recipe column writes it")
     p.add_argument(
