@@ -21,6 +21,7 @@ from kseg._version import __version__
 # The modules and packages ``kseg.NAME`` loads on first use, and the version.
 __all__ = [
     "batch_norm",
+    "bootstrap",
     "boundary",
     "calibration",
     "cli",

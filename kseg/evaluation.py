@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import pandas as pd
 
-from kseg import boundary, calibration, metrics, refine
+from kseg import bootstrap, boundary, calibration, metrics, refine
 from kseg.data import SegmentationDataset
 from kseg.refine import binarise, resize_logits
 
@@ -76,17 +76,13 @@ class Evaluation:
         """Percentile-bootstrap interval over the images of ``score``: the mean of a per-image
         column, or for ``"ece"`` the pixel-pooled ECE of each resample of images."""
         if score != "ece":
-            return metrics.bootstrap_ci(self.per_image[score], confidence=confidence, seed=seed)
+            return bootstrap.bootstrap_ci(self.per_image[score], confidence=confidence, seed=seed)
         if self.reliability_bins is None:
             return float("nan"), float("nan")
-        bins = self.reliability_bins
-        rng = np.random.default_rng(seed)
-        draws = rng.integers(0, len(bins), size=(metrics.BOOTSTRAP_RESAMPLES, len(bins)))
-        pooled = bins[draws].sum(axis=1)  # (B, bins, 3)
+        # A resample's pooled bins are N times its mean bins: the ECE, a ratio, is the same.
+        pooled = bootstrap.bootstrap_means(self.reliability_bins, seed=seed)  # (B, bins, 3)
         values = np.abs(pooled[..., 2] - pooled[..., 1]).sum(axis=1) / pooled[..., 0].sum(axis=1)
-        alpha = 1.0 - confidence
-        lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
-        return float(lo), float(hi)
+        return bootstrap.percentile_interval(values, confidence)
 
     def pooled_reliability(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The reliability bins of every pixel together (``calibration.plot_reliability``'s input)."""

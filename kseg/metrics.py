@@ -305,7 +305,7 @@ def get(identifier: Any) -> keras.metrics.Metric:
 # over a test set, or a column of an evaluation table), not tensors: plain numpy, any backend.
 
 
-__all__ += ["isic_thresholded_iou", "failure_fraction", "bootstrap_ci"]
+__all__ += ["isic_thresholded_iou", "failure_fraction"]
 
 
 def _per_image_scores(values: Any, name: str) -> np.ndarray:
@@ -359,57 +359,3 @@ def failure_fraction(per_image_iou: Any, below: float = 0.5) -> float:
     """
     scores = _per_image_scores(per_image_iou, "per_image_iou")
     return float(np.mean(scores < below))
-
-
-#: The resamples of a per-image bootstrap interval (``bootstrap_ci``, and the pooled ECE's).
-BOOTSTRAP_RESAMPLES = 2000
-
-
-def bootstrap_ci(
-    values: Any, n_resamples: int = BOOTSTRAP_RESAMPLES, confidence: float = 0.95, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean of ``values``.
-
-    Draws ``n_resamples`` samples of size N with replacement from the N values, takes the mean
-    m_b of each, and returns the ``alpha / 2`` and ``1 - alpha / 2`` quantiles of the m_b, with
-    ``alpha = 1 - confidence`` (numpy's default linear interpolation between order statistics):
-
-        (lo, hi) = (quantile({m_b}, alpha / 2), quantile({m_b}, 1 - alpha / 2))
-
-    The interval reflects only the sampling of the images (the test set), not training noise.
-    The same ``seed`` gives the same interval.
-
-    Args:
-        values: the N per-image numbers (e.g. IoUs), any array-like (flattened).
-        n_resamples: number of bootstrap samples B (>= 1).
-        confidence: coverage of the interval, in (0, 1).
-        seed: seed of the ``numpy.random.default_rng`` that draws the samples.
-
-    Returns:
-        ``(lo, hi)`` as Python floats, ``lo <= hi``.
-
-    Example:
-
-    >>> lo, hi = bootstrap_ci([0.9, 0.8, 0.85, 0.4, 0.95])
-    >>> lo < 0.78 < hi  # the sample mean lies inside
-    True
-    """
-    scores = _per_image_scores(values, "values")
-    n_resamples = int(n_resamples)
-    if n_resamples < 1:
-        raise ValueError(f"`n_resamples` must be >= 1. Received: n_resamples={n_resamples}")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"`confidence` must be in (0, 1). Received: confidence={confidence}")
-    rng = np.random.default_rng(seed)
-    n = scores.size
-    # Resample in blocks of about 2**22 indices, so a large set does not need B * N memory.
-    block = max(1, (1 << 22) // n)
-    means = np.concatenate(
-        [
-            scores[rng.integers(0, n, size=(min(block, n_resamples - start), n))].mean(axis=1)
-            for start in range(0, n_resamples, block)
-        ]
-    )
-    alpha = 1.0 - confidence
-    lo, hi = np.quantile(means, [alpha / 2, 1.0 - alpha / 2])
-    return float(lo), float(hi)

@@ -1,5 +1,6 @@
-"""Bootstrap intervals, the paired bootstrap and Holm's correction against hand-computed values
-and independent references (statsmodels' Holm where installed, a plain loop otherwise)."""
+"""The paired bootstrap and Holm's correction against hand-computed values and independent
+references (statsmodels' Holm where installed, a plain loop otherwise); the draws and a group's
+interval: tests/test_bootstrap.py."""
 
 import numpy as np
 import pandas as pd
@@ -29,22 +30,6 @@ def test_noise_around_zero_is_not_significant_and_a_clear_gain_is():
     noise = rng.normal(0, 0.05, 200)
     assert stats.paired_bootstrap(noise - noise.mean())[2] > 0.5
     assert stats.paired_bootstrap(noise - noise.mean() + 0.03)[2] < 0.001
-
-
-def test_the_interval_resamples_within_strata():
-    # Two strata of constant values: every within-stratum resample has the same mean.
-    values = np.r_[np.full(10, 0.2), np.full(30, 0.8)]
-    assert stats.bootstrap_interval(values, np.r_[np.zeros(10), np.ones(30)]) == pytest.approx((0.65, 0.65))
-    lo, hi = stats.bootstrap_interval(values)  # one stratum: the mix varies
-    assert lo < 0.65 < hi
-
-
-def test_the_interval_matches_the_normal_approximation_on_a_large_sample():
-    values = np.random.default_rng(3).uniform(0, 1, 2000)
-    lo, hi = stats.bootstrap_interval(values, n_boot=4000)
-    half = 1.96 * values.std(ddof=1) / np.sqrt(len(values))
-    assert (hi - lo) / 2 == pytest.approx(half, rel=0.1)
-    assert (lo + hi) / 2 == pytest.approx(values.mean(), abs=half / 5)
 
 
 def _holm_loop(p):

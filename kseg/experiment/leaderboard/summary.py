@@ -89,7 +89,7 @@ def compare_groups(
     table: pd.DataFrame, per_image: pd.DataFrame, metric: str = "iou", level: float = 0.05
 ) -> pd.DataFrame:
     """Per group with per-image test scores: the pooled mean of ``metric`` over every (split,
-    image) it scored, its 95% bootstrap interval (:func:`kseg.experiment.stats.bootstrap_interval`, images
+    image) it scored, its 95% bootstrap interval (:func:`kseg.bootstrap.bootstrap_ci`, images
     resampled within splits) and whether it is tied with the best group of its dataset.
 
     Groups of one dataset scored on the same test splits (the same seeds, or the same folds) form a
@@ -101,6 +101,7 @@ def compare_groups(
     Folds pool: a 5-fold group scores each image once, by the fold model that never saw it.
     The best is the lowest mean for a score where lower is better (:func:`lower_is_better`).
     """
+    from kseg.bootstrap import bootstrap_ci
     from kseg.experiment import stats
 
     columns = ["group", "pooled", "ci_lo", "ci_hi", "images", "p_holm", "tied", "note"]
@@ -125,7 +126,7 @@ def compare_groups(
         best = (min if lower_is_better(metric) else max)(means, key=means.get)
         results, compared = {}, []
         for group, frame in by_group.items():
-            lo, hi = stats.bootstrap_interval(frame[metric], frame["split"])
+            lo, hi = bootstrap_ci(frame[metric], frame["split"])
             results[group] = dict(
                 group=group,
                 pooled=means[group],
