@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from kseg import export, predict
-from kseg.data import SegmentationDataset, load_dataset
+from kseg.data import LOADERS, SegmentationDataset, load_dataset
 from kseg.evaluation import evaluate
 
 #: The most validation IoU the int8 model may lose against the float32 export.
@@ -65,7 +65,7 @@ def run_data(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = No
         raise FileNotFoundError(f"{run_dir}: no config.json, so not a run folder of kseg's grid")
     config = json.loads(config_file.read_text())
     name = config["dataset"]
-    kind = name if name in ("ph2", "synthetic") else "folder"
+    kind = name if name in LOADERS else "folder"
     if kind == "folder" and data_dir is None:
         raise ValueError(f"{run_dir} trained on the folder dataset {name!r}: pass its folder (--data-dir)")
     sizes = dict.fromkeys((config["image_size"], config["eval_size"]))

@@ -13,6 +13,7 @@ import pytest
 
 import kseg.data.io as kio
 from kseg.data import (
+    LOADERS,
     SegmentationDataset,
     SegmentationSequence,
     SourceMixSequence,
@@ -68,6 +69,32 @@ def test_folder_with_suffix(tmp_path):
         len(load_dataset("folder", path=(root / "images", root / "masks"), mask_suffix="_segmentation", image_size=16))
         == 4
     )
+
+
+def _tiny(image_size: int = 8, level: float = 0.5) -> SegmentationDataset:
+    """A loader as a user would register one: keyword arguments, one of its own (``level``)."""
+    images = np.full((2, image_size, image_size, 3), level, np.float32)
+    masks = np.zeros((2, image_size, image_size, 1), np.float32)
+    return SegmentationDataset(images, masks, ["a", "b"], None, "tiny")
+
+
+def test_a_registered_loader_is_loaded_by_name_with_the_options_it_takes(monkeypatch):
+    monkeypatch.setitem(LOADERS, "tiny", _tiny)
+    # The grid's one call passes every kind path, mask_suffix and n: each loader takes what it names.
+    ds = load_dataset("tiny", path=None, image_size=4, mask_suffix="", n=200, level=0.25)
+    assert ds.name == "tiny" and ds.images.shape == (2, 4, 4, 3) and float(ds.images.max()) == 0.25
+    assert len(load_dataset("synthetic", image_size=8, n=3, level=0.25)) == 3  # another loader's option
+    with pytest.raises(ValueError, match=r"Expected one of: auto, ph2, synthetic, folder, tiny\. Received"):
+        load_dataset("tny")
+    with pytest.raises(ValueError, match=r"Unknown dataset option 'levels'\. Expected one of: .*level, mask_suffix"):
+        load_dataset("tiny", levels=0.1)
+
+
+def test_the_grid_offers_every_registered_dataset(monkeypatch):
+    from kseg.cli import build_parser
+
+    monkeypatch.setitem(LOADERS, "tiny", _tiny)
+    assert build_parser().parse_args(["grid", "--dataset", "tiny"]).dataset == "tiny"
 
 
 @pytest.mark.parametrize("ext", [".png", ".bmp", ".tif", ".jpeg"])

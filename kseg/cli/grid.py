@@ -20,7 +20,7 @@ from kseg.cli._flags import (
 def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The grid's flags. Built without Keras (``--help`` answers at once): the names of models and
     losses are checked after parsing, each unknown one refused with the known ones."""
-    from kseg.data.load import KINDS
+    from kseg.data.load import LOADERS
     from kseg.experiment.config import PRECISIONS, PRESETS, flag_knobs
 
     p.add_argument("--preset", default="cpu", choices=list(PRESETS), help="defaults for sizes, epochs and recipe")
@@ -56,7 +56,7 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="one split for every seed (default: each run's split seed is its seed)",
     )
     data = p.add_argument_group("data")
-    data.add_argument("--dataset", default="auto", choices=KINDS, help="auto: PH2 where found, else synthetic")
+    data.add_argument("--dataset", default="auto", choices=list(LOADERS), help="auto: PH2 where found, else synthetic")
     data.add_argument("--data-dir", default=None, help="PH2 root, or a folder with images/ and masks/")
     data.add_argument(
         "--external",

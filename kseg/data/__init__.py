@@ -14,7 +14,7 @@ from kseg.data.cache import cache_dir
 from kseg.data.dataset import SegmentationDataset, concatenate
 from kseg.data.folder import load_folder
 from kseg.data.io import IMAGE_EXTENSIONS, read_image, read_mask
-from kseg.data.load import load_dataset
+from kseg.data.load import LOADERS, load_dataset
 from kseg.data.ph2 import download_ph2, find_ph2, load_ph2
 from kseg.data.split import Split, fold_indices, load_split, parse_split_sizes, save_split, split, split_indices
 from kseg.data.synthetic import synthetic
@@ -30,6 +30,7 @@ __getattr__, __dir__ = loader(
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "LOADERS",
     "SegmentationDataset",
     "SegmentationSequence",
     "SourceMixSequence",

@@ -6,6 +6,7 @@ import os
 import warnings
 from pathlib import Path
 
+from kseg._errors import invalid_value
 from kseg.data.dataset import SegmentationDataset
 from kseg.data.io import IMAGE_EXTENSIONS, ImageSize, image_files, load_pairs
 
@@ -77,4 +78,21 @@ def load_folder(
     )
 
 
-__all__ = ["load_folder"]
+def load_folder_dataset(
+    path: str | os.PathLike | tuple | list | None, mask_suffix: str = "", image_size: ImageSize = 256
+) -> SegmentationDataset:
+    """The ``folder`` kind of :func:`kseg.data.load_dataset`: :func:`load_folder` of ``path``, a dir
+    with ``images/`` and ``masks/`` or an ``(images_dir, masks_dir)`` pair.
+
+    >>> load_folder_dataset("data/isic", "_segmentation")  # doctest: +SKIP
+    """
+    if isinstance(path, (tuple, list)):
+        if len(path) != 2:
+            raise invalid_value("path", "a dir or an (images_dir, masks_dir) pair", path)
+        return load_folder(path[0], path[1], mask_suffix, image_size)
+    if path is None:
+        raise ValueError("kind='folder' needs path= (a dir with images/ and masks/, or a pair of dirs)")
+    return load_folder(Path(path) / "images", Path(path) / "masks", mask_suffix, image_size)
+
+
+__all__ = ["load_folder", "load_folder_dataset"]

@@ -28,7 +28,8 @@ class DataCache:
         parts, targets = data.parts(config)   # a RunConfig's split at its training and evaluation sizes
 
     Args:
-        kind: ``auto``, ``ph2``, ``synthetic`` or ``folder`` (:func:`kseg.data.load_dataset`).
+        kind: a loader's name in :data:`kseg.data.LOADERS` (``auto``, ``ph2``, ``synthetic``,
+            ``folder``, ...; :func:`kseg.data.load_dataset`).
         path: the data's folder (``None``: PH2's usual places, or the synthetic set).
         mask_suffix: folder datasets: the masks' file-stem suffix (``_segmentation`` for ISIC).
         externals: ``(folder, mask_suffix)`` of labelled sets (``images/`` + ``masks/``, or PH2)
