@@ -48,10 +48,10 @@ ONE_EACH = [("unet", e) for e in ENCODERS] + [
 # under TensorFlow on a 2-core AVX2 EPYC) train in the backend-independent pass only, PyTorch's,
 # where their eager steps cost 5-7 s.
 FIRST_OF_EACH_SOURCE = (applications.ENCODERS[0].name, hub.ENCODERS[0].name)  # MobileNetV2, ResNet-18
-PER_BACKEND = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg" or e in FIRST_OF_EACH_SOURCE]
+PER_BACKEND = [(d, e) for d, e in ONE_EACH if not backbones.get(e).pretrained or e in FIRST_OF_EACH_SOURCE]
 # JAX builds and first calls a keras.applications encoder op by op, and compiles its training
 # step in ~50 s: a JAX process trains kseg's encoders only, and moves MobileNetV2 to TensorFlow.
-KSEG_ONLY = [(d, e) for d, e in ONE_EACH if backbones.get(e).family == "kseg"]
+KSEG_ONLY = [(d, e) for d, e in ONE_EACH if not backbones.get(e).pretrained]
 JAX_LIGHT = KSEG_ONLY + [(d, e) for d, e in ONE_EACH if e == applications.ENCODERS[0].name]
 TRAINED = {"jax": KSEG_ONLY, BACKEND_INDEPENDENT_PASS: ONE_EACH}.get(keras.backend.backend(), PER_BACKEND)
 SIZE, DEPTH = 32, 3  # 32 px: the applications' stride 32; depth 3: P2 and a deeper level for FPN/DeepLab
@@ -107,7 +107,7 @@ def test_every_backend_trains_a_step_of_every_decoder_and_of_kseg_s_encoders():
     for backend in ("tensorflow", "jax", "torch"):
         pairs = trained.get(backend, PER_BACKEND)
         assert {d for d, _ in pairs} == set(models.available()), backend
-        assert {e for _, e in pairs} >= {e for e in ENCODERS if backbones.get(e).family == "kseg"}, backend
+        assert {e for _, e in pairs} >= {e for e in ENCODERS if not backbones.get(e).pretrained}, backend
     assert {e for _, e in ONE_EACH} == set(ENCODERS)
 
 
@@ -199,7 +199,7 @@ def test_one_model_of_each_encoder_and_decoder_loads_under_another_backend(tmp_p
 
 
 @pytest.mark.backend_independent
-@pytest.mark.parametrize("encoder", _params(e for e in ENCODERS if backbones.get(e).family != "kseg"))
+@pytest.mark.parametrize("encoder", _params(e for e in ENCODERS if backbones.get(e).pretrained))
 def test_application_encoders_take_kseg_batch_norm_momentum(encoder):
     # 0.99 / 0.999 (the applications' own) left a from-scratch cpu run predicting nothing on validation.
     model = models.build(f"unet:{encoder}", (SIZE, SIZE, 3), base_filters=4, bn_momentum=0.8)
@@ -224,6 +224,15 @@ def test_encoder_weights_refusals_name_what_is_wrong(tmp_path):
         _build("unet", "mobilenetv2", encoder_weights=str(tmp_path / "nowhere.h5"))
     with pytest.raises(ValueError, match="the unet encoder starts from random weights"):
         _build("unet", "unet", encoder_weights="imagenet")
+
+
+def test_which_encoders_load_published_weights_is_declared_not_read_off_their_label():
+    from kseg.models.backbones import applications, convolutional, hub
+
+    assert {e.weights_from for e in applications.ENCODERS} == {"keras.applications"}
+    assert all(hub.is_hub_encoder(e) and e.pretrained for e in hub.ENCODERS)
+    own = [*convolutional.ENCODERS, *(backbones.get(name) for name in ("egeunet", "malunet", "unext"))]
+    assert not any(e.pretrained or hub.is_hub_encoder(e) for e in own)
 
 
 def test_a_failed_imagenet_download_names_the_offline_route(monkeypatch, tmp_path):

@@ -105,7 +105,7 @@ def _check_encoder_weights(value: str, encoders: dict) -> None:
                 f"preset folder. Received: {value}",
                 usage=True,
             )
-    own = [name for name, encoder in encoders.items() if encoder.family == "kseg"]
+    own = [name for name, encoder in encoders.items() if not encoder.pretrained]
     if own:
         raise GridError(
             f"--encoder-weights applies to keras.applications and keras-hub encoders; {', '.join(own)} start "

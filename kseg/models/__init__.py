@@ -151,14 +151,14 @@ def _options(encoder_entry: Encoder, input_shape, base_filters, depth, bn_moment
     """The builders' options, once the encoder is installed and accepts the weights and the input's size."""
     encoder_entry.check_installed()
     options = ModelOptions(base_filters, depth, bn_momentum, batch_norm, encoder_weights)
-    if encoder_weights is not None and encoder_entry.family == "kseg":
+    if encoder_weights is not None and not encoder_entry.pretrained:
         raise ValueError(
             f"encoder_weights applies to pretrained (keras.applications, keras-hub) encoders; the "
             f"{encoder_entry.name} encoder starts from random weights (use --init-from for a kseg model's weights). "
             f"Received: encoder_weights={encoder_weights!r}"
         )
     stride = encoder_entry.total_stride(options)
-    if encoder_entry.family == "kseg" and stride == 2**depth:  # a light network has its own fixed stride
+    if not encoder_entry.pretrained and stride == 2**depth:  # a light network has its own fixed stride
         stride_label = f"2**depth = {stride} (depth={depth})"
     else:
         stride_label = f"{stride} (the {encoder_entry.name} encoder's total stride)"

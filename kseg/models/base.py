@@ -68,9 +68,11 @@ class Encoder:
         name: the registry name (``--models DECODER:ENCODER``).
         build: ``build(image, options) -> Features``.
         total_stride: ``total_stride(options)``: what the input's height and width must divide by.
-        family: what the encoder table of docs/models.md groups it under.
+        family: what the encoder table of docs/models.md groups it under (a label only).
         check_installed: raises ImportError, saying what to install, where the encoder needs an
             optional package that is missing.
+        weights_from: where ``encoder_weights`` come from, ``"keras.applications"`` or
+            ``"keras-hub"``; empty for kseg's own encoders, which start from random weights.
     """
 
     name: str
@@ -78,6 +80,12 @@ class Encoder:
     total_stride: Callable[[ModelOptions], int]
     family: str
     check_installed: Callable[[], object] = lambda: None
+    weights_from: str = ""
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether it can start from published weights (``encoder_weights``)."""
+        return bool(self.weights_from)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -134,7 +134,14 @@ def _build(image, options: ModelOptions, spec: _Application) -> Features:
 
 
 ENCODERS = [
-    Encoder(spec.name, functools.partial(_build, spec=spec), lambda options: 32, spec.family) for spec in _APPLICATIONS
+    Encoder(
+        spec.name,
+        functools.partial(_build, spec=spec),
+        lambda options: 32,
+        spec.family,
+        weights_from="keras.applications",
+    )
+    for spec in _APPLICATIONS
 ]
 
 __all__ = ["ENCODERS"]

@@ -127,14 +127,21 @@ def _build(image, options: ModelOptions, spec: _HubBackbone) -> Features:
 
 
 ENCODERS = [
-    Encoder(spec.name, functools.partial(_build, spec=spec), lambda options: 32, spec.family, keras_hub_module)
+    Encoder(
+        spec.name,
+        functools.partial(_build, spec=spec),
+        lambda options: 32,
+        spec.family,
+        keras_hub_module,
+        weights_from="keras-hub",
+    )
     for spec in _BACKBONES
 ]
 
 
 def is_hub_encoder(encoder: Encoder) -> bool:
     """Whether ``encoder`` is one of these (its weights may be a keras-hub preset folder)."""
-    return encoder.family.startswith(FAMILY_PREFIX)
+    return encoder.weights_from == "keras-hub"
 
 
 __all__ = ["ENCODERS", "INSTALL_HINT", "keras_hub_module", "is_hub_encoder"]
