@@ -505,8 +505,10 @@ def test_the_fold_changes_the_hash_but_not_the_group(tmp_path):
     assert len({plain.config_hash, fold0.config_hash, fold1.config_hash}) == 3
     assert fold0.group_hash == fold1.group_hash != plain.group_hash
     assert "fold1" in fold1.run_id and "folds" not in plain.identity()
-    with pytest.raises(ValueError, match="folds expects"):
+    with pytest.raises(ValueError, match=r"`fold` must be in \[0, 5\) with folds=5. Received: fold=5"):
         plain.replace(folds=5, fold=5)
+    with pytest.raises(ValueError, match="--folds expects 0 .no cross-validation. or K >= 2. Received: 1"):
+        plain.replace(folds=1)
 
 
 @pytest.mark.backend_independent

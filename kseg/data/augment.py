@@ -6,6 +6,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from kseg._errors import invalid_value
+
+MAX_SCALE = 1.1  # the largest zoom drawn: scales come from Uniform(min_scale, MAX_SCALE)
+
+
+def check_min_scale(min_scale: float) -> None:
+    """Raises ValueError unless ``0 < min_scale <= MAX_SCALE`` (RunConfig checks its knob with it)."""
+    if not 0.0 < min_scale <= MAX_SCALE:
+        raise invalid_value("min_scale", f"in (0, {MAX_SCALE:g}]", min_scale)
+
 
 def augment_pair(
     image: np.ndarray,
@@ -34,8 +44,7 @@ def augment_pair(
     All randomness comes from ``rng``, so a seeded generator reproduces the result.
     """
     illuminant = float(illuminant)
-    if not 0.0 < min_scale <= 1.1:
-        raise ValueError(f"`min_scale` must be in (0, 1.1]. Received: min_scale={min_scale}")
+    check_min_scale(min_scale)
     if not illuminant >= 0.0:
         raise ValueError(f"`illuminant` must be >= 0. Received: illuminant={illuminant}")
     image = np.asarray(image, dtype=np.float32)
@@ -53,7 +62,7 @@ def augment_pair(
         if rng.random() < affine_probability:
             h, w = image.shape[:2]
             angle = rng.uniform(-15, 15)
-            scale = rng.uniform(min_scale, 1.1)
+            scale = rng.uniform(min_scale, MAX_SCALE)
             matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, scale)
             matrix[:, 2] += rng.uniform(-0.05, 0.05, 2) * (w, h)
             image = cv2.warpAffine(

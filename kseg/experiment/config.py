@@ -327,13 +327,10 @@ class RunConfig:
                 raise unknown_name(name, getattr(self, name), allowed)
         if not 0.0 <= self.ema < 1.0:
             raise invalid_value("ema", "a momentum in [0, 1)", self.ema)
-        if not 0.0 < self.min_scale <= 1.1:
-            raise invalid_value("min_scale", "in (0, 1.1]", self.min_scale)
-        if self.folds == 1 or self.folds < 0 or not 0 <= self.fold < max(self.folds, 1):
-            raise ValueError(
-                f"folds expects 0 (no cross-validation) or >= 2 with 0 <= fold < folds. "
-                f"Received: folds={self.folds}, fold={self.fold}"
-            )
+        from kseg.data.augment import check_min_scale  # here: the grid's --help loads no OpenCV
+
+        check_min_scale(self.min_scale)
+        check_folds(self.folds, self.fold)
         if self.val_every < 1:
             raise invalid_value("val_every", "at least 1", self.val_every)
         if self.freeze_encoder_epochs < 0:
@@ -412,6 +409,14 @@ class RunConfig:
         return f"{model}-{self.loss}-seed{self.seed}{fold}-{self.config_hash}"
 
 
+def check_folds(folds: int, fold: int = 0) -> None:
+    """Raises ValueError unless ``folds`` is 0 (no cross-validation) or K >= 2 with ``0 <= fold < K``."""
+    if folds == 1 or folds < 0:
+        raise ValueError(f"--folds expects 0 (no cross-validation) or K >= 2. Received: {folds}")
+    if not 0 <= fold < max(folds, 1):
+        raise invalid_value("fold", f"in [0, {max(folds, 1)}) with folds={folds}", fold)
+
+
 def knobs() -> dict[str, Knob]:
     """Every RunConfig field's :class:`Knob` by name, in declaration order, each flag named."""
     found = {}
@@ -476,6 +481,7 @@ __all__ = [
     "knob",
     "knobs",
     "flag_knobs",
+    "check_folds",
     "positive_int",
     "positive_float",
     "fraction",

@@ -11,7 +11,7 @@ from typing import Any
 
 from kseg import losses, models
 from kseg.experiment import executors, grid, group_ensembles, leaderboard, training, transfer
-from kseg.experiment.config import RunConfig, flag_knobs
+from kseg.experiment.config import RunConfig, check_folds, flag_knobs
 from kseg.experiment.presets import PRESET_SOURCES
 from kseg.experiment.sources import DataCache
 from kseg.models import deep_supervision
@@ -116,8 +116,10 @@ def _check_encoder_weights(value: str, encoders: dict) -> None:
 
 def _executor(args: Any) -> executors.Executor:
     """Where the runs execute, once the seeds, folds and scaling flags agree."""
-    if args.folds == 1 or args.folds < 0:
-        raise GridError(f"--folds expects 0 (no cross-validation) or K >= 2. Received: {args.folds}", usage=True)
+    try:
+        check_folds(args.folds)
+    except ValueError as error:
+        raise GridError(str(error), usage=True) from None
     if any(seed < 0 for seed in args.seeds):
         raise GridError(
             f"--seeds expects non-negative integers. Received: {' '.join(map(str, args.seeds))}", usage=True
