@@ -22,6 +22,7 @@ from kseg.cli._flags import (
     engine_flags,
     formatter,
     model_flag,
+    refuse,
     scoring_flags,
 )
 from kseg.cli._startup import start_backend
@@ -101,8 +102,7 @@ def _run(command: Callable, args: argparse.Namespace, parser: argparse.ArgumentP
     try:
         start_backend()
     except ImportError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     return command(args, parser)
 
 

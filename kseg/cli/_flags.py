@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Callable, Sequence
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_ARGUMENTS = 0, 1, 2
+
+
+def refuse(problem: object) -> int:
+    """Says what is wrong on stderr, in the command lines' one form (``error: ...``), and returns
+    the exit status of a command refused for its arguments or inputs."""
+    print(f"error: {problem}", file=sys.stderr)
+    return EXIT_BAD_ARGUMENTS
 
 
 def split_names(values: Sequence[str]) -> list[str]:
@@ -132,6 +140,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_SOME_FAILED",
     "EXIT_BAD_ARGUMENTS",
+    "refuse",
     "split_names",
     "positive_int_flag",
     "positive_float_flag",

@@ -4,15 +4,14 @@ checks made before any run and the run itself are :mod:`kseg.experiment.launch`'
 from __future__ import annotations
 
 import argparse
-import sys
 
 from kseg.cli._flags import (
-    EXIT_BAD_ARGUMENTS,
     EXIT_OK,
     EXIT_SOME_FAILED,
     flag_type,
     labelled_folder,
     positive_int_flag,
+    refuse,
     split_names,
 )
 
@@ -163,8 +162,7 @@ def grid_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     except GridError as error:
         if error.usage:
             parser.error(str(error))
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     return EXIT_OK if ok else EXIT_SOME_FAILED
 
 

@@ -14,6 +14,7 @@ from kseg.cli._flags import (
     labelled_folder,
     positive_float_flag,
     positive_int_flag,
+    refuse,
 )
 
 
@@ -48,8 +49,7 @@ def predict_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         model = predict.load_engine(args.model, args.engine, args.openvino_precision)
         refinement = _refinement(args, args.model)
     except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     report = predict.predict_files(model, files, args.output, args.threshold, args.batch_size, refinement=refinement)
     print(
         f"[predict] {len(report.written)} of {len(files)} images -> {Path(args.output)}/masks, overlays "
@@ -81,8 +81,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     for flag, folder in (("--images", args.images), ("--masks", args.masks)):
         problem = _not_a_folder(folder)
         if problem:  # the data's problem, said once, not once per model
-            print(f"error: {flag} {folder}: {problem}", file=sys.stderr)
-            return EXIT_BAD_ARGUMENTS
+            return refuse(f"{flag} {folder}: {problem}")
     if args.model is None:
         from kseg import pretrained
 
@@ -108,7 +107,7 @@ def evaluate_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
                 ece_bins=args.ece_bins,
             )
         except (FileNotFoundError, NotADirectoryError, ValueError, ImportError) as error:
-            print(f"error: {error}", file=sys.stderr)
+            refuse(error)  # this model only: the others are still scored
             failed.append(model_path)
             continue
         if len(args.model) > 1:
@@ -169,8 +168,7 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     try:
         args.model = predict.model_file(args.model)  # a run folder: its model.keras
     except FileNotFoundError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     if args.format == "openvino-int8":
         return _export_int8(args)
     output = Path(args.output) if args.output else export.default_output(args.model, args.format)
@@ -181,8 +179,7 @@ def export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         model = predict.load_trained_model(args.model)
         export.export_model(model, output, args.format, refine.load_refinement(args.model), args.batch_size)
     except (FileNotFoundError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     import keras
 
     print(
@@ -198,8 +195,7 @@ def _export_int8(args: argparse.Namespace) -> int:
     try:
         report = quantize.quantize_run(args.model, args.output, args.data_dir, args.max_iou_drop)
     except (FileNotFoundError, ValueError, ImportError) as error:  # QuantizationRefused is a ValueError
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     print(
         f"[export] {args.model} -> {report.output} (openvino-int8, calibrated on {len(report.calibration_ids)} "
         f"training cases; validation IoU {report.val_iou_int8:.4f} against {report.val_iou_float:.4f} in float32)"
@@ -232,8 +228,7 @@ def ensemble_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             )
         _, chosen = ensemble.ensemble_files(args.model, args.output, val_images, val_masks)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(error)
     print(
         f"[ensemble] {len(args.model)} model(s) -> {args.output} (post-processing {chosen.postprocess}, "
         f"{_postprocess_origin(args.val, chosen.postprocess)})"

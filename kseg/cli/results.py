@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from kseg.cli._flags import EXIT_BAD_ARGUMENTS, EXIT_OK
+from kseg.cli._flags import EXIT_OK, refuse
 
 
 def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -19,16 +18,11 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
             f"appended to {args.results}"
         )
     if not Path(args.results).exists():
-        print(f"error: no leaderboard at {args.results}", file=sys.stderr)
-        return EXIT_BAD_ARGUMENTS
+        return refuse(f"no leaderboard at {args.results}")
     table = leaderboard.read(args.results)
     if args.metric not in table:
         scores = sorted(c for c in table.columns if c.startswith(("test_", "ext_", "val_")))
-        print(
-            f"error: --metric {args.metric} is not a column of {args.results}. Expected one of: {', '.join(scores)}",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_ARGUMENTS
+        return refuse(f"--metric {args.metric} is not a column of {args.results}. Expected one of: {', '.join(scores)}")
     for column in ("dataset", "preset", "kseg_version", "cpu_kind"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)] if column in table else table.iloc[0:0]
