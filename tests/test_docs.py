@@ -21,7 +21,7 @@ PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # `generated`: the command's output follows verbatim. `rows of`: the table that follows is a
 # selection of the command's table (some rows, some columns), each of its cells as printed.
-MARKER = re.compile(r"<!-- (generated|rows of): (python -m kseg leaderboard .*?) -->\n\s*", re.S)
+MARKER = re.compile(r"<!-- (generated|rows of): (python -m kseg(?: leaderboard|\.models)(?: .*?)??) -->\n\s*", re.S)
 
 
 def _markers():
@@ -32,9 +32,16 @@ def _markers():
 
 
 def _leaderboard(command: str) -> str:
+    """What ``python -m kseg leaderboard ...`` or ``python -m kseg.models ...`` prints."""
+    words = shlex.split(command)
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
-        assert cli.main(shlex.split(command)[3:]) == cli.EXIT_OK
+        if words[2] == "kseg.models":
+            from kseg.models.__main__ import main as models_main
+
+            assert models_main(words[3:]) == 0
+        else:
+            assert cli.main(words[3:]) == cli.EXIT_OK
     return output.getvalue()
 
 
