@@ -224,7 +224,7 @@ def test_leaderboard_filters_by_version_and_recipe(tmp_path, capsys):
     assert "0.820" in out and "0.830" not in out and "0.810" not in out
 
 
-def test_leaderboard_filters_by_cpu_kind_and_an_older_file_has_none(tmp_path, capsys):
+def test_leaderboard_filters_by_cpu_kind_and_loss_and_an_older_file_has_no_cpu_kind(tmp_path, capsys):
     from kseg.cli import main
 
     path = tmp_path / "lb.csv"
@@ -233,6 +233,10 @@ def test_leaderboard_filters_by_cpu_kind_and_an_older_file_has_none(tmp_path, ca
     assert main(["leaderboard", "--results", str(path), "--markdown", "--cpu-kind", "AMD EPYC Zen 5, avx512_bf16"]) == 0
     out = capsys.readouterr().out
     assert "0.820" in out and "0.810" not in out
+    leaderboard.append_row(path, _row(2, loss="dice", test_iou=0.83, config_hash="c"))
+    assert main(["leaderboard", "--results", str(path), "--markdown", "--loss", "dice"]) == 0
+    out = capsys.readouterr().out
+    assert "0.830" in out and "0.820" not in out and "0.810" not in out
     old = _write_old_file(tmp_path / "old.csv", [_old_row(0, 0.8)])
     assert main(["leaderboard", "--results", str(old), "--cpu-kind", "AMD EPYC Zen 5, avx512_bf16"]) == 0
     assert "0.800" not in capsys.readouterr().out

@@ -23,7 +23,7 @@ def leaderboard_command(args: argparse.Namespace, parser: argparse.ArgumentParse
     if args.metric not in table:
         scores = sorted(c for c in table.columns if c.startswith(("test_", "ext_", "val_")))
         return refuse(f"--metric {args.metric} is not a column of {args.results}. Expected one of: {', '.join(scores)}")
-    for column in ("dataset", "preset", "kseg_version", "cpu_kind"):
+    for column in ("dataset", "preset", "loss", "kseg_version", "cpu_kind"):
         if getattr(args, column):
             table = table[table[column] == getattr(args, column)] if column in table else table.iloc[0:0]
     if args.seed is not None:
@@ -64,6 +64,7 @@ def add_leaderboard_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentPa
     p.add_argument("--markdown", action="store_true", help="a Markdown table (as in docs/results.md)")
     p.add_argument("--dataset", help="only rows of this dataset")
     p.add_argument("--preset", help="only rows of this preset")
+    p.add_argument("--loss", help="only rows of this loss")
     p.add_argument("--kseg-version", help="only rows written by this kseg version, e.g. 0.3.0")
     p.add_argument(
         "--cpu-kind",
