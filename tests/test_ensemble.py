@@ -127,7 +127,7 @@ def test_the_ensemble_predicts_the_same_under_another_backend(tmp_path, images):
     model, _ = ensemble.ensemble_files(_saved_members(tmp_path), tmp_path / "e.keras")
     np.save(tmp_path / "x.npy", images)
     code = (
-        "import kseg, keras, numpy as np; m = keras.saving.load_model(r'%s'); "
+        "import kseg.models, keras, numpy as np; m = keras.saving.load_model(r'%s'); "
         "np.save(r'%s', m.predict(np.load(r'%s'), verbose=0))"
         % (tmp_path / "e.keras", tmp_path / "y.npy", tmp_path / "x.npy")
     )

@@ -143,7 +143,7 @@ def test_one_training_step_is_finite_moves_the_weights_and_saves(decoder, encode
 _LOAD_ELSEWHERE = """
 import json, sys
 import keras, numpy as np
-import kseg  # noqa: F401  (registers kseg's layers)
+import kseg.models  # noqa: F401  (registers kseg's layers and model class)
 cases = json.loads(sys.argv[1])
 worst = {}
 for case in cases:

@@ -51,7 +51,7 @@ def test_the_fields_travel_in_the_config_and_the_file(tmp_path):
 
 _OTHER_BACKEND = """
 import sys, keras
-import kseg  # registers kseg's classes
+import kseg.models  # registers kseg's classes
 model = keras.saving.load_model(sys.argv[1])
 print(type(model).__name__, model.refinement.tta, model.refinement.postprocess, model.threshold, model.architecture)
 """
