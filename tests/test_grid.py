@@ -185,7 +185,7 @@ def test_killed_grid_leaves_a_valid_csv_that_the_next_run_completes(tmp_path):
             ["--models", "fpn:resnet5"],
             "--models: Unknown encoder 'resnet5'. Expected one of: segnet, unet, unet2, mobilenetv2",
         ),
-        (["--models", "unet", "--encoder-weights", "imagenet"], "--encoder-weights applies to keras.applications"),
+        (["--models", "unet", "--encoder-weights", "imagenet"], "--encoder-weights, --models unet: encoder_weights applies to keras.applications"),
         (["--models", "fpn:mobilenetv2", "--encoder-weights", "nowhere.h5"], "Received: nowhere.h5"),
         (["--models", "fpn:mobilenetv2", "--encoder-weights", "/"], "(for keras-hub encoders only) a keras-hub preset"),
         (["--losses", "hinge"], "hinge"),

@@ -105,13 +105,11 @@ def _check_encoder_weights(value: str, encoders: dict) -> None:
                 f"preset folder. Received: {value}",
                 usage=True,
             )
-    own = [name for name, encoder in encoders.items() if not encoder.pretrained]
-    if own:
-        raise GridError(
-            f"--encoder-weights applies to keras.applications and keras-hub encoders; {', '.join(own)} start "
-            "from random weights (use --init-from for a kseg model's weights)",
-            usage=True,
-        )
+    for name, encoder in encoders.items():
+        try:
+            models.check_encoder_weights(encoder, value)
+        except ValueError as error:
+            raise GridError(f"--encoder-weights, --models {name}: {error}", usage=True) from None
 
 
 def _executor(args: Any) -> executors.Executor:

@@ -147,16 +147,22 @@ def build_encoder(
     return keras.Model(inputs, features.pyramid_outputs, name=f"{encoder_entry.name}_encoder")
 
 
+def check_encoder_weights(encoder_entry: Encoder, encoder_weights: str | None) -> None:
+    """Raises ValueError where ``encoder_weights`` are given for an encoder with no published
+    weights (kseg's own: they start from random weights)."""
+    if encoder_weights is not None and not encoder_entry.pretrained:
+        raise ValueError(
+            f"encoder_weights applies to keras.applications and keras-hub encoders; the "
+            f"{encoder_entry.name} encoder starts from random weights (use --init-from for a kseg model's weights). "
+            f"Received: encoder_weights={encoder_weights!r}"
+        )
+
+
 def _options(encoder_entry: Encoder, input_shape, base_filters, depth, bn_momentum, batch_norm, encoder_weights):
     """The builders' options, once the encoder is installed and accepts the weights and the input's size."""
     encoder_entry.check_installed()
     options = ModelOptions(base_filters, depth, bn_momentum, batch_norm, encoder_weights)
-    if encoder_weights is not None and not encoder_entry.pretrained:
-        raise ValueError(
-            f"encoder_weights applies to pretrained (keras.applications, keras-hub) encoders; the "
-            f"{encoder_entry.name} encoder starts from random weights (use --init-from for a kseg model's weights). "
-            f"Received: encoder_weights={encoder_weights!r}"
-        )
+    check_encoder_weights(encoder_entry, encoder_weights)
     stride = encoder_entry.total_stride(options)
     if not encoder_entry.pretrained and stride == 2**depth:  # a light network has its own fixed stride
         stride_label = f"2**depth = {stride} (depth={depth})"
@@ -206,6 +212,7 @@ __all__ = [
     "total_stride",
     "build",
     "build_encoder",
+    "check_encoder_weights",
     "segnet",
     "unet",
     "unet2",
